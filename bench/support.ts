@@ -1,0 +1,81 @@
+// Shared helpers of the benchmarks: a database of their own, medians, a printed table and
+// a JSON file per benchmark under bench/results/.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import pg from 'pg';
+
+export interface Figure {
+  readonly name: string;
+  readonly concurrency: number;
+  readonly messagesPerSec: number;
+}
+
+export interface Target {
+  readonly target: string;
+  readonly value: number;
+  readonly limit: number;
+  readonly higherIsBetter: boolean;
+}
+
+/** Creates (or recreates) a database for a benchmark on DATABASE_URL's server and returns its URL. */
+export async function benchDatabase(name: string): Promise<string> {
+  const admin = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    await client.query(`CREATE DATABASE "${name}"`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
+}
+
+export function met(target: Target): boolean {
+  return target.higherIsBetter ? target.value >= target.limit : target.value <= target.limit;
+}
+
+export function printTable(
+  figures: readonly Figure[],
+  targets: readonly Target[],
+  notes: readonly string[] = [],
+): void {
+  const width = Math.max(...figures.map((f) => f.name.length), 10);
+  console.log(`\n${'mode'.padEnd(width)}  ${'c'.padStart(2)}  ${'msg/s'.padStart(9)}`);
+  for (const f of figures) {
+    console.log(
+      `${f.name.padEnd(width)}  ${String(f.concurrency).padStart(2)}  ${String(f.messagesPerSec).padStart(9)}`,
+    );
+  }
+  for (const note of notes) console.log(note);
+  console.log('');
+  for (const t of targets) {
+    console.log(
+      `${met(t) ? 'MET   ' : 'MISSED'}  ${t.target}: ${t.value.toFixed(2)} (${t.higherIsBetter ? '>=' : '<='} ${t.limit})`,
+    );
+  }
+}
+
+/** Writes bench/results/<name>.json with the machine it ran on. */
+export function saveResults(name: string, body: object): void {
+  const dir = new URL('./results/', import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  const file = new URL(`${name}.json`, dir);
+  const machine = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+  };
+  writeFileSync(file, `${JSON.stringify({ machine, ...body }, null, 2)}\n`);
+  console.log(`\nsaved ${file.pathname}`);
+}

@@ -1,0 +1,128 @@
+// One payments consumer of the demo, as its own process (so the demo can SIGKILL it):
+//   DEMO_CONSUMER='{"broker":"kafka",...}' node examples/demo/consumer.ts
+// Each charge request inserts one row into `charges` through the inbox. A request with a
+// non-positive amount is refused for good (dead-lettered). Counts go to the parent over
+// IPC; SIGTERM shuts down gracefully.
+import { createInbox, NonRetryableError } from '@inboxkit/core';
+import { createPgKysely } from '@inboxkit/core/pg';
+import { runInboxConsumer } from '@inboxkit/kafka';
+import { subscribe } from '@inboxkit/rabbitmq';
+import { Kafka, logLevel } from 'kafkajs';
+import type { Transaction } from 'kysely';
+
+export interface ConsumerConfig {
+  readonly broker: 'kafka' | 'rabbitmq';
+  readonly databaseUrl: string;
+  readonly kafkaBrokers?: string[];
+  readonly topic?: string;
+  readonly groupId?: string;
+  readonly amqpUrl?: string;
+  readonly queue?: string;
+  readonly deadLetterQueue?: string;
+}
+
+export interface ChargeRequest {
+  readonly chargeId: string;
+  readonly userId: string;
+  readonly amountCents: number;
+}
+
+export interface DemoDB {
+  charges: { charge_id: string; user_id: string; amount_cents: number; via: string };
+}
+
+const config = JSON.parse(process.env.DEMO_CONSUMER ?? '{}') as ConsumerConfig;
+// DEMO_VERBOSE=1 logs what the consumer does to stderr (a pino logger fits here too).
+const log = (level: string) => (fields: object, message?: string) => {
+  if (process.env.DEMO_VERBOSE !== '1') return;
+  const err = (fields as { err?: Error }).err;
+  process.stderr.write(`[${config.broker} ${process.pid}] ${level} ${message ?? ''} ${err ? err.message : ''}\n`);
+};
+const logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+const db = createPgKysely<DemoDB>({ connectionString: config.databaseUrl, max: 4 });
+const inbox = createInbox({
+  db,
+  consumer: `demo.payments.${config.broker}`,
+  logger,
+  retry: { retries: 2, minTimeout: 20, maxTimeout: 200 },
+});
+
+const counts = { processed: 0, duplicates: 0 };
+inbox.on('processed', () => void counts.processed++);
+inbox.on('duplicate', () => void counts.duplicates++);
+const report = setInterval(() => {
+  if (counts.processed + counts.duplicates === 0) return;
+  process.send?.({ ...counts });
+  counts.processed = 0;
+  counts.duplicates = 0;
+}, 200);
+
+async function charge(trx: Transaction<DemoDB>, request: ChargeRequest): Promise<{ charged: number }> {
+  if (!(request.amountCents > 0)) throw new NonRetryableError(`amount must be positive, got ${request.amountCents}`);
+  await trx
+    .insertInto('charges')
+    .values({
+      charge_id: request.chargeId,
+      user_id: request.userId,
+      amount_cents: request.amountCents,
+      via: config.broker,
+    })
+    .execute();
+  return { charged: request.amountCents };
+}
+
+let stop: () => Promise<void>;
+if (config.broker === 'kafka') {
+  const kafka = new Kafka({
+    clientId: `demo-${process.pid}`,
+    brokers: config.kafkaBrokers ?? [],
+    logLevel: logLevel.NOTHING,
+  });
+  const producer = kafka.producer();
+  const admin = kafka.admin();
+  // A short session so that the group hands a killed member's partitions on quickly.
+  const consumer = kafka.consumer({ groupId: config.groupId ?? 'demo', sessionTimeout: 6000, heartbeatInterval: 500 });
+  await Promise.all([producer.connect(), admin.connect(), consumer.connect()]);
+  await consumer.subscribe({ topics: [config.topic ?? ''], fromBeginning: true });
+  const control = await runInboxConsumer<DemoDB, ChargeRequest>(consumer, {
+    mode: 'eachBatch',
+    inbox,
+    producer,
+    admin,
+    groupId: config.groupId,
+    messageId: { header: 'message-id' },
+    decode: 'json',
+    handler: (trx, message) => charge(trx, message.value),
+    logger,
+  });
+  stop = async () => {
+    await control.shutdown();
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
+  };
+} else {
+  const subscription = subscribe<DemoDB, ChargeRequest>({
+    inbox,
+    url: config.amqpUrl,
+    queue: config.queue ?? '',
+    prefetch: 50,
+    decode: 'json',
+    deadLetter: { queue: config.deadLetterQueue },
+    assertTopology: false, // the demo declares its queues itself
+    connectionName: `inboxkit-demo-${process.pid}`,
+    logger,
+    handler: (trx, message) => charge(trx, message.body),
+  });
+  stop = () => subscription.close();
+}
+
+process.send?.({ ready: true });
+process.once('SIGTERM', () => {
+  stop()
+    .catch(() => {})
+    .finally(async () => {
+      clearInterval(report);
+      process.send?.({ ...counts });
+      await db.destroy();
+      process.exit(0);
+    });
+});

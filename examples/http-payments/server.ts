@@ -1,0 +1,114 @@
+// A payments API whose POST /payments is safe to retry: the Idempotency-Key header on the
+// inboxkit Postgres inbox, with Fastify.
+//
+//   node examples/http-payments/server.ts            (PORT, DATABASE_URL from the environment)
+//
+//   curl -i -X POST localhost:3000/payments -H 'content-type: application/json' \
+//     -H 'idempotency-key: 5b0c8f3e-6f7e-4d7a-9a53-0d2f4c1e9b10' \
+//     -d '{"accountId":"acc_1","amountCents":1250,"currency":"EUR"}'
+//
+// Send the same request again: the same 201 comes back with `Idempotent-Replayed: true`,
+// and there is still one payment. Change the body under the same key: 422.
+import { migrateInbox } from '@inboxkit/core';
+import { createPgKysely } from '@inboxkit/core/pg';
+import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
+import Fastify from 'fastify';
+import { type Generated, type Kysely, sql } from 'kysely';
+
+interface DB {
+  payments: {
+    id: Generated<string>;
+    account_id: string;
+    amount_cents: number;
+    currency: string;
+    created_at: Generated<Date>;
+  };
+}
+
+interface PaymentRequest {
+  accountId: string;
+  amountCents: number;
+  currency: string;
+}
+
+const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const port = Number(process.env.PORT ?? 3000);
+
+const db = createPgKysely<DB>({ connectionString: url, max: 10 });
+const { error } = await migrateInbox(db as Kysely<unknown>);
+if (error) throw error;
+await sql`CREATE TABLE IF NOT EXISTS payments (
+  id           bigserial   PRIMARY KEY,
+  account_id   text        NOT NULL,
+  amount_cents integer     NOT NULL CHECK (amount_cents > 0),
+  currency     text        NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now()
+)`.execute(db);
+
+const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'warn' } });
+
+// Keys live in processed_messages under consumer 'payments-api' for 24 hours; a request
+// with the key of one still running waits up to 5 s for it, then gets 409 + Retry-After.
+await app.register(fastifyIdempotency, {
+  db: db as Kysely<unknown>,
+  consumer: 'payments-api',
+  // Scope keys per API client: two clients can never read each other's responses.
+  principal: (request) => {
+    const client = request.headers['x-client-id'];
+    return typeof client === 'string' ? client : undefined;
+  },
+});
+
+const paymentSchema = {
+  type: 'object',
+  required: ['accountId', 'amountCents', 'currency'],
+  properties: {
+    accountId: { type: 'string', minLength: 1 },
+    amountCents: { type: 'integer', minimum: 1 },
+    currency: { type: 'string', pattern: '^[A-Z]{3}$' },
+  },
+} as const;
+
+app.post<{ Body: PaymentRequest }>(
+  '/payments',
+  { config: { idempotency: true }, schema: { body: paymentSchema } },
+  async (request, reply) => {
+    // The transaction the key is written in: the payment and the key commit together.
+    const trx = transactionOf<DB>(request);
+    const { accountId, amountCents, currency } = request.body;
+    const payment = await trx
+      .insertInto('payments')
+      .values({ account_id: accountId, amount_cents: amountCents, currency })
+      .returning(['id', 'account_id', 'amount_cents', 'currency', 'created_at'])
+      .executeTakeFirstOrThrow();
+    return reply.code(201).header('location', `/payments/${payment.id}`).send(payment);
+  },
+);
+
+app.get<{ Params: { id: string } }>('/payments/:id', async (request, reply) => {
+  const payment = await db.selectFrom('payments').selectAll().where('id', '=', request.params.id).executeTakeFirst();
+  return payment ?? reply.code(404).send({ error: 'not found' });
+});
+
+// Forget keys older than the window, every 10 minutes (one process at a time does it).
+const purge = setInterval(() => {
+  app.idempotency.purge().catch((err: unknown) => app.log.warn({ err }, 'purge failed'));
+}, 10 * 60_000);
+purge.unref();
+
+const address = await app.listen({ port, host: '127.0.0.1' });
+console.log(`http-payments listening on ${address}`);
+
+// The library installs no signal handlers; the program does.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    clearInterval(purge);
+    app
+      .close()
+      .then(() => db.destroy())
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+  });
+}

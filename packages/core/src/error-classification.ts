@@ -1,0 +1,115 @@
+import { hasCode, NonRetryableError } from './errors.js';
+import type { RetryPolicy } from './retry-policy.js';
+
+/**
+ * How a failure steers processing:
+ * - `unavailable`: the database could not be reached or dropped the connection. Not the
+ *   message's fault: never dead-letter, never ack; hand it back and try later.
+ * - `lock_timeout`: our own claim waited too long for another delivery of the same id.
+ * - `permanent`: dead-letter at once.
+ * - `transient`: roll back and retry with backoff.
+ */
+export type FailureKind = 'unavailable' | 'lock_timeout' | 'permanent' | 'transient';
+
+/**
+ * SQLSTATE classes and codes that mean "the database is not there", not "this message is
+ * bad" (PostgreSQL Appendix A).
+ */
+const UNAVAILABLE_SQLSTATE_CLASSES: ReadonlySet<string> = new Set([
+  '08', // connection exception
+  '53', // insufficient resources (too many connections, disk full, out of memory)
+  '58', // system error (I/O)
+  '28', // invalid authorization: a configuration problem, not the message's
+]);
+const UNAVAILABLE_SQLSTATES: ReadonlySet<string> = new Set([
+  '57P01', // admin_shutdown: terminating connection due to administrator command
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: the database system is starting up / shutting down
+  '57P05', // idle_session_timeout
+  '3D000', // invalid_catalog_name: database does not exist
+  '25P03', // idle_in_transaction_session_timeout
+]);
+
+/** SQLSTATEs a retry of the whole transaction can fix. */
+export const TRANSIENT_SQLSTATES: ReadonlySet<string> = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+  '55P03', // lock_not_available (a handler statement hit lock_timeout)
+  '57014', // query_canceled (statement_timeout)
+]);
+
+/** Socket-level errors of the Node.js runtime. */
+const SOCKET_ERRNOS: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+]);
+
+/** Messages node-postgres, pg-pool and Kysely use for a connection that is gone or never came. */
+const DRIVER_MESSAGES = [
+  'Connection terminated',
+  'timeout exceeded when trying to connect',
+  'is not queryable',
+  'Client was closed',
+  'Cannot use a pool after calling end on the pool',
+  'driver has already been destroyed',
+  'Connection ended',
+];
+
+function sqlstate(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/**
+ * Whether `error` says the database (or the connection to it) is gone rather than that a
+ * statement failed: `'database'` when Postgres or the driver said so (a SQLSTATE of the
+ * classes above, a driver message), `'socket'` for a bare socket error, which may also
+ * come from a handler's call to some other service. Looks through `cause` chains and
+ * `AggregateError`s.
+ */
+export function databaseFailure(error: unknown, depth = 0): 'database' | 'socket' | undefined {
+  if (typeof error !== 'object' || error === null || depth > 5) return undefined;
+  const state = sqlstate(error);
+  if (state !== undefined) {
+    return UNAVAILABLE_SQLSTATES.has(state) || UNAVAILABLE_SQLSTATE_CLASSES.has(state.slice(0, 2))
+      ? 'database'
+      : undefined;
+  }
+  if (hasCode(error, 'INBOX_DATABASE_UNAVAILABLE')) return 'database';
+  const message = (error as { message?: unknown }).message;
+  if (typeof message === 'string' && DRIVER_MESSAGES.some((m) => message.includes(m))) return 'database';
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && SOCKET_ERRNOS.has(code)) return 'socket';
+  if (error instanceof AggregateError) {
+    for (const inner of error.errors) {
+      const found = databaseFailure(inner, depth + 1);
+      if (found !== undefined) return found;
+    }
+  }
+  return databaseFailure((error as { cause?: unknown }).cause, depth + 1);
+}
+
+/** True for Postgres errors that a fresh transaction can get past. */
+export function isTransientDatabaseError(error: unknown): boolean {
+  const state = sqlstate(error);
+  return state !== undefined && TRANSIENT_SQLSTATES.has(state);
+}
+
+/** True when the error was raised by `lock_timeout`. */
+export function isLockTimeout(error: unknown): boolean {
+  return sqlstate(error) === '55P03';
+}
+
+/** True when the error marks itself, or is marked by the policy, as not worth retrying. */
+export function isNonRetryable(error: unknown, policy: RetryPolicy): boolean {
+  if (error instanceof NonRetryableError || hasCode(error, 'INBOX_NON_RETRYABLE')) return true;
+  if ((error as { name?: unknown } | null)?.name === 'NonRetryableError') return true;
+  return policy.nonRetryable.some((cls) => error instanceof cls);
+}

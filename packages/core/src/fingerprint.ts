@@ -1,0 +1,13 @@
+import { createHash } from 'node:crypto';
+
+/** The bytes a payload fingerprint is taken of. */
+export type Payload = Uint8Array | string | null | undefined;
+
+/**
+ * SHA-256 of the payload bytes, or `null` when there is no payload. Two deliveries with
+ * the same id and different fingerprints are a conflict, not a duplicate.
+ */
+export function fingerprint(payload: Payload): Buffer | null {
+  if (payload === null || payload === undefined) return null;
+  return createHash('sha256').update(payload).digest();
+}

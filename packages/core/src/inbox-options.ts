@@ -1,0 +1,166 @@
+import type { IsolationLevel, Kysely } from 'kysely';
+import { ConfigurationError } from './errors.js';
+import { type InboxTables, inboxTables } from './identifiers.js';
+import { type InboxLogger, silentLogger } from './logger.js';
+import { bool, checkLogger, positiveInteger } from './option-checks.js';
+import { compileRetryPolicy, type RetryOptions, type RetryPolicy, retrySpanMs } from './retry-policy.js';
+
+/** Isolation levels the inbox accepts; the insert-first algorithm is correct under each. */
+export type InboxIsolationLevel = Extract<IsolationLevel, 'read committed' | 'repeatable read' | 'serializable'>;
+
+/**
+ * Options of {@link createInbox}. Every option is checked once, at construction; a wrong
+ * one throws {@link ConfigurationError} naming it.
+ */
+export interface InboxOptions<DB> {
+  /** A Kysely instance over the PostgreSQL dialect (pg). The inbox never destroys it. */
+  readonly db: Kysely<DB>;
+  /**
+   * The name of the consuming service or handler. Keys are `(consumer, message id)`: the
+   * same message handled by two consumers is processed once by each.
+   *
+   * @example 'payments.charge-captured'
+   */
+  readonly consumer: string;
+  /** Schema of the inbox tables. Default `'public'`. */
+  readonly schema?: string;
+  /** Name of the inbox table. Default `'processed_messages'`. */
+  readonly table?: string;
+  /** Isolation level of every transaction. Default `'read committed'`. */
+  readonly isolationLevel?: InboxIsolationLevel;
+  /**
+   * How long a delivery waits for another in-flight delivery of the same id, in
+   * milliseconds, before it is handed back as `retry_later`. Applies to the handler's own
+   * statements too (it is the transaction's `lock_timeout`). Default `5000`.
+   */
+  readonly lockTimeoutMs?: number;
+  /** Longest accepted message id, in characters. Default `255`. */
+  readonly maxIdLength?: number;
+  /**
+   * Keep a SHA-256 fingerprint of each payload so that an id reused for different content
+   * is reported as a conflict instead of a duplicate. Default `true`.
+   */
+  readonly fingerprintPayloads?: boolean;
+  /**
+   * Keep what the handler returns (as JSON) so a redelivery gets it back. Costs one
+   * statement per message that returns something other than `undefined`. Default `true`.
+   */
+  readonly storeResults?: boolean;
+  /**
+   * Look the key up before opening a transaction, so a duplicate costs one statement
+   * instead of a transaction of three. Every new message pays that look-up (one more round
+   * trip), so turn it on where redeliveries are frequent (more than about a quarter of the
+   * traffic). The insert-first transaction still decides for keys not found. Default `false`.
+   */
+  readonly duplicateFastPath?: boolean;
+  /** In-process retries of a failing handler. See {@link RetryOptions}. */
+  readonly retry?: RetryOptions;
+  /**
+   * How long keys are kept, in milliseconds: `purge()` deletes older ones. Must be longer
+   * than the broker's redelivery window and than the retry span. Default 7 days.
+   */
+  readonly retentionMs?: number;
+  /**
+   * How many times a redelivered message may start its handler without finishing (the
+   * process crashed each time) before it is dead-lettered without running. Default `3`.
+   */
+  readonly crashLoopLimit?: number;
+  /** A pino-compatible logger. Default: silent. */
+  readonly logger?: InboxLogger;
+}
+
+/** The options, checked and compiled once, handed down the hot path. */
+export interface InboxConfig<DB> {
+  readonly db: Kysely<DB>;
+  readonly consumer: string;
+  readonly tables: InboxTables;
+  readonly isolationLevel: InboxIsolationLevel;
+  readonly lockTimeoutMs: number;
+  readonly maxIdLength: number;
+  readonly fingerprintPayloads: boolean;
+  readonly storeResults: boolean;
+  readonly duplicateFastPath: boolean;
+  readonly retry: RetryPolicy;
+  readonly retentionMs: number;
+  readonly crashLoopLimit: number;
+  readonly logger: InboxLogger;
+}
+
+const KNOWN = new Set([
+  'db',
+  'consumer',
+  'schema',
+  'table',
+  'isolationLevel',
+  'lockTimeoutMs',
+  'maxIdLength',
+  'fingerprintPayloads',
+  'storeResults',
+  'duplicateFastPath',
+  'retry',
+  'retentionMs',
+  'crashLoopLimit',
+  'logger',
+]);
+const ISOLATION_LEVELS = new Set<string>(['read committed', 'repeatable read', 'serializable']);
+export const DAY_MS = 24 * 60 * 60 * 1000;
+const ID_COLUMN_LIMIT = 10_000;
+
+export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<DB> {
+  if (typeof options !== 'object' || options === null) {
+    throw new ConfigurationError('createInbox() needs an options object: createInbox({ db, consumer }).');
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) {
+      throw new ConfigurationError(`Unknown option \`${key}\`; known options: ${[...KNOWN].join(', ')}.`);
+    }
+  }
+  const db = options.db as unknown;
+  if (
+    typeof db !== 'object' ||
+    db === null ||
+    typeof (db as { transaction?: unknown }).transaction !== 'function' ||
+    typeof (db as { executeQuery?: unknown }).executeQuery !== 'function'
+  ) {
+    throw new ConfigurationError(
+      'Expected `db` to be a Kysely instance (new Kysely({ dialect: new PostgresDialect(...) })).',
+    );
+  }
+  if ((db as { isTransaction?: unknown }).isTransaction === true) {
+    throw new ConfigurationError('Expected `db` to be a Kysely instance, not a transaction: the inbox opens its own.');
+  }
+  if (typeof options.consumer !== 'string' || options.consumer.trim().length === 0) {
+    throw new ConfigurationError(
+      'Expected `consumer` to be a non-empty string naming the consuming service, e.g. consumer: "payments.charges".',
+    );
+  }
+  const isolationLevel = options.isolationLevel ?? 'read committed';
+  if (!ISOLATION_LEVELS.has(isolationLevel)) {
+    throw new ConfigurationError(
+      `Expected \`isolationLevel\` to be one of ${[...ISOLATION_LEVELS].join(', ')}; got ${JSON.stringify(isolationLevel)}.`,
+    );
+  }
+  const retry = compileRetryPolicy(options.retry);
+  const config: InboxConfig<DB> = {
+    db: options.db,
+    consumer: options.consumer,
+    tables: inboxTables(options.schema, options.table),
+    isolationLevel,
+    lockTimeoutMs: positiveInteger('lockTimeoutMs', options.lockTimeoutMs, 5000),
+    maxIdLength: positiveInteger('maxIdLength', options.maxIdLength, 255, ID_COLUMN_LIMIT),
+    fingerprintPayloads: bool('fingerprintPayloads', options.fingerprintPayloads, true),
+    storeResults: bool('storeResults', options.storeResults, true),
+    duplicateFastPath: bool('duplicateFastPath', options.duplicateFastPath, false),
+    retry,
+    retentionMs: positiveInteger('retentionMs', options.retentionMs, 7 * DAY_MS),
+    crashLoopLimit: positiveInteger('crashLoopLimit', options.crashLoopLimit, 3, 1000),
+    logger: checkLogger(options.logger) ?? silentLogger,
+  };
+  const span = retrySpanMs(retry) + config.lockTimeoutMs;
+  if (config.retentionMs <= span) {
+    throw new ConfigurationError(
+      `\`retentionMs\` (${config.retentionMs} ms) is shorter than the longest retry span (${Math.ceil(span)} ms with these retry options): a key could be purged while its message is still being retried. Raise retentionMs (default 7 days) or shorten the retries.`,
+    );
+  }
+  return Object.freeze(config);
+}

@@ -1,0 +1,20 @@
+/**
+ * The logging methods inboxkit calls. A pino logger satisfies it as it is; so does any
+ * object with these four methods taking `(fields, message)`.
+ */
+export interface InboxLogger {
+  debug(fields: object, message?: string): void;
+  info(fields: object, message?: string): void;
+  warn(fields: object, message?: string): void;
+  error(fields: object, message?: string): void;
+}
+
+const noop = (): void => {};
+
+/** The default: logs nothing. */
+export const silentLogger: InboxLogger = Object.freeze({
+  debug: noop,
+  info: noop,
+  warn: noop,
+  error: noop,
+});

@@ -1,0 +1,105 @@
+import { type Kysely, sql } from 'kysely';
+import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+
+/** Where the inbox tables live. Both names are checked and quoted, never pasted. */
+export interface InboxSchemaOptions {
+  /** Default `'public'`. */
+  readonly schema?: string;
+  /** Default `'processed_messages'`. */
+  readonly table?: string;
+}
+
+/**
+ * The inbox's DDL as plain SQL, for teams whose migrations are run by another tool
+ * (Flyway, Liquibase, dbmate, psql). Idempotent. `sql/0001_processed_messages.sql` in this
+ * package is the same text for the default names.
+ */
+export function inboxSchemaSql(options: InboxSchemaOptions = {}): string {
+  const tables = inboxTables(options.schema, options.table);
+  const schema = quoteIdentifier(tables.schema);
+  const index = quoteIdentifier(`${tables.table}_processed_at_idx`);
+  const attemptsIndex = quoteIdentifier(`${tables.table}${ATTEMPTS_SUFFIX}_last_idx`);
+  return `-- inboxkit 0001: the inbox table and the crash-loop attempt counts.
+CREATE SCHEMA IF NOT EXISTS ${schema};
+
+-- One row per (consumer, message id) that was processed or dead-lettered, written in the
+-- same transaction as the handler's business writes.
+CREATE TABLE IF NOT EXISTS ${tables.qualified} (
+  consumer      text        NOT NULL,
+  message_id    text        NOT NULL,
+  processed_at  timestamptz NOT NULL DEFAULT now(),
+  payload_hash  bytea,
+  result        jsonb,
+  status        text        NOT NULL DEFAULT 'processed'
+                CHECK (status IN ('processed', 'dead_lettered')),
+  PRIMARY KEY (consumer, message_id)
+);
+CREATE INDEX IF NOT EXISTS ${index} ON ${tables.qualified} (processed_at);
+
+-- Attempts of deliveries that may have crashed the process, committed before their
+-- handler runs (never on the hot path).
+CREATE TABLE IF NOT EXISTS ${tables.attemptsQualified} (
+  consumer          text        NOT NULL,
+  message_id        text        NOT NULL,
+  attempts          integer     NOT NULL,
+  first_attempt_at  timestamptz NOT NULL DEFAULT now(),
+  last_attempt_at   timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (consumer, message_id)
+);
+CREATE INDEX IF NOT EXISTS ${attemptsIndex} ON ${tables.attemptsQualified} (last_attempt_at);
+`;
+}
+
+/**
+ * The inbox's migrations for Kysely's `Migrator`, to merge into an application's own
+ * migration provider.
+ *
+ * @example
+ * ```ts
+ * const migrator = new Migrator({
+ *   db,
+ *   provider: { getMigrations: async () => ({ ...inboxMigrations(), ...myMigrations }) },
+ * })
+ * ```
+ */
+export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string, Migration> {
+  const tables = inboxTables(options.schema, options.table);
+  return {
+    inboxkit_0001_processed_messages: {
+      async up(db: Kysely<unknown>) {
+        await sql.raw(inboxSchemaSql(options)).execute(db);
+      },
+      async down(db: Kysely<unknown>) {
+        await sql
+          .raw(`DROP TABLE IF EXISTS ${tables.attemptsQualified}; DROP TABLE IF EXISTS ${tables.qualified};`)
+          .execute(db);
+      },
+    },
+  };
+}
+
+/**
+ * Brings the inbox tables up to date with their own migration history table
+ * (`<table>_migration` in the same schema). Like Kysely's `Migrator`, it never throws:
+ * it returns `{ error, results }`. Safe to call from several processes at once (Kysely
+ * takes a lock); a database migrated by a newer inboxkit is refused with an error.
+ *
+ * @example
+ * ```ts
+ * const { error } = await migrateInbox(db)
+ * if (error) throw error
+ * ```
+ */
+export async function migrateInbox<DB>(db: Kysely<DB>, options: InboxSchemaOptions = {}): Promise<MigrationResultSet> {
+  const tables = inboxTables(options.schema, options.table);
+  const migrations = inboxMigrations(options);
+  const migrator = new Migrator({
+    db: db as Kysely<unknown>,
+    provider: { getMigrations: async () => migrations },
+    migrationTableSchema: tables.schema,
+    migrationTableName: `${tables.table}_migration`,
+    migrationLockTableName: `${tables.table}_migration_lock`,
+  });
+  return migrator.migrateToLatest();
+}

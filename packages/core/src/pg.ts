@@ -1,0 +1,3 @@
+// @inboxkit/core/pg: node-postgres helpers. A separate entry point, so that core itself
+// never loads pg (it is an optional peer dependency).
+export { createPgKysely, createPgPool, type PgPoolOptions } from './pg-pool.js';

@@ -1,0 +1,30 @@
+import type { InboxTables } from '../identifiers.js';
+import { type QueryRunner, raw } from './executor.js';
+
+/**
+ * The batch twin of `claimMessage`: all of a batch's keys in one statement, so a batch of
+ * 500 pays one round trip for deduplication, not 500.
+ *
+ * Keys are inserted in id order so that two batches sharing keys lock them in the same
+ * order and cannot deadlock each other. Returns the ids this transaction now owns; the
+ * others were already there (or committed by a transaction we waited for).
+ */
+export function compileClaimMessages(tables: InboxTables, lockTimeoutMs: number) {
+  const text = `INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash)
+SELECT $1::text, k.id, k.hash
+FROM unnest($2::text[], $3::bytea[]) AS k(id, hash),
+     (SELECT set_config('lock_timeout', '${lockTimeoutMs}ms', true)) AS settings
+ORDER BY k.id
+ON CONFLICT (consumer, message_id) DO NOTHING
+RETURNING message_id`;
+
+  return async function claimMessages(
+    trx: QueryRunner,
+    consumer: string,
+    ids: readonly string[],
+    hashes: readonly (Buffer | null)[],
+  ): Promise<Set<string>> {
+    const { rows } = await trx.executeQuery(raw<{ message_id: string }>(text, [consumer, ids, hashes]));
+    return new Set(rows.map((row) => row.message_id));
+  };
+}

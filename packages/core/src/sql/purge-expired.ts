@@ -1,0 +1,45 @@
+import type { InboxTables } from '../identifiers.js';
+import { type QueryRunner, raw } from './executor.js';
+
+/**
+ * Retention. Deletes expired keys in small batches, each its own short transaction, so a
+ * purge never holds many row locks or one long transaction; `SKIP LOCKED` steps around
+ * rows a consumer is writing. One process at a time does the work: the caller holds a
+ * session advisory lock (see `compileTryPurgeLock`) on a dedicated connection.
+ */
+export function compilePurgeExpired(tables: InboxTables) {
+  const keysText = `DELETE FROM ${tables.qualified}
+WHERE (consumer, message_id) IN (
+  SELECT consumer, message_id FROM ${tables.qualified}
+  WHERE consumer = $1 AND processed_at < $2
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)`;
+  const attemptsText = `DELETE FROM ${tables.attemptsQualified} WHERE consumer = $1 AND last_attempt_at < $2`;
+
+  return {
+    async purgeBatch(runner: QueryRunner, consumer: string, before: Date, batchSize: number): Promise<number> {
+      const result = await runner.executeQuery(raw(keysText, [consumer, before, batchSize]));
+      return Number(result.numAffectedRows ?? 0n);
+    },
+    async purgeAttempts(runner: QueryRunner, consumer: string, before: Date): Promise<number> {
+      const result = await runner.executeQuery(raw(attemptsText, [consumer, before]));
+      return Number(result.numAffectedRows ?? 0n);
+    },
+  };
+}
+
+/** A session advisory lock per (table, consumer): only its holder purges. */
+export function compileTryPurgeLock() {
+  const lockText = 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked';
+  const unlockText = 'SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS unlocked';
+  return {
+    async tryLock(runner: QueryRunner, key: string): Promise<boolean> {
+      const { rows } = await runner.executeQuery(raw<{ locked: boolean }>(lockText, [key]));
+      return rows[0]?.locked === true;
+    },
+    async unlock(runner: QueryRunner, key: string): Promise<void> {
+      await runner.executeQuery(raw(unlockText, [key]));
+    },
+  };
+}

@@ -1,0 +1,27 @@
+import type { InboxTables } from '../identifiers.js';
+import { type QueryRunner, raw } from './executor.js';
+
+/**
+ * Records a message as dead-lettered, after the adapter's dead-letter publish was
+ * confirmed: a redelivery is then a duplicate (`previousStatus: 'dead_lettered'`) and is
+ * acked without being published again. Clears its crash-loop attempts in the same statement.
+ * A key already there (processed meanwhile) is left as it is.
+ */
+export function compileRecordDeadLetter(tables: InboxTables) {
+  const text = `WITH cleared AS (
+  DELETE FROM ${tables.attemptsQualified} WHERE consumer = $1 AND message_id = $2
+)
+INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash, status, result)
+VALUES ($1, $2, $3, 'dead_lettered', $4::jsonb)
+ON CONFLICT (consumer, message_id) DO NOTHING`;
+
+  return async function recordDeadLetter(
+    runner: QueryRunner,
+    consumer: string,
+    messageId: string,
+    payloadHash: Buffer | null,
+    detailJson: string,
+  ): Promise<void> {
+    await runner.executeQuery(raw(text, [consumer, messageId, payloadHash, detailJson]));
+  };
+}

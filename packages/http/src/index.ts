@@ -1,0 +1,45 @@
+// @inboxkit/http: the Idempotency-Key HTTP header on the inboxkit Postgres inbox. The public
+// API, listed; the Fastify plugin and the Express middleware have their own entry points
+// (@inboxkit/http/fastify, @inboxkit/http/express).
+
+export {
+  HandlerFailedError,
+  IdempotencyKeyInFlightError,
+  IdempotencyKeyMissingError,
+  IdempotencyKeyReusedError,
+  IdempotencyProblemError,
+  IdempotencyStoreUnavailableError,
+  InvalidIdempotencyKeyError,
+  NoIdempotencyContextError,
+  StoredResponseError,
+  StreamingResponseError,
+} from './errors.js';
+export {
+  type FetchHandler,
+  type FetchIdempotentHandler,
+  type IdempotentFetchOptions,
+  idempotent,
+  readWholeBody,
+  toFetchResponse,
+} from './fetch-handler.js';
+export {
+  createIdempotency,
+  Idempotency,
+  type IdempotencyAnswer,
+  type IdempotencyContext,
+  type IdempotentCall,
+  type ResponseProducer,
+} from './idempotency.js';
+export { type KeyReading, readIdempotencyKey } from './idempotency-key.js';
+export {
+  DEFAULT_STORED_HEADERS,
+  type FingerprintOptions,
+  type IdempotencyConfig,
+  type IdempotencyOptions,
+  type PrincipalResolver,
+  type RouteConfig,
+  type RouteIdempotencyOptions,
+} from './idempotency-options.js';
+export type { ProblemDetails } from './problem.js';
+export { type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
+export type { HeaderPairs, HttpResponseParts, StoredResponseJson } from './stored-response.js';

@@ -1,0 +1,240 @@
+// Options, key syntax, registration-time refusals, fingerprint and scope settings, and an
+// unreachable database.
+import { randomUUID } from 'node:crypto';
+import { ConfigurationError, hasCode, InboxError } from '@inboxkit/core';
+import { createPgKysely } from '@inboxkit/core/pg';
+import {
+  createIdempotency,
+  IdempotencyKeyMissingError,
+  IdempotencyProblemError,
+  idempotent,
+  readIdempotencyKey,
+  StreamingResponseError,
+} from '@inboxkit/http';
+import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
+import Fastify from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
+import { post } from './support/client.ts';
+import { serveFetch } from './support/harness.ts';
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase('http_options');
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+describe('options are checked at construction, and errors name the option', () => {
+  it.each([
+    [{}, /`db`/],
+    [{ db: 'nope' }, /`db`/],
+    [{ lockTimeoutMs: 5 }, /Unknown option `lockTimeoutMs`/],
+    [{ inFlightWaitMs: -1 }, /`inFlightWaitMs`/],
+    [{ retentionMs: 1.5 }, /`retentionMs`/],
+    [{ retryAfterSeconds: 0 }, /`retryAfterSeconds`/],
+    [{ mismatchStatus: 418 }, /`mismatchStatus`/],
+    [{ storedHeaders: ['content-length'] }, /`storedHeaders`.*content-length/],
+    [{ storedHeaders: 'location' }, /`storedHeaders`/],
+    [{ headerName: 'bad header' }, /`headerName`/],
+    [{ replayHeader: 'x y' }, /`replayHeader`/],
+    [{ fingerprint: { query: true } }, /`fingerprint.query`/],
+    [{ fingerprint: { body: 'yes' } }, /`fingerprint.body`/],
+    [{ principal: 'user' }, /`principal`/],
+    [{ route: '/charges' }, /`route`/],
+    [{ problemTypeBase: 'not a uri' }, /`problemTypeBase`/],
+    [{ consumer: '' }, /`consumer`/],
+    [{ table: 'x; drop table y' }, /`table`/],
+  ])('%j', (options, message) => {
+    const withDb = 'db' in options || Object.keys(options).length === 0 ? options : { db: t.db, ...options };
+    expect(() => createIdempotency(withDb as never)).toThrow(ConfigurationError);
+    expect(() => createIdempotency(withDb as never)).toThrow(message);
+  });
+
+  it('checks route options and names them with their prefix', () => {
+    const store = createIdempotency({ db: t.db });
+    expect(() => store.route({ mismatchStatus: 400 as 422 })).toThrow(/`route.mismatchStatus`/);
+    expect(() => store.route({ fingerprint: { headers: ['ok', 'not ok'] } })).toThrow(/`route.fingerprint.headers`/);
+    expect(() => store.route({ colour: 'red' } as never)).toThrow(/Unknown option `route.colour`/);
+    expect(store.route({ route: '/x', mismatchStatus: 409 })).toMatchObject({ route: '/x', mismatchStatus: 409 });
+  });
+
+  it('gives errors stable codes on core InboxError', () => {
+    const error = new IdempotencyKeyMissingError('Idempotency-Key');
+    expect(error).toBeInstanceOf(InboxError);
+    expect(error).toBeInstanceOf(IdempotencyProblemError);
+    expect(error.name).toBe('IdempotencyKeyMissingError');
+    expect(hasCode(error, 'INBOX_HTTP_KEY_MISSING')).toBe(true);
+    expect(new StreamingResponseError('x').code).toBe('INBOX_HTTP_STREAMING_RESPONSE');
+  });
+});
+
+describe('the key', () => {
+  it.each([
+    ['8e03978e-40d5-43e8-bc93-6894a57f9324', '8e03978e-40d5-43e8-bc93-6894a57f9324'],
+    ['"8e03978e-40d5-43e8-bc93-6894a57f9324"', '8e03978e-40d5-43e8-bc93-6894a57f9324'],
+    ['"a\\"b\\\\c"', 'a"b\\c'],
+    ['k', 'k'],
+    ['~!#$%&*+-.^_`|', '~!#$%&*+-.^_`|'],
+  ])('reads %s', (header, key) => {
+    expect(readIdempotencyKey(header, 'Idempotency-Key', 255)).toEqual({ key });
+  });
+
+  it.each([
+    [undefined, 'INBOX_HTTP_KEY_MISSING'],
+    ['', 'INBOX_HTTP_KEY_INVALID'],
+    ['""', 'INBOX_HTTP_KEY_INVALID'],
+    ['"a b"', 'INBOX_HTTP_KEY_INVALID'],
+    ['"a\\x"', 'INBOX_HTTP_KEY_INVALID'],
+    ['"ab"c', 'INBOX_HTTP_KEY_INVALID'],
+    ['tab\there', 'INBOX_HTTP_KEY_INVALID'],
+    ['x'.repeat(256), 'INBOX_HTTP_KEY_INVALID'],
+    [['a', 'b'], 'INBOX_HTTP_KEY_INVALID'],
+  ])('refuses %j', (header, code) => {
+    expect(readIdempotencyKey(header, 'Idempotency-Key', 255).error?.code).toBe(code);
+  });
+});
+
+describe('Fastify registration', () => {
+  it('refuses a safe method marked idempotent, and bad route options, naming the route', async () => {
+    const app = Fastify();
+    await app.register(fastifyIdempotency, { db: t.db as never });
+    expect(() => app.get('/things', { config: { idempotency: true } }, async () => 'x')).toThrow(
+      /GET \/things.*POST and PATCH/,
+    );
+    expect(() =>
+      app.post('/charges', { config: { idempotency: { mismatchStatus: 400 as 422 } } }, async () => 'x'),
+    ).toThrow(/POST \/charges: Expected `route.mismatchStatus`/);
+    app.post('/free', async () => 'not idempotent');
+    await app.ready();
+    await app.close();
+  });
+
+  it('leaves routes without the option alone, and transactionOf() outside an idempotent handler throws', async () => {
+    const app = Fastify();
+    await app.register(fastifyIdempotency, { db: t.db as never });
+    app.post('/free', async (request) => {
+      try {
+        transactionOf(request);
+        return 'no error';
+      } catch (error) {
+        return (error as InboxError).code;
+      }
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as { port: number };
+    const reply = await post(`http://127.0.0.1:${port}`, '/free');
+    expect(reply.status).toBe(200);
+    expect(reply.text).toBe('INBOX_HTTP_NO_CONTEXT');
+    await app.close();
+  });
+});
+
+describe('fingerprint and scope settings (Fetch handler behind node:http)', () => {
+  async function serve(options: Parameters<typeof idempotent<TestDB>>[1]) {
+    let runs = 0;
+    const handler = idempotent<TestDB>(async (trx) => {
+      runs++;
+      await trx.insertInto('ledger').values({ charge_id: 'x', amount_cents: 1 }).execute();
+      return Response.json({ run: runs });
+    }, options);
+    const server = await serveFetch(handler);
+    return { ...server, runs: () => runs };
+  }
+
+  it('fingerprint.body: false makes a different body with the same key a replay', async () => {
+    const s = await serve({ db: t.db, consumer: 'fp-body', fingerprint: { body: false } });
+    const key = randomUUID();
+    await post(s.url, '/a', { key, body: { n: 1 } });
+    const second = await post(s.url, '/a', { key, body: { n: 2 } });
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(s.runs()).toBe(1);
+    await s.close();
+  });
+
+  it('fingerprint.headers makes a header count, and the path with its query string counts by default', async () => {
+    const s = await serve({ db: t.db, consumer: 'fp-headers', route: '/a', fingerprint: { headers: ['x-tenant'] } });
+    const key = randomUUID();
+    await post(s.url, '/a', { key, headers: { 'x-tenant': 't1' } });
+    expect((await post(s.url, '/a', { key, headers: { 'x-tenant': 't2' } })).status).toBe(422);
+    expect((await post(s.url, '/a?x=1', { key, headers: { 'x-tenant': 't1' } })).status).toBe(422);
+    expect((await post(s.url, '/a', { key, headers: { 'x-tenant': 't1' } })).status).toBe(200);
+    expect(s.runs()).toBe(1);
+    await s.close();
+  });
+
+  it('scopeByRoute: false shares a key across routes, so another route with it is a reuse', async () => {
+    const s = await serve({ db: t.db, consumer: 'scope-global', scopeByRoute: false });
+    const key = randomUUID();
+    expect((await post(s.url, '/a', { key })).status).toBe(200);
+    const other = await post(s.url, '/b', { key });
+    expect(other.status).toBe(422);
+    expect(s.runs()).toBe(1);
+    await s.close();
+  });
+
+  it('headerName, replayHeader: false and problemTypeBase change the wire format', async () => {
+    const s = await serve({
+      db: t.db,
+      consumer: 'wire',
+      headerName: 'X-Request-Key',
+      replayHeader: false,
+      problemTypeBase: 'https://developer.example.com/idempotency#',
+    });
+    const missing = await post(s.url, '/a', { headers: { 'idempotency-key': 'ignored' } });
+    expect(missing.status).toBe(400);
+    expect(missing.json()).toMatchObject({ type: 'https://developer.example.com/idempotency#key-missing' });
+    expect((missing.json() as { detail: string }).detail).toContain('X-Request-Key');
+    const key = randomUUID();
+    const first = await post(s.url, '/a', { headers: { 'x-request-key': key } });
+    const second = await post(s.url, '/a', { headers: { 'x-request-key': key } });
+    expect(second.text).toBe(first.text);
+    expect(second.headers.get('idempotent-replayed')).toBeNull();
+    expect(s.runs()).toBe(1);
+    await s.close();
+  });
+
+  it('a principal resolver that returns something other than a string fails the request, storing nothing', async () => {
+    const s = await serve({ db: t.db, consumer: 'bad-principal', principal: () => 42 as unknown as string });
+    const reply = await post(s.url, '/a', { key: randomUUID() });
+    expect(reply.status).toBe(500);
+    expect(reply.text).toContain('principal');
+    expect(s.runs()).toBe(0);
+    await s.close();
+  });
+
+  it('text/event-stream is refused as a streaming body', async () => {
+    const handler = idempotent<TestDB>(
+      async () => new Response('data: 1\n\n', { headers: { 'content-type': 'text/event-stream' } }),
+      { db: t.db, consumer: 'sse' },
+    );
+    const s = await serveFetch(handler);
+    const reply = await post(s.url, '/events', { key: randomUUID() });
+    expect(reply.status).toBe(500);
+    expect(reply.json()).toMatchObject({ code: 'INBOX_HTTP_STREAMING_RESPONSE' });
+    await s.close();
+  });
+});
+
+describe('an unreachable database', () => {
+  it('answers 503 with Retry-After, without running the handler', async () => {
+    const db = createPgKysely<TestDB>({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1 });
+    let runs = 0;
+    const handler = idempotent<TestDB>(
+      async () => {
+        runs++;
+        return new Response('ran');
+      },
+      { db, retryAfterSeconds: 7 },
+    );
+    const s = await serveFetch(handler);
+    const reply = await post(s.url, '/a', { key: randomUUID() });
+    expect(reply.status).toBe(503);
+    expect(reply.headers.get('retry-after')).toBe('7');
+    expect(reply.json()).toMatchObject({ code: 'INBOX_HTTP_STORE_UNAVAILABLE', status: 503 });
+    expect(runs).toBe(0);
+    await s.close();
+    await db.destroy();
+  });
+});

@@ -1,0 +1,58 @@
+// A small HTTP client for the tests (the runtime's fetch), and lookups in the inbox table.
+import { sql } from 'kysely';
+import type { TestDatabase } from '../../../../test/support/postgres.ts';
+
+export interface Reply {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly text: string;
+  readonly ms: number;
+  json(): unknown;
+}
+
+export interface PostOptions {
+  /** The Idempotency-Key value; an array sends the header once per value; `undefined` sends none. */
+  readonly key?: string | readonly string[];
+  readonly body?: unknown;
+  readonly headers?: Record<string, string>;
+}
+
+export async function post(baseUrl: string, path: string, options: PostOptions = {}): Promise<Reply> {
+  const headers = new Headers(options.headers);
+  headers.set('content-type', 'application/json');
+  if (options.key !== undefined) {
+    for (const value of typeof options.key === 'string' ? [options.key] : options.key) {
+      headers.append('idempotency-key', value);
+    }
+  }
+  const started = performance.now();
+  const response = await fetch(`${baseUrl}${path}`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(options.body ?? { amountCents: 100 }),
+  });
+  const text = await response.text();
+  return {
+    status: response.status,
+    headers: response.headers,
+    text,
+    ms: performance.now() - started,
+    json: () => JSON.parse(text),
+  };
+}
+
+export interface KeyRow {
+  readonly message_id: string;
+  readonly processed_at: Date;
+  readonly result: { status: number; headers: [string, string][]; body: string; base64: boolean } | null;
+}
+
+/** The inbox rows of a consumer whose id holds this key. */
+export async function keyRows(t: TestDatabase, consumer: string, key: string): Promise<KeyRow[]> {
+  const { rows } = await sql<KeyRow>`
+    SELECT message_id, processed_at, result FROM processed_messages
+    WHERE consumer = ${consumer} AND strpos(message_id, ${JSON.stringify(key)}) > 0`.execute(t.db);
+  return rows;
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

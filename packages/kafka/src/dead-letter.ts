@@ -1,0 +1,172 @@
+import type { ConflictOutcome, DeadLetterOutcome } from '@inboxkit/core';
+import { DeadLetterPublishError } from './dead-letter-error.js';
+import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
+import type { KafkaInboxMessage } from './kafka-inbox-message.js';
+
+/** Every header the adapter adds to a dead-lettered record starts with this. */
+export const DEAD_LETTER_HEADER_PREFIX = 'x-inboxkit-';
+
+/**
+ * The headers of a dead-lettered record, besides the record's own (which are kept). All
+ * values are UTF-8 text.
+ */
+export const DeadLetterHeaders = {
+  /** Why: `non_retryable`, `retries_exhausted`, `invalid_message`, `payload_conflict` or `crash_loop`. */
+  reason: 'x-inboxkit-reason',
+  /** The last error's `name`, e.g. `NonRetryableError`. */
+  errorName: 'x-inboxkit-error-name',
+  /** The last error's `message` (at most `maxErrorMessageLength` characters). */
+  errorMessage: 'x-inboxkit-error-message',
+  /** The last error's stack (at most `maxStackLength` characters). */
+  errorStack: 'x-inboxkit-error-stack',
+  /** The last error's `code`, when it has one (`INBOX_INVALID_MESSAGE`, a SQLSTATE...). */
+  errorCode: 'x-inboxkit-error-code',
+  /** Handler attempts made in process (for a crash loop: attempts that never finished). */
+  attempts: 'x-inboxkit-attempts',
+  /** The message id, when the record had a usable one. */
+  messageId: 'x-inboxkit-message-id',
+  originalTopic: 'x-inboxkit-original-topic',
+  originalPartition: 'x-inboxkit-original-partition',
+  originalOffset: 'x-inboxkit-original-offset',
+  /** The original record's timestamp, milliseconds since the epoch. */
+  originalTimestamp: 'x-inboxkit-original-timestamp',
+  /** The consumer group that consumed it. */
+  consumerGroup: 'x-inboxkit-consumer-group',
+  /** The inbox consumer name (the first half of the inbox key). */
+  consumer: 'x-inboxkit-consumer',
+  /** The group member id of the consumer that dead-lettered it, when known. */
+  memberId: 'x-inboxkit-member-id',
+  /** ISO 8601: when the first attempt started. */
+  firstSeenAt: 'x-inboxkit-first-seen-at',
+  /** ISO 8601: when it was dead-lettered. */
+  failedAt: 'x-inboxkit-failed-at',
+} as const;
+
+/** One record to dead-letter and what became of it. */
+export interface DeadLetterEntry {
+  readonly message: KafkaInboxMessage;
+  readonly outcome: DeadLetterOutcome | ConflictOutcome;
+}
+
+/** Who dead-letters, for the headers. */
+export interface DeadLetterContext {
+  readonly groupId: string | undefined;
+  readonly memberId: string | undefined;
+  readonly consumer: string;
+  readonly maxStackLength: number;
+  readonly maxErrorMessageLength: number;
+}
+
+/** The dead-letter headers of one record: its own headers, then ours (which win). */
+export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterContext, now: Date): KafkaHeaders {
+  const { message, outcome } = entry;
+  const headers: KafkaHeaders = {};
+  for (const [name, value] of Object.entries(message.record.headers ?? {})) {
+    if (!name.startsWith(DEAD_LETTER_HEADER_PREFIX) && value !== undefined) headers[name] = value;
+  }
+  const error = outcome.error;
+  const reason = outcome.status === 'conflict' ? 'payload_conflict' : outcome.reason;
+  headers[DeadLetterHeaders.reason] = reason;
+  headers[DeadLetterHeaders.errorName] = error.name;
+  headers[DeadLetterHeaders.errorMessage] = bounded(error.message, context.maxErrorMessageLength);
+  headers[DeadLetterHeaders.errorStack] = bounded(error.stack ?? '', context.maxStackLength);
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' || typeof code === 'number') headers[DeadLetterHeaders.errorCode] = String(code);
+  headers[DeadLetterHeaders.attempts] = String(outcome.status === 'conflict' ? 0 : outcome.attempts);
+  const messageId = outcome.messageId;
+  if (messageId !== undefined) headers[DeadLetterHeaders.messageId] = messageId;
+  headers[DeadLetterHeaders.originalTopic] = message.topic;
+  headers[DeadLetterHeaders.originalPartition] = String(message.partition);
+  headers[DeadLetterHeaders.originalOffset] = message.offset;
+  headers[DeadLetterHeaders.originalTimestamp] = message.timestamp;
+  if (context.groupId !== undefined) headers[DeadLetterHeaders.consumerGroup] = context.groupId;
+  headers[DeadLetterHeaders.consumer] = context.consumer;
+  if (context.memberId !== undefined) headers[DeadLetterHeaders.memberId] = context.memberId;
+  const firstSeenAt = outcome.status === 'conflict' ? now : outcome.firstSeenAt;
+  headers[DeadLetterHeaders.firstSeenAt] = firstSeenAt.toISOString();
+  headers[DeadLetterHeaders.failedAt] = now.toISOString();
+  return headers;
+}
+
+/** At most `limit` characters, with a marker when cut. */
+function bounded(text: string, limit: number): string {
+  if (text.length <= limit) return text;
+  const marker = `... [${text.length - limit} more characters]`;
+  return text.slice(0, Math.max(0, limit - marker.length)) + marker;
+}
+
+/** Options of {@link publishDeadLetters}. */
+export interface DeadLetterPublishOptions {
+  readonly producer: KafkaProducer;
+  readonly topicFor: (topic: string) => string;
+  readonly timeoutMs: number;
+  readonly context: DeadLetterContext;
+}
+
+/**
+ * Publishes records to their dead-letter topics (one `send` per topic) and resolves once the
+ * broker acknowledged all of them (with the producer's acks: kafkajs sends with `acks: -1`,
+ * every in-sync replica, unless told otherwise). Rejects with {@link DeadLetterPublishError}:
+ * the caller must then not move the offsets.
+ */
+export async function publishDeadLetters(
+  entries: readonly DeadLetterEntry[],
+  options: DeadLetterPublishOptions,
+): Promise<Map<DeadLetterEntry, string>> {
+  const now = new Date();
+  const byTopic = new Map<string, { entries: DeadLetterEntry[]; records: KafkaProducedRecord[] }>();
+  const topics = new Map<DeadLetterEntry, string>();
+  for (const entry of entries) {
+    const topic = options.topicFor(entry.message.topic);
+    topics.set(entry, topic);
+    let group = byTopic.get(topic);
+    if (group === undefined) {
+      group = { entries: [], records: [] };
+      byTopic.set(topic, group);
+    }
+    group.entries.push(entry);
+    group.records.push({
+      key: entry.message.key,
+      value: entry.message.payload,
+      headers: deadLetterHeaders(entry, options.context, now),
+      timestamp: entry.message.timestamp,
+    });
+  }
+  for (const [topic, group] of byTopic) {
+    // No per-send `acks`: kafkajs' default is -1 (every in-sync replica), and clients that
+    // take acks only in the producer's configuration reject it here.
+    await withTimeout(options.producer.send({ topic, messages: group.records }), options.timeoutMs, topic);
+  }
+  return topics;
+}
+
+async function withTimeout(send: Promise<unknown>, timeoutMs: number, topic: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new DeadLetterPublishError(
+            topic,
+            `Publishing to dead-letter topic ${JSON.stringify(topic)} was not acknowledged within deadLetterTimeoutMs (${timeoutMs} ms).`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    await Promise.race([send, timeout]);
+  } catch (error) {
+    if (error instanceof DeadLetterPublishError) throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new DeadLetterPublishError(
+      topic,
+      `Publishing to dead-letter topic ${JSON.stringify(topic)} failed: ${reason}`,
+      {
+        cause: error,
+      },
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}

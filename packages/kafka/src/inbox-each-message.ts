@@ -1,0 +1,85 @@
+import { ConfigurationError, type MessageHandler, type ProcessOutcome } from '@inboxkit/core';
+import type { KafkaEachMessagePayload } from './kafka-client.js';
+import type { KafkaInboxMessage } from './kafka-inbox-message.js';
+import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
+import { type KafkaInboxControl, KafkaInboxRuntime } from './kafka-inbox-runtime.js';
+
+/** Handles one record inside its own transaction (see core's `MessageHandler`). */
+export type KafkaMessageHandler<DB, V, R> = MessageHandler<DB, KafkaInboxMessage<V>, R>;
+
+/** Options of {@link inboxEachMessage}. */
+export interface InboxEachMessageOptions<DB, V = unknown, R = unknown> extends KafkaInboxOptions<DB, V> {
+  /**
+   * Runs once per new record, in a transaction that also holds the record's inbox key;
+   * its writes through `trx` commit together with the key or not at all.
+   */
+  readonly handler: KafkaMessageHandler<DB, V, R>;
+}
+
+/** A kafkajs `eachMessage` handler that also carries the consumer's controls. */
+export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Promise<void>) & KafkaInboxControl;
+
+/**
+ * Wraps a handler for `consumer.run({ eachMessage })`: each record is processed effectively
+ * once, in its own transaction, through `inbox.process`.
+ *
+ * - The offset moves only after the transaction committed (or, for a record that is
+ *   dead-lettered, after the dead-letter topic acknowledged it); offsets are committed
+ *   explicitly, so run the consumer with `autoCommit: false` (`runInboxConsumer` does).
+ * - Handler failures are retried in process by the inbox's retry policy, then dead-lettered;
+ *   nothing is thrown into the client (kafkajs #1415).
+ * - Postgres unreachable, or a dead-letter publish failing: the partition is paused and
+ *   sought back to the record, and resumes after a backoff. Nothing is skipped.
+ * - After a partition is assigned, its first record not yet in the inbox runs as a
+ *   crash-loop suspect (DESIGN.md section 4).
+ *
+ * @example
+ * ```ts
+ * const eachMessage = inboxEachMessage({ consumer, inbox, producer, handler: async (trx, message) => {
+ *   await trx.insertInto('charges').values({ id: message.id, amount_cents: message.value.amount }).execute()
+ * } })
+ * await consumer.run({ autoCommit: false, eachMessage })
+ * process.once('SIGTERM', () => void eachMessage.shutdown())
+ * ```
+ */
+export function inboxEachMessage<DB, V = unknown, R = unknown>(
+  options: InboxEachMessageOptions<DB, V, R>,
+): InboxEachMessageHandler {
+  const config = compileKafkaInboxOptions(options, 'inboxEachMessage', [...COMMON_OPTIONS, 'handler']);
+  const handler = options.handler;
+  if (typeof handler !== 'function') {
+    throw new ConfigurationError('Expected `handler` to be a function (trx, message, context) => result.');
+  }
+  const runtime = new KafkaInboxRuntime(config, 1);
+  const { inbox } = config;
+
+  const eachMessage = async ({ topic, partition, message: record }: KafkaEachMessagePayload): Promise<void> => {
+    if (runtime.stopping) {
+      runtime.defer(topic, partition, record.offset);
+      return;
+    }
+    if (runtime.pauses.intercept(topic, partition)) return;
+    runtime.enter();
+    try {
+      const { message, invalid } = runtime.prepare(topic, partition, record);
+      let outcome: ProcessOutcome;
+      if (invalid !== undefined) outcome = invalid;
+      else {
+        const window =
+          runtime.assignments.window(topic, partition) ?? (await runtime.startWindow(topic, partition, record.offset));
+        if (window.open) {
+          outcome = await inbox.process(message, handler, { suspect: true });
+          window.count(outcome);
+        } else {
+          outcome = await inbox.process(message, handler);
+        }
+      }
+      await runtime.settle(topic, partition, [{ message, outcome }]);
+    } catch (error) {
+      runtime.unexpected(topic, partition, record.offset, error);
+    } finally {
+      runtime.leave();
+    }
+  };
+  return Object.assign(eachMessage, runtime.control());
+}

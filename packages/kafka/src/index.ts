@@ -1,0 +1,53 @@
+// @inboxkit/kafka: the public API, listed. Anything not exported here is internal.
+
+export {
+  DEAD_LETTER_HEADER_PREFIX,
+  type DeadLetterContext,
+  type DeadLetterEntry,
+  DeadLetterHeaders,
+  deadLetterHeaders,
+} from './dead-letter.js';
+export { DeadLetterPublishError } from './dead-letter-error.js';
+export { CLEAN_METADATA, RUNNING_METADATA } from './handover.js';
+export {
+  type InboxEachBatchHandler,
+  type InboxEachBatchOptions,
+  inboxEachBatch,
+  type KafkaBulkHandler,
+} from './inbox-each-batch.js';
+export {
+  type InboxEachMessageHandler,
+  type InboxEachMessageOptions,
+  inboxEachMessage,
+  type KafkaMessageHandler,
+} from './inbox-each-message.js';
+export type {
+  KafkaAdmin,
+  KafkaBatch,
+  KafkaCommittedOffset,
+  KafkaConsumer,
+  KafkaEachBatchPayload,
+  KafkaEachMessagePayload,
+  KafkaGroupJoinEvent,
+  KafkaHeaders,
+  KafkaOffsetCommit,
+  KafkaProducedRecord,
+  KafkaProducer,
+  KafkaRecord,
+  KafkaRunConfig,
+  KafkaTopicPartitions,
+} from './kafka-client.js';
+export type {
+  KafkaInboxEventName,
+  KafkaInboxEvents,
+  KafkaInboxListener,
+  PauseReason,
+} from './kafka-inbox-events.js';
+export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
+export type { KafkaInboxOptions } from './kafka-inbox-options.js';
+export type { KafkaInboxControl, ShutdownOptions } from './kafka-inbox-runtime.js';
+export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
+export type { PausedPartition } from './partition-pauses.js';
+export type { PauseBackoffOptions } from './pause-backoff.js';
+export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';
+export type { KafkaRecordContext, ValueDecoding } from './value-decoder.js';

@@ -1,0 +1,370 @@
+import { type ConflictOutcome, type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import { AssignmentTracker } from './assignment-tracker.js';
+import { type DeadLetterEntry, publishDeadLetters } from './dead-letter.js';
+import { HandoverCheck } from './handover.js';
+import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from './kafka-client.js';
+import {
+  KafkaInboxEmitter,
+  type KafkaInboxEventName,
+  type KafkaInboxListener,
+  type PauseReason,
+} from './kafka-inbox-events.js';
+import { decodeHeaders, type KafkaInboxMessage, recordName } from './kafka-inbox-message.js';
+import type { KafkaInboxConfig } from './kafka-inbox-options.js';
+import { OffsetCommitter } from './offset-committer.js';
+import { PartitionPauses, type PausedPartition } from './partition-pauses.js';
+import type { SuspectWindow } from './suspect-window.js';
+
+/** Controls of a running inbox consumer (attached to the handlers, returned by `runInboxConsumer`). */
+export interface KafkaInboxControl {
+  /**
+   * Graceful shutdown: stops taking new records (pauses every partition), lets the records
+   * in flight finish, commits the offsets of everything settled, then disconnects the
+   * consumer, which stops it and leaves the group (kafkajs' `disconnect()` alone commits
+   * nothing, kafkajs #507).
+   * Calling it again returns the same promise. The library installs no signal handler:
+   * call this from yours (`process.once('SIGTERM', ...)`).
+   */
+  shutdown(options?: ShutdownOptions): Promise<void>;
+  /** Commits the offsets of every settled record now. */
+  commit(): Promise<void>;
+  /** Adds an event listener; returns a function that removes it. */
+  on<E extends KafkaInboxEventName>(event: E, listener: KafkaInboxListener<E>): () => void;
+  /** Partitions paused after an infrastructure error, and when each resumes. */
+  paused(): PausedPartition[];
+  /** The partitions assigned to this member at its last group join (empty when the client reports no joins). */
+  assignment(): { topic: string; partitions: number[] }[];
+}
+
+/** Options of {@link KafkaInboxControl.shutdown}. */
+export interface ShutdownOptions {
+  /** Disconnect the consumer (which stops it and leaves the group) after the final commit. Default `true`. */
+  readonly disconnect?: boolean;
+}
+
+/** A record turned into an inbox message; `invalid` when it cannot be processed at all. */
+export interface PreparedRecord<V> {
+  readonly message: KafkaInboxMessage<V>;
+  readonly invalid: DeadLetterOutcome | undefined;
+}
+
+/** A record and what became of it, in partition order. */
+export interface SettleItem {
+  readonly message: KafkaInboxMessage;
+  readonly outcome: ProcessOutcome;
+}
+
+/**
+ * The state and steps shared by the `eachMessage` and `eachBatch` wrappers: turning records
+ * into inbox messages, settling outcomes (dead-letter publish, offsets), pauses, the
+ * assignment, shutdown. Adapters are translators: every dedup decision is the inbox's.
+ */
+export class KafkaInboxRuntime<DB, V> {
+  readonly config: KafkaInboxConfig<DB, V>;
+  readonly events: KafkaInboxEmitter;
+  readonly assignments: AssignmentTracker;
+  readonly pauses: PartitionPauses;
+  readonly committer: OffsetCommitter;
+  readonly #handover: HandoverCheck;
+  #inFlight = 0;
+  #idleWaiters: (() => void)[] = [];
+  #stopping = false;
+  #shutdown: Promise<void> | undefined;
+  #detach: (() => void) | undefined;
+
+  constructor(config: KafkaInboxConfig<DB, V>, suspectWindowSize: number) {
+    this.config = config;
+    this.events = new KafkaInboxEmitter(config.logger);
+    this.assignments = new AssignmentTracker(suspectWindowSize, config.groupId);
+    this.pauses = new PartitionPauses(config.consumer, config.pause, config.logger, this.events);
+    this.committer = new OffsetCommitter(config.consumer, config.commitIntervalMs, config.logger, this.events);
+    this.#handover = new HandoverCheck(config.admin, config.consumer, config.logger);
+    this.#detach = listenToJoins(config.consumer, (event) => this.#joined(event));
+  }
+
+  /** True once shutdown started: no new record is taken. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /**
+   * The crash-loop window of a partition whose first record (since it was assigned) is at
+   * `firstOffset`: marks the partition as being worked on, and opens the window unless its
+   * previous owner left it cleanly. Call it only when `assignments.window()` has none.
+   */
+  async startWindow(topic: string, partition: number, firstOffset: string): Promise<SuspectWindow> {
+    const clean = await this.#handover.claim(this.assignments.groupId, topic, partition, firstOffset);
+    this.committer.committed(topic, partition, firstOffset);
+    const window = this.assignments.start(topic, partition, clean);
+    if (window.open) {
+      this.config.logger.info(
+        { topic, partition, offset: firstOffset },
+        'inboxkit: partition assigned without a clean handover; its first new records run one at a time as crash-loop suspects',
+      );
+    }
+    return window;
+  }
+
+  /** Turns a record into the message the handler gets (id, decoded value, headers). */
+  prepare(topic: string, partition: number, record: KafkaRecord): PreparedRecord<V> {
+    const headers = decodeHeaders(record.headers);
+    const context = { topic, partition, record, headers };
+    const found = this.config.messageId(context);
+    let problem: InvalidMessageError | undefined;
+    let id = '';
+    if ('id' in found) id = found.id;
+    else
+      problem = new InvalidMessageError(
+        `Record ${recordName(topic, partition, record.offset)} has no message id: ${found.missing}.`,
+      );
+    let value: V | undefined;
+    try {
+      value = this.config.decode(record.value, context);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      problem ??= new InvalidMessageError(
+        `Record ${recordName(topic, partition, record.offset)} (message id ${JSON.stringify(id)}) has a value that cannot be decoded as ${this.config.decoderName}: ${reason}`,
+        id,
+        { cause: error },
+      );
+    }
+    const message: KafkaInboxMessage<V> = {
+      id,
+      payload: record.value,
+      topic,
+      partition,
+      offset: record.offset,
+      key: record.key,
+      value: value as V,
+      headers,
+      timestamp: record.timestamp,
+      record,
+    };
+    if (problem === undefined) return { message, invalid: undefined };
+    const usableId = id.length > 0 && id.length <= this.config.inbox.config.maxIdLength ? id : undefined;
+    return {
+      message,
+      invalid: {
+        status: 'dead_letter',
+        messageId: usableId,
+        reason: 'invalid_message',
+        error: problem,
+        attempts: 0,
+        firstSeenAt: new Date(),
+      },
+    };
+  }
+
+  /**
+   * Settles a partition's outcomes in order: dead letters are published (and acknowledged)
+   * and recorded, then the offset after the last settled record is marked for commit. Stops
+   * at the first record that cannot be settled now (database unavailable, lock timeout,
+   * dead-letter publish failed): the partition is paused and sought back to it. Returns how
+   * many records, from the first, are settled.
+   */
+  async settle(
+    topic: string,
+    partition: number,
+    items: readonly SettleItem[],
+    resolveOffset?: (offset: string) => void,
+  ): Promise<number> {
+    let stop = items.length;
+    let reason: PauseReason = 'unexpected_error';
+    let error: Error | undefined;
+    let deadLetters: (DeadLetterEntry & { index: number })[] | undefined;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as SettleItem;
+      const outcome = item.outcome;
+      if (outcome.status === 'retry_later') {
+        stop = i;
+        reason = outcome.reason;
+        error = outcome.error;
+        break;
+      }
+      if (outcome.status === 'dead_letter' || outcome.status === 'conflict') {
+        (deadLetters ??= []).push({ message: item.message, outcome, index: i });
+      }
+    }
+    if (deadLetters !== undefined) {
+      const failed = await this.#deadLetter(deadLetters);
+      if (failed !== undefined && failed.index < stop) {
+        stop = failed.index;
+        reason = 'dead_letter_failed';
+        error = failed.error;
+      }
+    }
+    if (stop > 0) {
+      if (this.events.has('settled')) {
+        for (let i = 0; i < stop; i++) this.events.emit('settled', items[i] as SettleItem);
+      }
+      const last = (items[stop - 1] as SettleItem).message.offset;
+      resolveOffset?.(last);
+      this.committer.mark(topic, partition, (BigInt(last) + 1n).toString());
+      this.pauses.succeeded(topic, partition);
+    }
+    if (stop < items.length) {
+      const offset = (items[stop] as SettleItem).message.offset;
+      this.pauses.pause(topic, partition, offset, reason, error ?? new Error('record could not be settled'));
+    }
+    return stop;
+  }
+
+  /** Publishes and records dead letters; returns the first one that could not be settled. */
+  async #deadLetter(
+    entries: readonly (DeadLetterEntry & { index: number })[],
+  ): Promise<{ index: number; error: Error } | undefined> {
+    const { producer, deadLetterTopic, deadLetterTimeoutMs, maxStackLength, maxErrorMessageLength, inbox } =
+      this.config;
+    let topics: Map<DeadLetterEntry, string>;
+    try {
+      topics = await publishDeadLetters(entries, {
+        producer,
+        topicFor: deadLetterTopic,
+        timeoutMs: deadLetterTimeoutMs,
+        context: {
+          groupId: this.assignments.groupId,
+          memberId: this.assignments.memberId,
+          consumer: inbox.consumer,
+          maxStackLength,
+          maxErrorMessageLength,
+        },
+      });
+    } catch (thrown) {
+      return { index: (entries[0] as { index: number }).index, error: toError(thrown) };
+    }
+    for (const entry of entries) {
+      try {
+        if (recordable(entry.message, entry.outcome)) await inbox.recordDeadLetter(entry.message, entry.outcome);
+      } catch (thrown) {
+        return { index: entry.index, error: toError(thrown) };
+      }
+      this.events.emit('deadLettered', {
+        message: entry.message,
+        outcome: entry.outcome,
+        deadLetterTopic: topics.get(entry) ?? '',
+      });
+    }
+    return undefined;
+  }
+
+  /** Something outside the handler failed (a bug, a client error): pause, seek back, log. */
+  unexpected(topic: string, partition: number, offset: string, thrown: unknown): void {
+    this.pauses.pause(topic, partition, offset, 'unexpected_error', toError(thrown));
+  }
+
+  /** Leaves a record for later without pausing (shutdown): seeks back so the client does not move past it. */
+  defer(topic: string, partition: number, offset: string): void {
+    try {
+      this.config.consumer.seek({ topic, partition, offset });
+    } catch {
+      // not running any more: nothing moves
+    }
+  }
+
+  enter(): void {
+    this.#inFlight++;
+  }
+
+  leave(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  control(): KafkaInboxControl {
+    return {
+      shutdown: (options) => this.shutdown(options),
+      commit: () => this.committer.flush(),
+      on: (event, listener) => this.events.on(event, listener),
+      paused: () => this.pauses.list(),
+      assignment: () => this.assignments.assignment(),
+    };
+  }
+
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
+    this.#shutdown ??= this.#stop(options.disconnect ?? true);
+    return this.#shutdown;
+  }
+
+  async #stop(disconnect: boolean): Promise<void> {
+    const { consumer, logger } = this.config;
+    const errors: unknown[] = [];
+    this.#stopping = true;
+    this.#pauseEverything();
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    this.pauses.close();
+    await this.committer.flush(true);
+    this.committer.close();
+    this.#detach?.();
+    if (disconnect) {
+      // kafkajs' disconnect() stops the consumer first (leaving the group); some clients
+      // offer no stop() at all.
+      try {
+        await consumer.disconnect();
+      } catch (error) {
+        errors.push(error);
+      }
+    }
+    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer shut down');
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: shutting the Kafka consumer down failed');
+  }
+
+  /** Stops fetching: every partition of every known topic is paused. */
+  #pauseEverything(): void {
+    const topics = this.assignments.topics();
+    if (topics.length === 0) return;
+    try {
+      this.config.consumer.pause(topics.map((topic) => ({ topic })));
+    } catch {
+      // not running: nothing is fetched anyway
+    }
+  }
+
+  #joined(event: KafkaGroupJoinEvent): void {
+    const assignment = this.assignments.join(event);
+    this.#handover.reset();
+    const owns = (topic: string, partition: number) => this.assignments.owns(topic, partition);
+    this.pauses.reapply(owns);
+    this.committer.retain(owns);
+    if (this.#stopping) this.#pauseEverything();
+    this.events.emit('assigned', {
+      groupId: event.payload.groupId,
+      memberId: event.payload.memberId,
+      assignment,
+    });
+  }
+}
+
+/**
+ * Listens to the client's group-join events when it has them (kafkajs does; clients whose
+ * `on`/`events` throw "not implemented" do not): returns the remover, or `undefined`.
+ */
+function listenToJoins(
+  consumer: KafkaConsumer,
+  listener: (event: KafkaGroupJoinEvent) => void,
+): (() => void) | undefined {
+  try {
+    const groupJoin = consumer.events?.GROUP_JOIN;
+    if (typeof consumer.on !== 'function' || typeof groupJoin !== 'string') return undefined;
+    const remove = consumer.on(groupJoin, listener);
+    return typeof remove === 'function' ? remove : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a dead letter is recorded in the inbox (so a redelivery is a duplicate): only under
+ * the record's own, valid id. Conflicts keep their key's first content.
+ */
+function recordable(message: KafkaInboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): boolean {
+  return outcome.status === 'dead_letter' && outcome.messageId !== undefined && outcome.messageId === message.id;
+}
+
+function toError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}

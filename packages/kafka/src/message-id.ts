@@ -1,0 +1,72 @@
+import { ConfigurationError } from '@inboxkit/core';
+import type { KafkaRecordContext } from './value-decoder.js';
+
+/** Derives a message id from a record; `undefined` when the record carries none. */
+export type MessageIdFunction = (context: KafkaRecordContext) => string | undefined;
+
+/**
+ * Where a record's message id (its key in the inbox) comes from. The choice is explicit
+ * because it decides what counts as a duplicate:
+ *
+ * - `{ header: 'message-id' }` (the default): a header the producer sets, the same on every
+ *   retry of a send. Catches producer retries and re-publishes as well as redeliveries.
+ *   A record without it is invalid (dead-lettered) unless a `fallback` is given.
+ * - `{ from: (context) => id }`: computed from the record (a field of the value, the key...).
+ *   Returning `undefined` makes the record invalid.
+ * - `'offset'`: `topic/partition/offset`. Needs nothing from the producer, but only catches
+ *   redeliveries of the same record: a message produced twice has two offsets and runs twice.
+ */
+export type MessageIdSource =
+  | { readonly header: string; readonly fallback?: 'offset' | MessageIdFunction }
+  | { readonly from: MessageIdFunction }
+  | 'offset';
+
+/** A compiled message-id rule: the id, or why there is none. */
+export type MessageIdReader = (context: KafkaRecordContext) => { id: string } | { missing: string };
+
+export function offsetMessageId(context: KafkaRecordContext): string {
+  return `${context.topic}/${context.partition}/${context.record.offset}`;
+}
+
+export function compileMessageId(source: MessageIdSource | undefined): MessageIdReader {
+  const option = source ?? { header: 'message-id' };
+  if (option === 'offset') return (context) => ({ id: offsetMessageId(context) });
+  if (typeof option !== 'object' || option === null) {
+    throw new ConfigurationError(
+      `Expected \`messageId\` to be { header: 'message-id' }, { from: (context) => id } or 'offset'; got ${JSON.stringify(option)}.`,
+    );
+  }
+  if ('from' in option) {
+    const from = option.from;
+    if (typeof from !== 'function') throw new ConfigurationError('Expected `messageId.from` to be a function.');
+    return (context) => {
+      const id = from(context);
+      return id === undefined || id === null
+        ? { missing: `the messageId.from function returned ${String(id)}` }
+        : { id: String(id) };
+    };
+  }
+  const header = option.header;
+  if (typeof header !== 'string' || header.length === 0) {
+    throw new ConfigurationError('Expected `messageId.header` to be a non-empty header name.');
+  }
+  const fallback = option.fallback;
+  if (fallback !== undefined && fallback !== 'offset' && typeof fallback !== 'function') {
+    throw new ConfigurationError("Expected `messageId.fallback` to be 'offset' or a function.");
+  }
+  return (context) => {
+    const id = context.headers[header];
+    if (id !== undefined) return { id };
+    if (fallback === 'offset') return { id: offsetMessageId(context) };
+    if (fallback !== undefined) {
+      const computed = fallback(context);
+      if (computed !== undefined && computed !== null) return { id: String(computed) };
+      return {
+        missing: `it has no ${JSON.stringify(header)} header and the messageId.fallback function returned nothing`,
+      };
+    }
+    return {
+      missing: `it has no ${JSON.stringify(header)} header and no fallback is configured (messageId: { header, fallback: 'offset' | fn })`,
+    };
+  };
+}

@@ -1,0 +1,3 @@
+import { defineScenarios } from '../../../test/kafka/support/scenarios.ts';
+
+defineScenarios('eachMessage');

@@ -1,0 +1,77 @@
+// Options are checked once, at construction, with errors naming the option; and kafkajs'
+// own types fit the shapes the adapter is typed against (checked by the compiler: this file
+// is part of `tsc -p tsconfig.test.json`).
+import { createInbox } from '@inboxkit/core';
+import {
+  type InboxEachBatchHandler,
+  type InboxEachMessageHandler,
+  inboxEachBatch,
+  inboxEachMessage,
+  type KafkaConsumer,
+  type KafkaProducer,
+  runInboxConsumer,
+} from '@inboxkit/kafka';
+import { Kafka, logLevel } from 'kafkajs';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const pool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres', max: 1 });
+const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+afterAll(async () => {
+  await db.destroy();
+});
+const inbox = createInbox({ db, consumer: 'options' });
+const kafka = new Kafka({ brokers: ['127.0.0.1:1'], logLevel: logLevel.NOTHING });
+// kafkajs' Consumer and Producer fit the adapter's shapes as they are.
+const consumer: KafkaConsumer = kafka.consumer({ groupId: 'options' });
+const producer: KafkaProducer = kafka.producer();
+const handler = async () => {};
+
+describe('options', () => {
+  it('builds handlers kafkajs accepts in consumer.run()', () => {
+    const realConsumer = kafka.consumer({ groupId: 'options-run' });
+    const eachMessage: InboxEachMessageHandler = inboxEachMessage({ consumer: realConsumer, inbox, producer, handler });
+    const eachBatch: InboxEachBatchHandler = inboxEachBatch({ consumer: realConsumer, inbox, producer, handler });
+    // Type-level: these calls compile against kafkajs' own ConsumerRunConfig (not run here).
+    const run = () => {
+      void realConsumer.run({ autoCommit: false, eachMessage });
+      void realConsumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
+    };
+    expect(typeof run).toBe('function');
+    expect(typeof eachMessage.shutdown).toBe('function');
+    expect(eachBatch.paused()).toEqual([]);
+  });
+
+  it('rejects unknown options, missing parts and contradictions, naming the option', () => {
+    const base = { consumer, inbox, producer, handler };
+    expect(() => inboxEachMessage({ ...base, retries: 3 } as never)).toThrow(
+      /Unknown option `retries` of inboxEachMessage\(\)/,
+    );
+    expect(() => inboxEachMessage({ ...base, producer: undefined } as never)).toThrow(/Expected `producer`/);
+    expect(() => inboxEachMessage({ ...base, consumer: {} } as never)).toThrow(/Expected `consumer`/);
+    expect(() => inboxEachMessage({ ...base, inbox: {} } as never)).toThrow(/Expected `inbox`/);
+    expect(() => inboxEachMessage({ ...base, handler: undefined } as never)).toThrow(/Expected `handler`/);
+    expect(() => inboxEachBatch({ consumer, inbox, producer })).toThrow(/exactly one of `handler`/);
+    expect(() => inboxEachBatch({ ...base, bulkHandler: handler })).toThrow(/exactly one of `handler`/);
+    expect(() => inboxEachBatch({ ...base, maxBatchSize: 0 })).toThrow(/Expected `maxBatchSize` to be a positive/);
+    expect(() => inboxEachMessage({ ...base, messageId: { header: '' } })).toThrow(/messageId.header/);
+    expect(() => inboxEachMessage({ ...base, messageId: 'key' as never })).toThrow(/Expected `messageId`/);
+    expect(() => inboxEachMessage({ ...base, decode: 'avro' as never })).toThrow(/Expected `decode`/);
+    expect(() => inboxEachMessage({ ...base, commitIntervalMs: -1 })).toThrow(/commitIntervalMs/);
+    expect(() => inboxEachMessage({ ...base, pause: { minDelayMs: 5000, maxDelayMs: 10 } })).toThrow(
+      /pause.maxDelayMs/,
+    );
+    expect(() => inboxEachMessage({ ...base, pause: { delay: 1 } as never })).toThrow(/Unknown option `pause.delay`/);
+    expect(() => inboxEachMessage({ ...base, deadLetterTopic: '' })).toThrow(/deadLetterTopic/);
+  });
+
+  it('runInboxConsumer rejects an unknown mode before touching the consumer', async () => {
+    await expect(runInboxConsumer(consumer, { mode: 'eachRecord', inbox, producer, handler } as never)).rejects.toThrow(
+      /Expected `mode` to be 'eachMessage' or 'eachBatch'/,
+    );
+    await expect(
+      runInboxConsumer(consumer, { mode: 'eachMessage', inbox, producer, handler, partitionsConsumedConcurrently: 0 }),
+    ).rejects.toThrow(/partitionsConsumedConcurrently/);
+  });
+});

@@ -1,0 +1,141 @@
+// Graceful shutdown (what a SIGTERM handler calls): no new record is taken, the one in flight
+// finishes, every settled offset is committed, and the member leaves the group, so the next
+// consumer starts right where this one stopped, with no replay and no session-timeout wait.
+
+import { CLEAN_METADATA } from '@inboxkit/kafka';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  type ChargeMessage,
+  ledgerBulkHandler,
+  ledgerHandler,
+  ledgerTotals,
+  startInboxConsumer,
+  testInbox,
+} from '../../../test/kafka/support/inbox-consumer.ts';
+import {
+  charge,
+  createTopics,
+  type KafkaTestKit,
+  kafkaTestKit,
+  produce,
+  sleep,
+  uniqueName,
+  waitForCommittedToEnd,
+} from '../../../test/kafka/support/kafka-testkit.ts';
+import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
+
+let t: TestDatabase;
+let kit: KafkaTestKit;
+beforeAll(async () => {
+  t = await createTestDatabase('kafka_shutdown');
+  kit = await kafkaTestKit(inject('kafkaBrokers'));
+});
+afterAll(async () => {
+  await kit?.dispose();
+  await t?.dispose();
+});
+
+describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
+  it('shutdown() finishes the record in flight, commits, leaves the group; the next consumer replays nothing', async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const topic = uniqueName(`shutdown-${mode}`);
+    const groupId = uniqueName('shutdown');
+    await createTopics(kit.admin, [
+      { topic, numPartitions: 1 },
+      { topic: `${topic}.dlq`, numPartitions: 1 },
+    ]);
+    await produce(
+      kit.producer,
+      topic,
+      Array.from({ length: 50 }, (_, i) => charge(`s-${i}`)),
+    );
+    const inbox = testInbox(t.db, `shutdown-${mode}`);
+    let reached!: () => void;
+    const inFlight = new Promise<void>((resolve) => {
+      reached = resolve;
+    });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const gate = async (messages: readonly ChargeMessage[]) => {
+      if (messages.some((m) => m.id === 's-20')) {
+        reached();
+        await released;
+      }
+    };
+    // eachBatch: batches of 10 (a fresh group: no crash-loop window), [20, 30) is in flight.
+    const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
+      ...(mode === 'eachMessage'
+        ? {
+            mode,
+            handler: async (trx, message) => {
+              await gate([message]);
+              await ledgerHandler(trx, message);
+            },
+          }
+        : {
+            mode,
+            maxBatchSize: 10,
+            bulkHandler: async (trx, messages) => {
+              await gate(messages);
+              await ledgerBulkHandler(trx, messages);
+            },
+          }),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      commitIntervalMs: 60_000, // only the shutdown commits
+    });
+    await inFlight;
+    let stopped = false;
+    const shutdown = control.shutdown().then(() => {
+      stopped = true;
+    });
+    expect(control.shutdown()).toBe(control.shutdown());
+    await sleep(500);
+    expect(stopped).toBe(false); // waits for the record in flight
+    release();
+    await shutdown;
+
+    const expected = mode === 'eachMessage' ? 21 : 30;
+    expect((await ledgerTotals(t.db)).rows).toBe(expected);
+    const [committed] = await kit.admin.fetchOffsets({ groupId, topics: [topic] });
+    expect(committed?.partitions[0]).toMatchObject({ offset: String(expected), metadata: CLEAN_METADATA });
+
+    // The next consumer of the group starts at once (the member left) where this one stopped.
+    let duplicates = 0;
+    const started = Date.now();
+    let firstSettledAfterMs = -1;
+    const logged: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: (_: object, message?: string) => logged.push(message ?? ''),
+      warn: (_: object, message?: string) => logged.push(message ?? ''),
+      error: (_: object, message?: string) => logged.push(message ?? ''),
+    };
+    const next = await startInboxConsumer(kit.kafka, topic, groupId, {
+      mode: 'eachMessage',
+      handler: ledgerHandler,
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      logger,
+    });
+    next.control.on('settled', ({ outcome }) => {
+      if (firstSettledAfterMs < 0) firstSettledAfterMs = Date.now() - started;
+      if (outcome.status === 'duplicate') duplicates++;
+    });
+    try {
+      await waitForCommittedToEnd(kit.admin, groupId, topic);
+    } finally {
+      await next.control.shutdown();
+    }
+    expect(duplicates).toBe(0);
+    // A clean handover: the next consumer read `inboxkit:clean` and skipped the crash-loop window.
+    expect(logged.filter((m) => m.includes('without a clean handover'))).toEqual([]);
+    expect(logged.filter((m) => m.includes('shut down'))).toHaveLength(1);
+    expect(firstSettledAfterMs).toBeLessThan(5000); // under the 6 s session timeout
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 50, distinct: 50, twice: [] });
+  });
+});

@@ -1,0 +1,432 @@
+import {
+  type DeadLetterOutcome,
+  type DeadLetterReason,
+  InvalidMessageError,
+  type ProcessOutcome,
+  toError,
+} from '@inboxkit/core';
+import { sleep } from './backoff.js';
+import { BatchCollector } from './batch-collector.js';
+import type { ConfirmPublisher } from './confirm-publisher.js';
+import {
+  DEAD_LETTER_HEADERS,
+  type FailureInfo,
+  failureHeaders,
+  originalAddress,
+  republishOptions,
+  truncateUtf8,
+} from './dead-letter-headers.js';
+import { decodeBody } from './decode.js';
+import type { Delivery } from './delivery.js';
+import { FailureStreak } from './failure-streak.js';
+import { readMessageId } from './message-id.js';
+import type { OwnRequeues } from './own-requeues.js';
+import type { RabbitMessage } from './rabbit-message.js';
+import type { SubscriptionConfig } from './subscribe-options.js';
+import type { RequeueReason, SubscriptionEmitter } from './subscription-events.js';
+
+const EMPTY_HEADERS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/** Headers of a reply. */
+export const REPLY_HEADERS = {
+  /** The id of the request this replies to. */
+  messageId: 'x-inboxkit-message-id',
+  /** `true` when the request was a duplicate and the reply carries the stored result. */
+  duplicate: 'x-inboxkit-duplicate',
+} as const;
+
+/**
+ * Turns one delivery into one inbox call and its outcome into exactly one ack or nack
+ * (DESIGN.md sections 4 and 6):
+ *
+ * | outcome | what the broker is told |
+ * | --- | --- |
+ * | processed, duplicate | reply first when asked (`replyTo` + `correlationId`), then ack |
+ * | dead_letter, conflict, bad message | publish to the dead-letter target (confirmed), record it in the inbox, then ack; or a broker-delayed retry |
+ * | retry_later (Postgres down, lock timeout) | nack with requeue after a backoff; never dead-lettered |
+ * | a publish or record that failed | nack with requeue after a backoff |
+ *
+ * Nothing here throws: an unexpected error requeues the delivery after a backoff.
+ */
+export class DeliveryProcessor<DB, T, R> {
+  readonly #config: SubscriptionConfig<DB, T, R>;
+  readonly #publisher: ConfirmPublisher;
+  readonly #events: SubscriptionEmitter;
+  readonly #ownRequeues: OwnRequeues;
+  readonly #signal: AbortSignal;
+  readonly #streak: FailureStreak;
+  readonly #batches: BatchCollector<RabbitMessage<T>, ProcessOutcome<R>> | undefined;
+
+  constructor(
+    config: SubscriptionConfig<DB, T, R>,
+    publisher: ConfirmPublisher,
+    events: SubscriptionEmitter,
+    ownRequeues: OwnRequeues,
+    signal: AbortSignal,
+  ) {
+    this.#config = config;
+    this.#publisher = publisher;
+    this.#events = events;
+    this.#ownRequeues = ownRequeues;
+    this.#signal = signal;
+    this.#streak = new FailureStreak(config.requeueBackoff);
+    this.#batches =
+      config.maxBatchSize > 1
+        ? new BatchCollector(config.maxBatchSize, (messages) => this.#runBatch(messages))
+        : undefined;
+  }
+
+  /** Handles a delivery to its settlement. Never rejects. */
+  async handle(delivery: Delivery): Promise<void> {
+    try {
+      await this.#handle(delivery);
+    } catch (thrown) {
+      const error = toError(thrown);
+      this.#config.logger.error(
+        { err: error, messageId: delivery.id, queue: this.#config.queue },
+        'inboxkit: unexpected error while handling a delivery; it is requeued',
+      );
+      this.#events.emit('error', { error, during: 'handling a delivery' });
+      if (!delivery.settled) await this.#requeueLater(delivery, 'unexpected_error', error);
+    }
+  }
+
+  async #handle(delivery: Delivery): Promise<void> {
+    const { inbox, handler, queue } = this.#config;
+    const raw = delivery.raw;
+    let id: string;
+    try {
+      id = readMessageId(raw, this.#config.messageId);
+    } catch (error) {
+      return this.#deadLetter(delivery, invalid(undefined, error), undefined);
+    }
+    delivery.id = id;
+    let body: T;
+    try {
+      body = decodeBody(this.#config.decoder, raw, id);
+    } catch (error) {
+      return this.#undecodable(delivery, id, error);
+    }
+    const headers = raw.properties.headers ?? EMPTY_HEADERS;
+    const deliveryCount = deliveryCountOf(headers);
+    const message: RabbitMessage<T> = {
+      id,
+      payload: raw.content,
+      content: raw.content,
+      body,
+      properties: raw.properties,
+      fields: raw.fields,
+      headers,
+      redelivered: raw.fields.redelivered,
+      deliveryCount,
+      queue,
+    };
+    // A redelivery may be the repeat of one that crashed a process: crash-loop protection
+    // (counted in Postgres, run alone). Not when this process itself handed it back.
+    const suspect = (message.redelivered || deliveryCount > 0) && !this.#ownRequeues.take(id);
+    const outcome =
+      this.#batches !== undefined && !suspect
+        ? await this.#batches.submit(message)
+        : await inbox.process(message, handler, { suspect });
+    return this.#settle(delivery, message, outcome);
+  }
+
+  /** One batch of deliveries that arrived together: one transaction, an outcome per message. */
+  async #runBatch(messages: readonly RabbitMessage<T>[]): Promise<readonly ProcessOutcome<R>[]> {
+    const { inbox, handler } = this.#config;
+    const first = messages[0];
+    if (messages.length === 1 && first !== undefined) return [await inbox.process(first, handler)];
+    return (await inbox.processBatch(messages, handler)).outcomes;
+  }
+
+  async #settle(delivery: Delivery, message: RabbitMessage<T>, outcome: ProcessOutcome<R>): Promise<void> {
+    switch (outcome.status) {
+      case 'processed':
+        this.#streak.reset();
+        return this.#done(delivery, message, outcome.result, false);
+      case 'duplicate':
+        this.#streak.reset();
+        if (outcome.previousStatus === 'dead_lettered') {
+          delivery.ack();
+          return;
+        }
+        return this.#done(delivery, message, outcome.result, true);
+      case 'conflict':
+        return this.#deadLetter(
+          delivery,
+          {
+            status: 'dead_letter',
+            messageId: outcome.messageId,
+            reason: 'payload_conflict',
+            error: outcome.error,
+            attempts: 0,
+            firstSeenAt: new Date(),
+          },
+          undefined,
+        );
+      case 'dead_letter':
+        return this.#failed(delivery, message, outcome);
+      case 'retry_later':
+        return this.#requeueLater(delivery, outcome.reason, outcome.error);
+    }
+  }
+
+  /** Processed or a duplicate: reply when asked, then ack. */
+  async #done(delivery: Delivery, message: RabbitMessage<T>, result: unknown, duplicate: boolean): Promise<void> {
+    const replyTo = message.properties.replyTo;
+    const correlationId = message.properties.correlationId;
+    if (typeof replyTo === 'string' && replyTo.length > 0 && typeof correlationId === 'string') {
+      if (!delivery.live) return delivery.abandon();
+      try {
+        // Not mandatory: a requester that went away must not keep the request unacked.
+        await this.#publisher.publish({
+          exchange: '',
+          routingKey: replyTo,
+          content: Buffer.from(this.#replyJson(message.id, result)),
+          options: {
+            correlationId,
+            contentType: 'application/json',
+            headers: { [REPLY_HEADERS.messageId]: message.id, [REPLY_HEADERS.duplicate]: duplicate },
+          },
+        });
+      } catch (error) {
+        // Committed but not answered: the redelivery is a duplicate and gets the stored result.
+        return this.#requeueLater(delivery, 'publish_failed', toError(error));
+      }
+    }
+    delivery.ack();
+  }
+
+  /** The handler failed for good: a broker-delayed retry when one is left, else the dead-letter target. */
+  async #failed(delivery: Delivery, message: RabbitMessage<T>, outcome: DeadLetterOutcome): Promise<void> {
+    const headers = message.headers;
+    const retries = numberHeader(headers[DEAD_LETTER_HEADERS.retries]);
+    const earlier = numberHeader(headers[DEAD_LETTER_HEADERS.attempts]);
+    const firstSeen = dateHeader(headers[DEAD_LETTER_HEADERS.firstSeenAt]) ?? outcome.firstSeenAt;
+    const retry = this.#config.delayedRetry;
+    const delayMs = retry?.delaysMs[retries];
+    if (retry !== undefined && delayMs !== undefined && outcome.reason === 'retries_exhausted') {
+      return this.#scheduleRetry(delivery, message, outcome, retry.queue, retries + 1, delayMs, earlier, firstSeen);
+    }
+    return this.#deadLetter(
+      delivery,
+      { ...outcome, attempts: earlier + outcome.attempts, firstSeenAt: firstSeen },
+      message,
+    );
+  }
+
+  async #scheduleRetry(
+    delivery: Delivery,
+    message: RabbitMessage<T>,
+    outcome: DeadLetterOutcome,
+    retryQueue: string,
+    retry: number,
+    delayMs: number,
+    earlierAttempts: number,
+    firstSeenAt: Date,
+  ): Promise<void> {
+    if (!delivery.live) return delivery.abandon();
+    const original = originalAddress(delivery.raw);
+    try {
+      await this.#publisher.publish({
+        exchange: '',
+        routingKey: retryQueue,
+        content: delivery.raw.content,
+        options: republishOptions(
+          delivery.raw,
+          {
+            [DEAD_LETTER_HEADERS.retries]: retry,
+            [DEAD_LETTER_HEADERS.attempts]: earlierAttempts + outcome.attempts,
+            [DEAD_LETTER_HEADERS.firstSeenAt]: firstSeenAt.toISOString(),
+            [DEAD_LETTER_HEADERS.originalExchange]: original.exchange,
+            [DEAD_LETTER_HEADERS.originalRoutingKey]: original.routingKey,
+            [DEAD_LETTER_HEADERS.errorName]: outcome.error.name,
+            [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(outcome.error.message, 1024),
+          },
+          { expiration: String(delayMs), mandatory: true },
+        ),
+      });
+    } catch (error) {
+      return this.#requeueLater(delivery, 'publish_failed', toError(error));
+    }
+    delivery.ack();
+    this.#config.logger.info(
+      { messageId: message.id, retry, delayMs, queue: retryQueue },
+      'inboxkit: handler failed; message sent through the retry queue',
+    );
+    this.#events.emit('retryScheduled', { messageId: message.id, retry, delayMs });
+  }
+
+  /** A message with an id whose content the decoder refused. */
+  async #undecodable(delivery: Delivery, id: string, error: unknown): Promise<void> {
+    const message = { id, payload: delivery.raw.content };
+    if (delivery.raw.fields.redelivered) {
+      // Dead-lettered already, but the ack was lost: do not publish it twice.
+      let stored: Awaited<ReturnType<SubscriptionConfig<DB, T, R>['inbox']['find']>>;
+      try {
+        stored = await this.#config.inbox.find(id);
+      } catch (thrown) {
+        return this.#requeueLater(delivery, 'database_unavailable', toError(thrown));
+      }
+      if (stored !== undefined) {
+        delivery.ack();
+        return;
+      }
+    }
+    return this.#deadLetter(delivery, invalid(id, error), message);
+  }
+
+  /**
+   * Publishes the message to the dead-letter target with the failure headers and waits
+   * for the broker's confirm, records it in the inbox (a redelivery is then a duplicate),
+   * then acks. With `deadLetter: 'nack'`, rejects it to the queue's dead-letter exchange.
+   */
+  async #deadLetter(
+    delivery: Delivery,
+    outcome: DeadLetterOutcome,
+    message: { readonly id: string; readonly payload: Buffer } | undefined,
+  ): Promise<void> {
+    const route = this.#config.deadLetter;
+    const raw = delivery.raw;
+    if (route.kind === 'nack') {
+      if (!delivery.nack(false)) return;
+      this.#deadLettered(outcome, '', raw.fields.routingKey);
+      // After the nack: had we recorded it first and died before the nack, the
+      // redelivery would be acked as a duplicate and never reach the dead-letter exchange.
+      if (message !== undefined) {
+        await this.#record(message, outcome).catch((error: unknown) => {
+          this.#config.logger.warn(
+            { err: error, messageId: message.id },
+            'inboxkit: dead letter nacked but not recorded; a redelivery of the same id would be handled again',
+          );
+        });
+      }
+      return;
+    }
+    if (!delivery.live) return delivery.abandon();
+    const routingKey = route.routingKey ?? originalAddress(raw).routingKey;
+    const info: FailureInfo = {
+      reason: outcome.reason,
+      error: outcome.error,
+      attempts: outcome.attempts,
+      firstSeenAt: outcome.firstSeenAt,
+      failedAt: new Date(),
+      messageId: outcome.messageId,
+      consumer: this.#config.consumer,
+      queue: this.#config.queue,
+    };
+    try {
+      await this.#publisher.publish({
+        exchange: route.exchange,
+        routingKey,
+        content: raw.content,
+        options: republishOptions(raw, failureHeaders(raw, info), { mandatory: true }),
+      });
+    } catch (error) {
+      return this.#requeueLater(delivery, 'publish_failed', toError(error));
+    }
+    if (message !== undefined && outcome.reason !== 'payload_conflict') {
+      try {
+        await this.#record(message, outcome);
+      } catch (error) {
+        // Not recorded: do not ack. The redelivery is dead-lettered again (a second copy).
+        return this.#requeueLater(delivery, 'database_unavailable', toError(error));
+      }
+    }
+    delivery.ack();
+    this.#deadLettered(outcome, route.exchange, routingKey);
+  }
+
+  #record(message: { readonly id: string; readonly payload: Buffer }, outcome: DeadLetterOutcome): Promise<void> {
+    return this.#config.inbox.recordDeadLetter(message, outcome);
+  }
+
+  #deadLettered(outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
+    this.#config.logger.warn(
+      {
+        messageId: outcome.messageId,
+        reason: outcome.reason,
+        attempts: outcome.attempts,
+        err: outcome.error,
+        queue: this.#config.queue,
+      },
+      'inboxkit: message dead-lettered',
+    );
+    this.#events.emit('deadLettered', { messageId: outcome.messageId, reason: outcome.reason, exchange, routingKey });
+  }
+
+  /**
+   * Hands a delivery back to the queue after a backoff (nack with requeue), without a
+   * verdict: Postgres unreachable, a lock held by another delivery, a publish that was
+   * not confirmed. It holds its prefetch slot meanwhile, which slows the consumer down
+   * instead of spinning. `close()` cuts the wait short.
+   */
+  async #requeueLater(delivery: Delivery, reason: RequeueReason, error: Error): Promise<void> {
+    if (!delivery.live) return delivery.abandon();
+    const delayMs = this.#streak.fail();
+    this.#events.emit('requeued', { messageId: delivery.id, reason, delayMs, error });
+    this.#config.logger.warn(
+      { messageId: delivery.id, reason, delayMs, err: error, queue: this.#config.queue },
+      'inboxkit: delivery handed back to the queue after a backoff',
+    );
+    await sleep(delayMs, this.#signal);
+    if (delivery.nack(true) && delivery.id !== undefined) this.#ownRequeues.add(delivery.id);
+  }
+
+  /**
+   * The reply's JSON, canonical: object keys sorted, BigInts as strings. A duplicate's
+   * result comes back from `jsonb`, which reorders keys; both replies go through this, so a
+   * retried request gets the very bytes of the first reply.
+   */
+  #replyJson(id: string, result: unknown): string {
+    try {
+      return JSON.stringify(result ?? null, canonical);
+    } catch (error) {
+      this.#config.logger.error(
+        { err: error, messageId: id },
+        'inboxkit: the result cannot be sent as JSON; replying null',
+      );
+      return 'null';
+    }
+  }
+}
+
+function canonical(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const record = value as Record<string, unknown>;
+    return Object.fromEntries(
+      Object.keys(record)
+        .sort()
+        .map((key) => [key, record[key]]),
+    );
+  }
+  return value;
+}
+
+function invalid(messageId: string | undefined, error: unknown): DeadLetterOutcome {
+  const reason: DeadLetterReason = 'invalid_message';
+  return {
+    status: 'dead_letter',
+    messageId,
+    reason,
+    error: error instanceof InvalidMessageError ? error : toError(error),
+    attempts: 0,
+    firstSeenAt: new Date(),
+  };
+}
+
+/** A quorum queue's `x-delivery-count`: how many times the message came back. */
+function deliveryCountOf(headers: Readonly<Record<string, unknown>>): number {
+  return numberHeader(headers['x-delivery-count']);
+}
+
+function numberHeader(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : 0;
+}
+
+function dateHeader(value: unknown): Date | undefined {
+  if (typeof value !== 'string') return undefined;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? undefined : date;
+}

@@ -1,0 +1,33 @@
+// @inboxkit/rabbitmq: the public API, listed. Anything not exported here is internal.
+
+export type {
+  AmqpAssertQueueOptions,
+  AmqpChannel,
+  AmqpConfirmChannel,
+  AmqpConnection,
+  AmqpDelivery,
+  AmqpDeliveryFields,
+  AmqpMessageProperties,
+  AmqpPublishOptions,
+} from './amqp-client.js';
+export type { BackoffOptions } from './backoff.js';
+export { DEAD_LETTER_HEADERS } from './dead-letter-headers.js';
+export type { Decode } from './decode.js';
+export { REPLY_HEADERS } from './delivery-processor.js';
+export type { MessageIdOptions } from './message-id.js';
+export { PublishError, type PublishFailure } from './publish-error.js';
+export type { RabbitHandler, RabbitMessage } from './rabbit-message.js';
+export { subscribe } from './subscribe.js';
+export type {
+  DeadLetterTarget,
+  DelayedRetryOptions,
+  SubscribeOptions,
+  TopologyOptions,
+} from './subscribe-options.js';
+export { Subscription, type SubscriptionState } from './subscription.js';
+export type {
+  RequeueReason,
+  SubscriptionEventName,
+  SubscriptionEvents,
+  SubscriptionListener,
+} from './subscription-events.js';

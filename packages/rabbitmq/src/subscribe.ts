@@ -1,0 +1,34 @@
+import { compileSubscribeOptions, type SubscribeOptions, type SubscriptionConfig } from './subscribe-options.js';
+import { Subscription } from './subscription.js';
+
+/**
+ * Subscribes a handler to a queue, effectively once: each delivery runs the handler inside
+ * an inbox transaction keyed by its message id, and is acked only after that transaction
+ * committed. Duplicates are acked without running the handler; failures are retried, then
+ * dead-lettered; an unreachable database hands deliveries back to the queue after a backoff.
+ *
+ * Options are checked at once (a wrong one throws `ConfigurationError` naming it); the
+ * subscription then connects, consumes and reconnects on its own until `close()`.
+ *
+ * @example
+ * ```ts
+ * const subscription = subscribe({
+ *   inbox,
+ *   url: 'amqp://guest:guest@localhost:5672',
+ *   queue: 'charges',
+ *   decode: 'json',
+ *   handler: async (trx, message: RabbitMessage<{ userId: string; amountCents: number }>) => {
+ *     await trx.insertInto('charges')
+ *       .values({ id: message.id, user_id: message.body.userId, amount_cents: message.body.amountCents })
+ *       .execute()
+ *   },
+ * })
+ * await subscription.ready()
+ * process.once('SIGTERM', () => void subscription.close())
+ * ```
+ */
+export function subscribe<DB, T = unknown, R = unknown>(options: SubscribeOptions<DB, T, R>): Subscription {
+  const config = compileSubscribeOptions(options);
+  // The subscription itself does not depend on the handler's types.
+  return new Subscription(config as unknown as SubscriptionConfig<unknown, unknown, unknown>);
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests): print figures and save them to bench/results/*.json.
+#
+#   npm run bench                 every benchmark
+#   npm run bench -- core         one of: core, kafka, rabbitmq, http
+#   npm run bench -- core --rounds 5 --messages 8000
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+cd "$INBOXKIT_ROOT"
+pnpm install --reporter=silent
+pnpm run --silent build
+which="${1:-all}"
+[ $# -gt 0 ] && shift
+run() {
+  local name="$1"; shift
+  [ -f "bench/$name.ts" ] || { echo "inboxkit: no benchmark named $name" >&2; exit 2; }
+  case "$name" in
+    core|http) bash scripts/services.sh start postgres ;;
+    rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
+    kafka) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
+  esac
+  echo "inboxkit: benchmark $name" >&2
+  node "bench/$name.ts" "$@"
+}
+if [ "$which" = all ]; then
+  for name in core rabbitmq kafka http; do [ -f "bench/$name.ts" ] && run "$name" "$@"; done
+else
+  run "$which" "$@"
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: toolchain, dependencies, build, lint and type
+# checks, then every test against real Postgres, RabbitMQ and Kafka (started here when
+# they are not given by DATABASE_URL / AMQP_URL / KAFKA_BROKERS and Docker is not there).
+#
+#   npm test                 everything
+#   npm test -- --project core    only one project (core, rabbitmq, kafka, e2e), or a file name filter
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+cd "$INBOXKIT_ROOT"
+
+echo "inboxkit: installing dependencies" >&2
+if [ -n "${CI:-}" ]; then pnpm install --frozen-lockfile --reporter=silent; else pnpm install --reporter=silent; fi
+echo "inboxkit: building" >&2
+pnpm run --silent build
+echo "inboxkit: lint and type checks" >&2
+pnpm run --silent check
+report="$INBOXKIT_ROOT/.tools/vitest-report.json"
+rm -f "$report"
+status=0
+pnpm exec vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# One plain closing line, whatever the reporter printed above it.
+if [ -f "$report" ]; then
+  node -e '
+    const r = require(process.argv[1]);
+    const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+    console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+  ' "$report"
+fi
+exit "$status"

@@ -1,0 +1,40 @@
+import { spawn } from 'node:child_process';
+import { expect, inject, it } from 'vitest';
+
+/** Runs an example program to its end and returns its exit code and output. */
+function runProgram(file: string, args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', file, ...args], {
+      env: {
+        ...process.env,
+        DATABASE_URL: inject('databaseUrl'),
+        AMQP_URL: inject('amqpUrl'),
+        KAFKA_BROKERS: inject('kafkaBrokers').join(','),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}
+
+it('the demo charges every request exactly once over Kafka and RabbitMQ, despite re-sends, a SIGKILL and a poison request', async () => {
+  const { code, output } = await runProgram('examples/demo/demo.ts', ['--charges', '300', '--timeout-seconds', '100']);
+  expect(output).toContain('OK: every charge was applied exactly once on both brokers');
+  expect(output).toMatch(/kafka: consumer killed with SIGKILL at \d+ charges/);
+  expect(output).toMatch(/rabbitmq: consumer killed with SIGKILL at \d+ charges/);
+  expect(output).not.toContain('exited on its own');
+  expect(code).toBe(0);
+}, 180_000);
+
+it('the core demo charges every request exactly once', async () => {
+  const { code, output } = await runProgram('examples/demo/core-demo.ts', ['--charges', '300']);
+  expect(output).toContain('OK: every charge was applied exactly once');
+  expect(code).toBe(0);
+}, 60_000);

@@ -1,0 +1,90 @@
+// A consumer process killed with SIGKILL in the middle of a run, then restarted in the same
+// group: no id lost, none applied twice. The second run is killed between the database
+// commit of a record and the commit of its offset.
+import { RUNNING_METADATA } from '@inboxkit/kafka';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
+import { startChildConsumer } from './support/child-consumer.ts';
+import { ledgerTotals } from './support/inbox-consumer.ts';
+import {
+  chargesWithDuplicates,
+  createTopics,
+  type KafkaTestKit,
+  kafkaTestKit,
+  produce,
+  topicSize,
+  uniqueName,
+  waitFor,
+  waitForCommittedToEnd,
+} from './support/kafka-testkit.ts';
+
+let t: TestDatabase;
+let kit: KafkaTestKit;
+beforeAll(async () => {
+  t = await createTestDatabase('kafka_crash');
+  kit = await kafkaTestKit(inject('kafkaBrokers'));
+});
+afterAll(async () => {
+  await kit?.dispose();
+  await t?.dispose();
+});
+
+describe.each(['eachBatch', 'eachMessage'] as const)('%s', (mode) => {
+  it('SIGKILL mid-run, SIGKILL between database commit and offset commit, restart: every id applied exactly once', async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const topic = uniqueName(`crash-${mode}`);
+    const groupId = uniqueName('crash');
+    await createTopics(kit.admin, [
+      { topic, numPartitions: 4 },
+      { topic: `${topic}.dlq`, numPartitions: 1 },
+    ]);
+    const records = chargesWithDuplicates(`k-${mode}`, 4000, 0.3);
+    const distinct = new Set(records.map((r) => r.id)).size;
+    await produce(kit.producer, topic, records);
+    const base = {
+      brokers: inject('kafkaBrokers'),
+      databaseUrl: t.url,
+      topic,
+      groupId,
+      consumer: `crash-${mode}`,
+      mode,
+      maxBatchSize: 100,
+      // Slow enough that the kills land mid-run (a bulk insert of 100 rows takes milliseconds).
+      delayMs: mode === 'eachBatch' ? 40 : 0,
+    };
+    const rows = async () => (await ledgerTotals(t.db)).rows;
+
+    // Run 1: killed while it works.
+    const first = startChildConsumer(base);
+    await first.running;
+    await waitFor(async () => (await rows()) >= 600, { what: 'run 1 to process 600 records' });
+    first.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    const afterFirst = await rows();
+    expect(afterFirst).toBeLessThan(distinct);
+    // It left the partitions it worked on marked as being processed (the others have no
+    // committed offset yet): the next owner opens the crash-loop window.
+    const [marks] = await kit.admin.fetchOffsets({ groupId, topics: [topic] });
+    const worked = (marks?.partitions ?? []).filter((p) => Number(p.offset) >= 0);
+    expect(worked.length).toBeGreaterThan(0);
+    expect(new Set(worked.map((p) => p.metadata))).toEqual(new Set([RUNNING_METADATA]));
+
+    // Run 2: kills itself right after a record's transaction committed, before its offset is
+    // marked (let alone committed).
+    const second = startChildConsumer({ ...base, killAfterProcessed: 400 });
+    expect((await second.exited).signal).toBe('SIGKILL');
+    const afterSecond = await rows();
+    expect(afterSecond).toBeGreaterThan(afterFirst);
+    expect(afterSecond).toBeLessThan(distinct);
+
+    // Run 3: to the end, then a graceful stop.
+    const third = startChildConsumer(base);
+    await third.running;
+    await waitForCommittedToEnd(kit.admin, groupId, topic);
+    third.kill('SIGTERM');
+    expect(await third.exited).toEqual({ code: 0, signal: null });
+
+    expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
+    expect(await topicSize(kit.admin, `${topic}.dlq`)).toBe(0);
+  });
+});

@@ -1,0 +1,65 @@
+// Starts test/kafka/fixtures/consumer-process.ts as a separate Node process (types stripped,
+// '@inboxkit/kafka' from packages/kafka/dist: build first), so a test can SIGKILL it.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const SCRIPT = fileURLToPath(new URL('../fixtures/consumer-process.ts', import.meta.url));
+
+export interface ChildConfig {
+  brokers: string[];
+  databaseUrl: string;
+  topic: string;
+  groupId: string;
+  consumer: string;
+  mode: 'eachMessage' | 'eachBatch';
+  maxBatchSize?: number;
+  crashLoopLimit?: number;
+  killOnHandlerId?: string;
+  killAfterProcessed?: number;
+  delayMs?: number;
+}
+
+export interface ChildConsumer {
+  readonly process: ChildProcess;
+  /** Resolves once the consumer runs (joined its group). */
+  readonly running: Promise<void>;
+  /** Resolves with the exit code, or the signal that ended it. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Everything it wrote to stderr. */
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export function startChildConsumer(config: ChildConfig): ChildConsumer {
+  const child = spawn(process.execPath, [SCRIPT], {
+    env: { ...process.env, INBOXKIT_CHILD: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    err += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const running = new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      if (out.includes('"event":"running"')) resolve();
+    });
+    void exited.then(({ code, signal }) =>
+      reject(new Error(`child consumer exited before running (${signal ?? code}): ${err.slice(-2000)}`)),
+    );
+  });
+  running.catch(() => {});
+  return {
+    process: child,
+    running,
+    exited,
+    stderr: () => err,
+    kill: (signal = 'SIGKILL') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}

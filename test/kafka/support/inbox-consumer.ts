@@ -1,0 +1,85 @@
+// Runs an inboxkit consumer in the test process, and the business handlers the tests use:
+// each record adds one row to `ledger` (which has no unique constraint, so a record applied
+// twice shows up as two rows).
+import { createInbox, type Inbox, type InboxOptions } from '@inboxkit/core';
+import {
+  type KafkaInboxControl,
+  type KafkaInboxMessage,
+  type RunInboxConsumerOptions,
+  runInboxConsumer,
+} from '@inboxkit/kafka';
+import type { Consumer, Kafka, Producer } from 'kafkajs';
+import { type Kysely, sql } from 'kysely';
+import type { TestDB } from '../../support/postgres.ts';
+import { consumerSettings } from './kafka-testkit.ts';
+
+export interface ChargeValue {
+  readonly id: string;
+  readonly userId: string;
+  readonly amount: number;
+}
+
+export type ChargeMessage = KafkaInboxMessage<ChargeValue>;
+
+/** The per-record handler: one ledger row. */
+export async function ledgerHandler(trx: Kysely<TestDB>, message: ChargeMessage): Promise<void> {
+  await trx.insertInto('ledger').values({ charge_id: message.id, amount_cents: message.value.amount }).execute();
+}
+
+/** The per-batch handler: one bulk insert of the batch's ledger rows. */
+export async function ledgerBulkHandler(trx: Kysely<TestDB>, messages: readonly ChargeMessage[]): Promise<void> {
+  await trx
+    .insertInto('ledger')
+    .values(messages.map((m) => ({ charge_id: m.id, amount_cents: m.value.amount })))
+    .execute();
+}
+
+/** Ledger totals: rows, distinct charges, and the charges with more than one row. */
+export async function ledgerTotals(db: Kysely<TestDB>): Promise<{ rows: number; distinct: number; twice: string[] }> {
+  const { rows } = await sql<{ rows: string; distinct: string }>`
+    SELECT count(*) AS rows, count(DISTINCT charge_id) AS distinct FROM ledger`.execute(db);
+  const twice = await sql<{ charge_id: string }>`
+    SELECT charge_id FROM ledger GROUP BY charge_id HAVING count(*) > 1 ORDER BY charge_id LIMIT 20`.execute(db);
+  return {
+    rows: Number(rows[0]?.rows ?? 0),
+    distinct: Number(rows[0]?.distinct ?? 0),
+    twice: twice.rows.map((r) => r.charge_id),
+  };
+}
+
+export function testInbox(
+  db: Kysely<TestDB>,
+  consumer: string,
+  options: Partial<InboxOptions<TestDB>> = {},
+): Inbox<TestDB> {
+  return createInbox<TestDB>({
+    db,
+    consumer,
+    retry: { retries: 2, minTimeout: 5, maxTimeout: 20, randomize: false },
+    ...options,
+  });
+}
+
+export interface RunningConsumer {
+  readonly consumer: Consumer;
+  readonly control: KafkaInboxControl;
+}
+
+/** Connects a consumer of `topic` in `groupId` (from the beginning) and runs it with the inbox wrapper. */
+export async function startInboxConsumer(
+  kafka: Kafka,
+  topic: string,
+  groupId: string,
+  options: RunInboxConsumerOptions<TestDB, ChargeValue> & { producer: Producer },
+): Promise<RunningConsumer> {
+  const consumer = kafka.consumer({ groupId, ...consumerSettings });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const control = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    groupId,
+    commitIntervalMs: 200,
+    pause: { minDelayMs: 200, maxDelayMs: 1000 },
+    ...options,
+  });
+  return { consumer, control };
+}

@@ -1,0 +1,294 @@
+// The scenarios run against both wrappers (eachMessage and eachBatch): one test file per
+// wrapper calls `defineScenarios(mode)`, so the two run in parallel.
+
+import { NonRetryableError } from '@inboxkit/core';
+import { DeadLetterHeaders, type KafkaInboxEvents, type MessageIdSource } from '@inboxkit/kafka';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../../support/postgres.ts';
+import {
+  type ChargeMessage,
+  ledgerBulkHandler,
+  ledgerHandler,
+  ledgerTotals,
+  startInboxConsumer,
+  testInbox,
+} from './inbox-consumer.ts';
+import {
+  charge,
+  chargesWithDuplicates,
+  createTopics,
+  type KafkaTestKit,
+  kafkaTestKit,
+  produce,
+  readTopic,
+  topicSize,
+  uniqueName,
+  waitFor,
+  waitForCommittedToEnd,
+} from './kafka-testkit.ts';
+
+export type Mode = 'eachMessage' | 'eachBatch';
+
+export function defineScenarios(mode: Mode): void {
+  let t: TestDatabase;
+  let kit: KafkaTestKit;
+  beforeAll(async () => {
+    t = await createTestDatabase(`kafka_${mode}`, { poolSize: 6 });
+    kit = await kafkaTestKit(inject('kafkaBrokers'));
+  });
+  afterAll(async () => {
+    await kit?.dispose();
+    await t?.dispose();
+  });
+
+  /** The handler options of the mode: per record for eachMessage, per batch for eachBatch. */
+  const handlers = (
+    wrap: (message: ChargeMessage) => void = () => {},
+  ):
+    | { mode: 'eachMessage'; handler: typeof ledgerHandler }
+    | { mode: 'eachBatch'; bulkHandler: typeof ledgerBulkHandler } =>
+    mode === 'eachMessage'
+      ? {
+          mode,
+          handler: async (trx, message) => {
+            wrap(message);
+            await ledgerHandler(trx, message);
+          },
+        }
+      : {
+          mode,
+          bulkHandler: async (trx, messages) => {
+            for (const message of messages) wrap(message);
+            await ledgerBulkHandler(trx, messages);
+          },
+        };
+
+  async function freshTopic(label: string, partitions = 4): Promise<{ topic: string; dlq: string; group: string }> {
+    const topic = uniqueName(`${label}-${mode}`);
+    await createTopics(kit.admin, [
+      { topic, numPartitions: partitions },
+      { topic: `${topic}.dlq`, numPartitions: 1 },
+    ]);
+    return { topic, dlq: `${topic}.dlq`, group: uniqueName(`group-${label}`) };
+  }
+
+  it(`${mode}: 5,000 records with 30% duplicate ids leave exactly one business row per distinct id`, async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('dups');
+    const records = chargesWithDuplicates('d', 5000, 0.3);
+    const distinct = new Set(records.map((r) => r.id)).size;
+    expect(distinct).toBe(3500);
+    await produce(kit.producer, topic, records);
+    const inbox = testInbox(t.db, `dups-${mode}`);
+    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+      ...handlers(),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      partitionsConsumedConcurrently: 2,
+    });
+    try {
+      await waitForCommittedToEnd(kit.admin, group, topic);
+    } finally {
+      await control.shutdown();
+    }
+    expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
+    expect(await topicSize(kit.admin, dlq)).toBe(0);
+  });
+
+  it(`${mode}: a handler that always throws for one id sends exactly that record to the DLQ with its failure headers`, async () => {
+    await t.db.deleteFrom('ledger').execute();
+    // One partition, and (eachBatch) batches of 50: the poison lies in the batch [100, 150),
+    // found by the savepoint pass, then retried alone.
+    const { topic, dlq, group } = await freshTopic('poison', 1);
+    const records = Array.from({ length: 300 }, (_, i) => charge(`p-${i}`));
+    const poisonId = 'p-137';
+    await produce(kit.producer, topic, records);
+    const inbox = testInbox(t.db, `poison-${mode}`);
+    const deadLettered: KafkaInboxEvents['deadLettered'][] = [];
+    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+      ...handlers((message) => {
+        if (message.id === poisonId) throw new Error(`charge ${message.id} is poison`);
+      }),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      ...(mode === 'eachBatch' ? { maxBatchSize: 50 } : {}),
+    });
+    control.on('deadLettered', (event) => deadLettered.push(event));
+    try {
+      await waitForCommittedToEnd(kit.admin, group, topic);
+    } finally {
+      await control.shutdown();
+    }
+    const totals = await ledgerTotals(t.db);
+    expect(totals).toEqual({ rows: 299, distinct: 299, twice: [] });
+    const poisonRows = await t.db.selectFrom('ledger').selectAll().where('charge_id', '=', poisonId).execute();
+    expect(poisonRows).toHaveLength(0);
+    expect(deadLettered.map((e) => e.message.id)).toEqual([poisonId]);
+
+    const dead = await readTopic(kit.kafka, dlq, 1);
+    expect(dead).toHaveLength(1);
+    const [record] = dead;
+    const original = deadLettered[0]?.message;
+    expect(record?.value).toBe(JSON.stringify({ id: poisonId, userId: `u-${poisonId.length}`, amount: 100 }));
+    expect(record?.key).toBe(poisonId);
+    expect(record?.headers).toMatchObject({
+      'message-id': poisonId,
+      [DeadLetterHeaders.reason]: 'retries_exhausted',
+      [DeadLetterHeaders.errorName]: 'Error',
+      [DeadLetterHeaders.errorMessage]: `charge ${poisonId} is poison`,
+      [DeadLetterHeaders.attempts]: '3',
+      [DeadLetterHeaders.messageId]: poisonId,
+      [DeadLetterHeaders.originalTopic]: topic,
+      [DeadLetterHeaders.originalPartition]: String(original?.partition),
+      [DeadLetterHeaders.originalOffset]: original?.offset,
+      [DeadLetterHeaders.originalTimestamp]: original?.timestamp,
+      [DeadLetterHeaders.consumerGroup]: group,
+      [DeadLetterHeaders.consumer]: `poison-${mode}`,
+    });
+    const headers = record?.headers ?? {};
+    expect(headers[DeadLetterHeaders.errorStack]).toMatch(/^Error: charge p-137 is poison\n\s+at /);
+    expect(headers[DeadLetterHeaders.memberId]).toMatch(/.+/);
+    expect(Date.parse(headers[DeadLetterHeaders.failedAt] ?? '')).toBeGreaterThanOrEqual(
+      Date.parse(headers[DeadLetterHeaders.firstSeenAt] ?? ''),
+    );
+    // The dead letter is recorded: a redelivery is a duplicate, not a second dead letter.
+    expect(await inbox.find(poisonId)).toMatchObject({ status: 'dead_lettered' });
+  });
+
+  it(`${mode}: a non-retryable error dead-letters at once; a bounded stack; the consumer goes on`, async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('nonretry', 1);
+    await produce(kit.producer, topic, [charge('n-1'), charge('n-2'), charge('n-3')]);
+    const inbox = testInbox(t.db, `nonretry-${mode}`);
+    let calls = 0;
+    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+      ...handlers((message) => {
+        if (message.id === 'n-2') {
+          calls++;
+          const error = new NonRetryableError('amount must be positive');
+          error.stack = `NonRetryableError: amount must be positive\n${'    at deep (file.ts:1:1)\n'.repeat(500)}`;
+          throw error;
+        }
+      }),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      maxStackLength: 300,
+    });
+    try {
+      await waitForCommittedToEnd(kit.admin, group, topic);
+    } finally {
+      await control.shutdown();
+    }
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
+    const [record] = await readTopic(kit.kafka, dlq, 1);
+    expect(record?.headers).toMatchObject({
+      [DeadLetterHeaders.reason]: 'non_retryable',
+      [DeadLetterHeaders.errorName]: 'NonRetryableError',
+      [DeadLetterHeaders.errorCode]: 'INBOX_NON_RETRYABLE',
+      [DeadLetterHeaders.attempts]: '1',
+    });
+    const stack = record?.headers[DeadLetterHeaders.errorStack] ?? '';
+    expect(stack.length).toBeLessThanOrEqual(300);
+    expect(stack).toMatch(/more characters\]$/);
+    // Never retried: eachMessage calls it once; eachBatch may also have called it in the
+    // batch that found the culprit, then once alone.
+    if (mode === 'eachMessage') expect(calls).toBe(1);
+    else expect(calls).toBeGreaterThanOrEqual(1);
+  });
+
+  it(`${mode}: bad input (no id and no fallback, undecodable value, id over the limit) goes to the DLQ with a clear error; the consumer keeps running`, async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('bad', 1);
+    const longId = 'L'.repeat(300);
+    await produce(kit.producer, topic, [
+      charge('b-1'),
+      { key: 'no-id', value: JSON.stringify({ id: 'x', userId: 'u', amount: 1 }) },
+      charge('b-2'),
+      { id: 'b-bad-json', value: '{"id": "b-bad-json", amount: ' },
+      { id: longId, value: JSON.stringify({ id: 'long', userId: 'u', amount: 1 }) },
+      charge('b-3'),
+    ]);
+    const inbox = testInbox(t.db, `bad-${mode}`);
+    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+      ...handlers(),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+    });
+    try {
+      await waitForCommittedToEnd(kit.admin, group, topic);
+      // Still running: records produced afterwards are processed too.
+      await produce(kit.producer, topic, [charge('b-4')]);
+      await waitFor(async () => (await ledgerTotals(t.db)).rows === 4, { what: 'b-4 to be processed' });
+    } finally {
+      await control.shutdown();
+    }
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 4, distinct: 4, twice: [] });
+    const dead = await readTopic(kit.kafka, dlq, 3);
+    expect(dead).toHaveLength(3);
+    const byReason = dead.map((r) => [r.headers[DeadLetterHeaders.reason], r.headers[DeadLetterHeaders.errorMessage]]);
+    expect(byReason[0]).toEqual([
+      'invalid_message',
+      expect.stringMatching(
+        new RegExp(
+          `^Record ${topic}/0@1 has no message id: it has no "message-id" header and no fallback is configured`,
+        ),
+      ),
+    ]);
+    expect(byReason[1]).toEqual([
+      'invalid_message',
+      expect.stringMatching(
+        new RegExp(`^Record ${topic}/0@3 \\(message id "b-bad-json"\\) has a value that cannot be decoded as json: `),
+      ),
+    ]);
+    expect(byReason[2]).toEqual([
+      'invalid_message',
+      expect.stringMatching(/^Message id is 300 characters long, over the limit of 255 \(maxIdLength\)/),
+    ]);
+    for (const record of dead) {
+      expect(record.headers[DeadLetterHeaders.errorCode]).toBe('INBOX_INVALID_MESSAGE');
+      expect(record.headers[DeadLetterHeaders.attempts]).toBe('0');
+    }
+    // The undecodable record is recorded under its id; the one without an id and the
+    // over-long id cannot be.
+    expect(await inbox.find('b-bad-json')).toMatchObject({ status: 'dead_lettered' });
+    expect(await inbox.find(longId.slice(0, 255))).toBeUndefined();
+  });
+
+  it(`${mode}: message ids from a function, and the offset fallback for records without the header`, async () => {
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, group } = await freshTopic('ids', 1);
+    await produce(kit.producer, topic, [
+      charge('i-1'),
+      { key: 'k', value: JSON.stringify({ id: 'v-2', userId: 'u', amount: 7 }) },
+      charge('i-1'), // the same id again: a duplicate
+    ]);
+    const fromValue = testInbox(t.db, `ids-from-${mode}`);
+    const fallback = testInbox(t.db, `ids-fallback-${mode}`);
+    const runWith = async (inbox: typeof fromValue, messageId: MessageIdSource, groupId: string) => {
+      const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
+        ...handlers(),
+        inbox,
+        producer: kit.producer,
+        admin: kit.admin,
+        messageId,
+      });
+      try {
+        await waitForCommittedToEnd(kit.admin, groupId, topic);
+      } finally {
+        await control.shutdown();
+      }
+    };
+    await runWith(fromValue, { from: ({ record }) => (JSON.parse(String(record.value)) as { id: string }).id }, group);
+    expect(await fromValue.find('i-1')).toMatchObject({ status: 'processed' });
+    expect(await fromValue.find('v-2')).toMatchObject({ status: 'processed' });
+    await runWith(fallback, { header: 'message-id', fallback: 'offset' }, `${group}-fallback`);
+    expect(await fallback.find('i-1')).toMatchObject({ status: 'processed' });
+    expect(await fallback.find(`${topic}/0/1`)).toMatchObject({ status: 'processed' });
+    // Two consumers, two distinct ids each (the copy of i-1 was a duplicate both times).
+    expect(await ledgerTotals(t.db)).toMatchObject({ rows: 4, twice: ['i-1'] });
+  });
+}

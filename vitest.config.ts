@@ -1,0 +1,56 @@
+import { defineConfig } from 'vitest/config';
+
+// Every test talks to real services (DESIGN.md section 7). Two workers at most: these are
+// 2-core machines, and fault tests start processes of their own. Each project resolves
+// only the services it needs.
+export default defineConfig({
+  test: {
+    testTimeout: 120_000,
+    hookTimeout: 180_000,
+    maxWorkers: 2,
+    // kafkajs 2.2.4 sets negative timeouts, which Node 24 warns about in every process.
+    execArgv: ['--disable-warning=TimeoutNegativeWarning'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'core',
+          include: ['packages/core/test/**/*.test.ts'],
+          globalSetup: ['test/support/global-postgres.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'rabbitmq',
+          include: ['packages/rabbitmq/test/**/*.test.ts', 'test/rabbitmq/**/*.test.ts'],
+          globalSetup: ['test/support/global-rabbitmq.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'kafka',
+          include: ['packages/kafka/test/**/*.test.ts', 'test/kafka/**/*.test.ts'],
+          globalSetup: ['test/support/global-kafka.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'examples',
+          include: ['test/examples/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'http',
+          include: ['packages/http/test/**/*.test.ts'],
+          globalSetup: ['test/support/global-postgres.ts'],
+        },
+      },
+    ],
+  },
+});
