@@ -14,6 +14,7 @@
  * | `INBOX_DATABASE_UNAVAILABLE` | {@link DatabaseUnavailableError} | Postgres could not be reached; nothing was decided |
  * | `INBOX_CRASH_LOOP` | {@link CrashLoopError} | a redelivered message started its handler `crashLoopLimit` times without finishing |
  * | `INBOX_HANDLER_FAILED` | {@link HandlerError} | a handler threw something that is not an `Error` |
+ * | `INBOX_HANDLER_TIMEOUT` | {@link HandlerTimeoutError} | a handler attempt ran longer than `handlerTimeoutMs` |
  */
 export class InboxError extends Error {
   /** A stable, documented code; never reused for another meaning. */
@@ -87,6 +88,25 @@ export class LockTimeoutError extends InboxError {
       `Message id ${JSON.stringify(messageId)} is being processed by another transaction that did not finish within lockTimeoutMs (${lockTimeoutMs} ms); retry later.`,
       options,
     );
+  }
+}
+
+/**
+ * A handler attempt ran longer than `handlerTimeoutMs`. Its transaction was rolled back
+ * (the statement it was running, if any, cancelled) and its `context.signal` aborted with
+ * this error. Retried like any transient failure; dead-lettered when retries run out.
+ */
+export class HandlerTimeoutError extends InboxError {
+  readonly messageId: string;
+  readonly timeoutMs: number;
+
+  constructor(messageId: string, timeoutMs: number) {
+    super(
+      'INBOX_HANDLER_TIMEOUT',
+      `The handler of message id ${JSON.stringify(messageId)} ran longer than handlerTimeoutMs (${timeoutMs} ms); its transaction was rolled back.`,
+    );
+    this.messageId = messageId;
+    this.timeoutMs = timeoutMs;
   }
 }
 

@@ -53,6 +53,16 @@ export interface InboxOptions<DB> {
    * traffic). The insert-first transaction still decides for keys not found. Default `false`.
    */
   readonly duplicateFastPath?: boolean;
+  /**
+   * Longest time one handler attempt may take, in milliseconds. When it runs out, the
+   * handler's `context.signal` is aborted (pass it to `fetch` and other outside calls), the
+   * statement the attempt is running in Postgres is cancelled, and once the handler returns
+   * or throws, its transaction is rolled back and the attempt fails with
+   * `HandlerTimeoutError` (retried, then dead-lettered). A handler that ignores the signal
+   * while it waits on something else is still waited for. Keep it well under kafkajs'
+   * `sessionTimeout` and RabbitMQ's `consumer_timeout`. Default: no limit.
+   */
+  readonly handlerTimeoutMs?: number;
   /** In-process retries of a failing handler. See {@link RetryOptions}. */
   readonly retry?: RetryOptions;
   /**
@@ -80,6 +90,7 @@ export interface InboxConfig<DB> {
   readonly fingerprintPayloads: boolean;
   readonly storeResults: boolean;
   readonly duplicateFastPath: boolean;
+  readonly handlerTimeoutMs: number | undefined;
   readonly retry: RetryPolicy;
   readonly retentionMs: number;
   readonly crashLoopLimit: number;
@@ -97,6 +108,7 @@ const KNOWN = new Set([
   'fingerprintPayloads',
   'storeResults',
   'duplicateFastPath',
+  'handlerTimeoutMs',
   'retry',
   'retentionMs',
   'crashLoopLimit',
@@ -151,6 +163,10 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
     fingerprintPayloads: bool('fingerprintPayloads', options.fingerprintPayloads, true),
     storeResults: bool('storeResults', options.storeResults, true),
     duplicateFastPath: bool('duplicateFastPath', options.duplicateFastPath, false),
+    handlerTimeoutMs:
+      options.handlerTimeoutMs === undefined
+        ? undefined
+        : positiveInteger('handlerTimeoutMs', options.handlerTimeoutMs, 0, 2_147_483_647),
     retry,
     retentionMs: positiveInteger('retentionMs', options.retentionMs, 7 * DAY_MS),
     crashLoopLimit: positiveInteger('crashLoopLimit', options.crashLoopLimit, 3, 1000),

@@ -24,6 +24,7 @@ import {
   type StoredStatus,
 } from './events.js';
 import { fingerprint } from './fingerprint.js';
+import { runTimed, type TimedCall } from './handler-timeout.js';
 import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import { compileInboxOptions, type InboxConfig, type InboxOptions } from './inbox-options.js';
 import type {
@@ -51,7 +52,15 @@ export interface HandlerContext {
   readonly attempt: number;
   /** The inbox's consumer name. */
   readonly consumer: string;
+  /**
+   * Aborted (with a `HandlerTimeoutError`) when the attempt runs past `handlerTimeoutMs`.
+   * Pass it to outside calls, e.g. `fetch(url, { signal })`. Never aborted without a limit.
+   */
+  readonly signal: AbortSignal;
 }
+
+/** Runs one handler call of a batch under `handlerTimeoutMs`, with its context. */
+type TimedHandlerCall = <T>(messageId: string, call: (context: HandlerContext) => Promise<T> | T) => Promise<T>;
 
 /**
  * Handles one message. Every write made through `trx` commits together with the
@@ -307,21 +316,23 @@ export class Inbox<DB> {
       .setIsolationLevel(isolationLevel)
       .execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
-        let claimed: boolean;
+        let pid: number | undefined;
         try {
-          claimed = await this.#claimMessage(runner, consumer, id, hash);
+          pid = await this.#claimMessage(runner, consumer, id, hash);
         } catch (error) {
           if (isLockTimeout(error)) throw new LockTimeoutError(id, this.config.lockTimeoutMs, { cause: error });
           throw error;
         }
-        if (!claimed) {
+        if (pid === undefined) {
           const stored = (await this.#readStored(runner, consumer, [id])).get(id);
           if (stored === undefined) {
             throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
           }
           return this.#fromStored(id, hash, stored);
         }
-        const result = await handler(trx, message, { attempt, consumer });
+        const result = await runTimed(this.#timedCall(id, pid), (signal) =>
+          handler(trx, message, { attempt, consumer, signal }),
+        );
         if (suspect) await this.#clearAttempts(runner, consumer, id);
         if (storeResults) {
           const json = resultJson(result);
@@ -471,13 +482,13 @@ export class Inbox<DB> {
     if (typeof handler !== 'function') {
       throw new ConfigurationError('inbox.processBatch(messages, handler): `handler` must be a function.');
     }
-    return this.#runBatch(messages, handler, async (trx, entries, context, savepoints, failed) => {
-      if (savepoints) return this.#savepointPass(trx, entries, context, handler, options, failed);
+    return this.#runBatch(messages, handler, async (trx, entries, timed, savepoints, failed) => {
+      if (savepoints) return this.#savepointPass(trx, entries, timed, handler, options, failed);
       const results = new Map<number, R>();
       for (const entry of entries) {
         await options.beforeMessage?.();
         try {
-          results.set(entry.index, await handler(trx, entry.message, context));
+          results.set(entry.index, await timed(entry.id, (context) => handler(trx, entry.message, context)));
         } catch (error) {
           failed.set(entry.index, toError(error));
           throw new OptimisticBatchFailed();
@@ -506,18 +517,20 @@ export class Inbox<DB> {
       const results = await handler(trx, [message], context);
       return results?.[0] as R;
     };
-    return this.#runBatch(messages, single, async (trx, entries, context, savepoints, failed) => {
+    return this.#runBatch(messages, single, async (trx, entries, timed, savepoints, failed) => {
       if (savepoints) {
-        return this.#savepointPass(trx, entries, context, single, options, failed);
+        return this.#savepointPass(trx, entries, timed, single, options, failed);
       }
       await options.beforeMessage?.();
       const results = new Map<number, R>();
       let returned: readonly R[] | undefined | void;
       try {
-        returned = await handler(
-          trx,
-          entries.map((entry) => entry.message),
-          context,
+        returned = await timed(entries[0]?.id ?? '', (context) =>
+          handler(
+            trx,
+            entries.map((entry) => entry.message),
+            context,
+          ),
         );
       } catch (error) {
         const first = entries[0];
@@ -541,7 +554,7 @@ export class Inbox<DB> {
   async #savepointPass<M extends InboxMessage, R>(
     trx: Transaction<DB>,
     entries: readonly Entry<M>[],
-    context: HandlerContext,
+    timed: TimedHandlerCall,
     single: MessageHandler<DB, M, R>,
     options: BatchOptions,
     failed: Map<number, Error>,
@@ -551,7 +564,7 @@ export class Inbox<DB> {
       await options.beforeMessage?.();
       await SAVEPOINT.execute(trx);
       try {
-        results.set(entry.index, await single(trx, entry.message, context));
+        results.set(entry.index, await timed(entry.id, (context) => single(trx, entry.message, context)));
         await RELEASE_SAVEPOINT.execute(trx);
       } catch (error) {
         if (databaseFailure(error) === 'database') throw error;
@@ -569,7 +582,7 @@ export class Inbox<DB> {
     runHandlers: (
       trx: Transaction<DB>,
       entries: readonly Entry<M>[],
-      context: HandlerContext,
+      timed: TimedHandlerCall,
       savepoints: boolean,
       failed: Map<number, Error>,
     ) => Promise<Map<number, R>>,
@@ -650,7 +663,7 @@ export class Inbox<DB> {
     runHandlers: (
       trx: Transaction<DB>,
       entries: readonly Entry<M>[],
-      context: HandlerContext,
+      timed: TimedHandlerCall,
       savepoints: boolean,
       failed: Map<number, Error>,
     ) => Promise<Map<number, R>>,
@@ -669,8 +682,9 @@ export class Inbox<DB> {
           .execute(async (trx) => {
             const runner = trx as unknown as QueryRunner;
             let claimed: Set<string>;
+            let pid: number | undefined;
             try {
-              claimed = await this.#claimMessages(runner, consumer, ids, hashes);
+              ({ claimed, pid } = await this.#claimMessages(runner, consumer, ids, hashes));
             } catch (error) {
               if (isLockTimeout(error)) {
                 throw new BatchAbandoned(
@@ -704,7 +718,9 @@ export class Inbox<DB> {
               }
             }
             if (fresh.length === 0) return;
-            const results = await runHandlers(trx, fresh, { attempt: 1, consumer }, savepoints, failed);
+            const timed: TimedHandlerCall = (messageId, call) =>
+              runTimed(this.#timedCall(messageId, pid), (signal) => call({ attempt: 1, consumer, signal }));
+            const results = await runHandlers(trx, fresh, timed, savepoints, failed);
             if (failed.size > 0) {
               await this.#releaseMessages(
                 runner,
@@ -860,6 +876,12 @@ export class Inbox<DB> {
   // ---------------------------------------------------------------------------------------
   // Helpers
   // ---------------------------------------------------------------------------------------
+
+  /** What {@link runTimed} needs for one handler call on the connection `pid`. */
+  #timedCall(messageId: string, pid: number | undefined): TimedCall {
+    const { handlerTimeoutMs, db, logger } = this.config;
+    return { timeoutMs: handlerTimeoutMs, messageId, pid, db: db as unknown as QueryRunner, logger };
+  }
 
   #fingerprint(payload: InboxMessage['payload']): Buffer | null {
     return this.config.fingerprintPayloads ? fingerprint(payload) : null;

@@ -1,11 +1,18 @@
 // @inboxkit/core: the public API, listed. Anything not exported here is internal.
 
+export {
+  DEAD_LETTER_HEADER_PREFIX,
+  DEAD_LETTER_HEADERS,
+  type DeadLetterFailure,
+  deadLetterFailure,
+} from './dead-letter.js';
 export { databaseFailure, isTransientDatabaseError } from './error-classification.js';
 export {
   ConfigurationError,
   CrashLoopError,
   DatabaseUnavailableError,
   HandlerError,
+  HandlerTimeoutError,
   hasCode,
   InboxError,
   InvalidMessageError,

@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { createInbox, databaseFailure, type Inbox, type PurgeOptions, type PurgeResult } from '@inboxkit/core';
+import {
+  createInbox,
+  databaseFailure,
+  type Inbox,
+  NonRetryableError,
+  type PurgeOptions,
+  type PurgeResult,
+} from '@inboxkit/core';
 import type { Transaction } from 'kysely';
 import {
   IdempotencyKeyInFlightError,
@@ -55,8 +62,12 @@ export type IdempotencyAnswer<C extends HttpResponseParts> =
   /** A problem response (400, 409, 422, 500, 503) built by this package; the handler did not run to completion. */
   | { readonly kind: 'problem'; readonly response: HttpResponseParts; readonly error: IdempotencyProblemError };
 
-/** Carries a response that must not be stored out of the transaction, rolling it back. */
-class UnstoredResponse extends Error {
+/**
+ * Carries a response that must not be stored out of the transaction, rolling it back.
+ * Non-retryable, so core neither retries it nor calls it exhausted: its outcome is a
+ * `dead_letter` with reason `non_retryable`, which this package turns back into the answer.
+ */
+class UnstoredResponse extends NonRetryableError {
   readonly response: HttpResponseParts;
 
   constructor(response: HttpResponseParts) {

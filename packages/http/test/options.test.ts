@@ -217,6 +217,24 @@ describe('fingerprint and scope settings (Fetch handler behind node:http)', () =
   });
 });
 
+describe("the store's inbox events", () => {
+  it('show an unstored 5xx as a non-retryable dead-letter outcome named UnstoredResponse, and a stored answer as processed', async () => {
+    const idempotency = createIdempotency<TestDB>({ db: t.db, consumer: 'events' });
+    const seen: string[] = [];
+    idempotency.inbox.on('deadLetter', ({ reason, error }) => seen.push(`deadLetter ${reason} ${error.name}`));
+    idempotency.inbox.on('processed', () => seen.push('processed'));
+    const handler = idempotent<TestDB>(
+      async (_trx, request) => new Response('{}', { status: new URL(request.url).pathname === '/fail' ? 503 : 201 }),
+      { idempotency },
+    );
+    const s = await serveFetch(handler);
+    expect((await post(s.url, '/fail', { key: randomUUID() })).status).toBe(503);
+    expect((await post(s.url, '/ok', { key: randomUUID() })).status).toBe(201);
+    expect(seen).toEqual(['deadLetter non_retryable UnstoredResponse', 'processed']);
+    await s.close();
+  });
+});
+
 describe('an unreachable database', () => {
   it('answers 503 with Retry-After, without running the handler', async () => {
     const db = createPgKysely<TestDB>({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1 });

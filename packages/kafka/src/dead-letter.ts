@@ -1,30 +1,22 @@
-import type { ConflictOutcome, DeadLetterOutcome } from '@inboxkit/core';
+import {
+  DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS,
+  type ConflictOutcome,
+  DEAD_LETTER_HEADER_PREFIX,
+  type DeadLetterOutcome,
+  deadLetterFailure,
+} from '@inboxkit/core';
 import { DeadLetterPublishError } from './dead-letter-error.js';
 import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 
-/** Every header the adapter adds to a dead-lettered record starts with this. */
-export const DEAD_LETTER_HEADER_PREFIX = 'x-inboxkit-';
-
 /**
- * The headers of a dead-lettered record, besides the record's own (which are kept). All
- * values are UTF-8 text.
+ * The headers of a dead-lettered record, besides the record's own (which are kept): core's
+ * common set (reason, error, attempts, message id, consumer, times) plus where the record
+ * came from. All values are UTF-8 text; the error message and stack are cut to
+ * `maxErrorMessageLength` and `maxStackLength` characters.
  */
-export const DeadLetterHeaders = {
-  /** Why: `non_retryable`, `retries_exhausted`, `invalid_message`, `payload_conflict` or `crash_loop`. */
-  reason: 'x-inboxkit-reason',
-  /** The last error's `name`, e.g. `NonRetryableError`. */
-  errorName: 'x-inboxkit-error-name',
-  /** The last error's `message` (at most `maxErrorMessageLength` characters). */
-  errorMessage: 'x-inboxkit-error-message',
-  /** The last error's stack (at most `maxStackLength` characters). */
-  errorStack: 'x-inboxkit-error-stack',
-  /** The last error's `code`, when it has one (`INBOX_INVALID_MESSAGE`, a SQLSTATE...). */
-  errorCode: 'x-inboxkit-error-code',
-  /** Handler attempts made in process (for a crash loop: attempts that never finished). */
-  attempts: 'x-inboxkit-attempts',
-  /** The message id, when the record had a usable one. */
-  messageId: 'x-inboxkit-message-id',
+export const DEAD_LETTER_HEADERS = {
+  ...CORE_DEAD_LETTER_HEADERS,
   originalTopic: 'x-inboxkit-original-topic',
   originalPartition: 'x-inboxkit-original-partition',
   originalOffset: 'x-inboxkit-original-offset',
@@ -32,14 +24,8 @@ export const DeadLetterHeaders = {
   originalTimestamp: 'x-inboxkit-original-timestamp',
   /** The consumer group that consumed it. */
   consumerGroup: 'x-inboxkit-consumer-group',
-  /** The inbox consumer name (the first half of the inbox key). */
-  consumer: 'x-inboxkit-consumer',
   /** The group member id of the consumer that dead-lettered it, when known. */
   memberId: 'x-inboxkit-member-id',
-  /** ISO 8601: when the first attempt started. */
-  firstSeenAt: 'x-inboxkit-first-seen-at',
-  /** ISO 8601: when it was dead-lettered. */
-  failedAt: 'x-inboxkit-failed-at',
 } as const;
 
 /** One record to dead-letter and what became of it. */
@@ -64,27 +50,24 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   for (const [name, value] of Object.entries(message.record.headers ?? {})) {
     if (!name.startsWith(DEAD_LETTER_HEADER_PREFIX) && value !== undefined) headers[name] = value;
   }
-  const error = outcome.error;
-  const reason = outcome.status === 'conflict' ? 'payload_conflict' : outcome.reason;
-  headers[DeadLetterHeaders.reason] = reason;
-  headers[DeadLetterHeaders.errorName] = error.name;
-  headers[DeadLetterHeaders.errorMessage] = bounded(error.message, context.maxErrorMessageLength);
-  headers[DeadLetterHeaders.errorStack] = bounded(error.stack ?? '', context.maxStackLength);
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string' || typeof code === 'number') headers[DeadLetterHeaders.errorCode] = String(code);
-  headers[DeadLetterHeaders.attempts] = String(outcome.status === 'conflict' ? 0 : outcome.attempts);
-  const messageId = outcome.messageId;
-  if (messageId !== undefined) headers[DeadLetterHeaders.messageId] = messageId;
-  headers[DeadLetterHeaders.originalTopic] = message.topic;
-  headers[DeadLetterHeaders.originalPartition] = String(message.partition);
-  headers[DeadLetterHeaders.originalOffset] = message.offset;
-  headers[DeadLetterHeaders.originalTimestamp] = message.timestamp;
-  if (context.groupId !== undefined) headers[DeadLetterHeaders.consumerGroup] = context.groupId;
-  headers[DeadLetterHeaders.consumer] = context.consumer;
-  if (context.memberId !== undefined) headers[DeadLetterHeaders.memberId] = context.memberId;
-  const firstSeenAt = outcome.status === 'conflict' ? now : outcome.firstSeenAt;
-  headers[DeadLetterHeaders.firstSeenAt] = firstSeenAt.toISOString();
-  headers[DeadLetterHeaders.failedAt] = now.toISOString();
+  const failure = deadLetterFailure(outcome, now);
+  const H = DEAD_LETTER_HEADERS;
+  headers[H.reason] = failure.reason;
+  headers[H.errorName] = failure.error.name;
+  headers[H.errorMessage] = bounded(failure.error.message, context.maxErrorMessageLength);
+  headers[H.errorStack] = bounded(failure.error.stack ?? '', context.maxStackLength);
+  if (failure.errorCode !== undefined) headers[H.errorCode] = failure.errorCode;
+  headers[H.attempts] = String(failure.attempts);
+  if (failure.messageId !== undefined) headers[H.messageId] = failure.messageId;
+  headers[H.originalTopic] = message.topic;
+  headers[H.originalPartition] = String(message.partition);
+  headers[H.originalOffset] = message.offset;
+  headers[H.originalTimestamp] = message.timestamp;
+  if (context.groupId !== undefined) headers[H.consumerGroup] = context.groupId;
+  headers[H.consumer] = context.consumer;
+  if (context.memberId !== undefined) headers[H.memberId] = context.memberId;
+  headers[H.firstSeenAt] = failure.firstSeenAt.toISOString();
+  headers[H.failedAt] = now.toISOString();
   return headers;
 }
 

@@ -1,10 +1,10 @@
 // @inboxkit/kafka: the public API, listed. Anything not exported here is internal.
 
+export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core';
 export {
-  DEAD_LETTER_HEADER_PREFIX,
+  DEAD_LETTER_HEADERS,
   type DeadLetterContext,
   type DeadLetterEntry,
-  DeadLetterHeaders,
   deadLetterHeaders,
 } from './dead-letter.js';
 export { DeadLetterPublishError } from './dead-letter-error.js';

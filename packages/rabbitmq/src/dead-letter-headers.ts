@@ -1,37 +1,20 @@
-import type { DeadLetterReason } from '@inboxkit/core';
+import { DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS, type DeadLetterFailure } from '@inboxkit/core';
 import type { AmqpDelivery, AmqpPublishOptions } from './amqp-client.js';
 
 /**
- * The headers a dead-lettered message carries, all prefixed `x-inboxkit-`. The message
- * keeps its content, its properties (but `expiration`) and its own headers besides these.
+ * The headers a dead-lettered message carries, all prefixed `x-inboxkit-`: core's common
+ * set (reason, error, attempts, message id, consumer, times) plus where the message came
+ * from. The message keeps its content, its properties (but `expiration`) and its own
+ * headers besides these. The error message is cut to 1 KiB and the stack to 4 KiB of UTF-8.
  */
 export const DEAD_LETTER_HEADERS = {
-  /** Why: `non_retryable`, `retries_exhausted`, `invalid_message`, `payload_conflict` or `crash_loop`. */
-  reason: 'x-inboxkit-reason',
-  /** The last error's `name`. */
-  errorName: 'x-inboxkit-error-name',
-  /** The last error's `message`, at most 1 KiB of UTF-8. */
-  errorMessage: 'x-inboxkit-error-message',
-  /** The last error's `stack`, at most 4 KiB of UTF-8. */
-  errorStack: 'x-inboxkit-error-stack',
-  /** The last error's `code`, when it has a string one (e.g. `INBOX_CRASH_LOOP`). */
-  errorCode: 'x-inboxkit-error-code',
-  /** Handler attempts, counting in-process retries, broker-delayed retries and crash-loop attempts. */
-  attempts: 'x-inboxkit-attempts',
-  /** The message id, when it had a usable one. */
-  messageId: 'x-inboxkit-message-id',
+  ...CORE_DEAD_LETTER_HEADERS,
   /** The exchange the message was first published to (`''` for the default exchange). */
   originalExchange: 'x-inboxkit-original-exchange',
   /** The routing key it was first published with. */
   originalRoutingKey: 'x-inboxkit-original-routing-key',
   /** The queue it was consumed from. */
   originalQueue: 'x-inboxkit-original-queue',
-  /** The inbox's consumer name. */
-  consumer: 'x-inboxkit-consumer',
-  /** When the first attempt started (ISO 8601). */
-  firstSeenAt: 'x-inboxkit-first-seen-at',
-  /** When it was dead-lettered (ISO 8601). */
-  failedAt: 'x-inboxkit-failed-at',
   /** Broker-delayed retries done so far (set on messages going through the retry queue). */
   retries: 'x-inboxkit-retries',
 } as const;
@@ -40,13 +23,8 @@ const STACK_LIMIT_BYTES = 4096;
 const MESSAGE_LIMIT_BYTES = 1024;
 
 /** What is known of a failure when the message is dead-lettered. */
-export interface FailureInfo {
-  readonly reason: DeadLetterReason;
-  readonly error: Error;
-  readonly attempts: number;
-  readonly firstSeenAt: Date;
+export interface FailureInfo extends DeadLetterFailure {
   readonly failedAt: Date;
-  readonly messageId: string | undefined;
   readonly consumer: string;
   readonly queue: string;
 }
@@ -67,13 +45,12 @@ export function originalAddress(delivery: AmqpDelivery): { exchange: string; rou
 /** The failure headers of a dead-lettered message. */
 export function failureHeaders(delivery: AmqpDelivery, info: FailureInfo): Record<string, unknown> {
   const original = originalAddress(delivery);
-  const code = (info.error as { code?: unknown }).code;
   return {
     [DEAD_LETTER_HEADERS.reason]: info.reason,
     [DEAD_LETTER_HEADERS.errorName]: info.error.name,
     [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(info.error.message, MESSAGE_LIMIT_BYTES),
     [DEAD_LETTER_HEADERS.errorStack]: truncateUtf8(info.error.stack ?? '', STACK_LIMIT_BYTES),
-    [DEAD_LETTER_HEADERS.errorCode]: typeof code === 'string' ? code : undefined,
+    [DEAD_LETTER_HEADERS.errorCode]: info.errorCode,
     [DEAD_LETTER_HEADERS.attempts]: info.attempts,
     [DEAD_LETTER_HEADERS.messageId]: info.messageId,
     [DEAD_LETTER_HEADERS.originalExchange]: original.exchange,

@@ -1,6 +1,7 @@
 import {
   type DeadLetterOutcome,
   type DeadLetterReason,
+  deadLetterFailure,
   InvalidMessageError,
   type ProcessOutcome,
   toError,
@@ -305,13 +306,10 @@ export class DeliveryProcessor<DB, T, R> {
     }
     if (!delivery.live) return delivery.abandon();
     const routingKey = route.routingKey ?? originalAddress(raw).routingKey;
+    const failedAt = new Date();
     const info: FailureInfo = {
-      reason: outcome.reason,
-      error: outcome.error,
-      attempts: outcome.attempts,
-      firstSeenAt: outcome.firstSeenAt,
-      failedAt: new Date(),
-      messageId: outcome.messageId,
+      ...deadLetterFailure(outcome, failedAt),
+      failedAt,
       consumer: this.#config.consumer,
       queue: this.#config.queue,
     };

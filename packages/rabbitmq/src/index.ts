@@ -1,5 +1,6 @@
 // @inboxkit/rabbitmq: the public API, listed. Anything not exported here is internal.
 
+export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core';
 export type {
   AmqpAssertQueueOptions,
   AmqpChannel,

@@ -3,8 +3,9 @@ import { type QueryRunner, raw } from './executor.js';
 
 /**
  * The heart of the algorithm: claim a message's key by inserting it, inside the
- * transaction that will also hold the handler's writes. True when this transaction now
- * owns the message.
+ * transaction that will also hold the handler's writes. Returns the connection's backend
+ * pid when this transaction now owns the message (`handlerTimeoutMs` cancels the
+ * handler's statement by it), `undefined` when the key was already there.
  *
  * - `ON CONFLICT DO NOTHING` instead of catching a unique violation, which would abort
  *   the transaction. Never SELECT-then-INSERT: that races.
@@ -26,15 +27,15 @@ export function compileClaimMessage(tables: InboxTables, lockTimeoutMs: number) 
 SELECT $1::text, $2::text, $3::bytea
 WHERE set_config('lock_timeout', '${lockTimeoutMs}ms', true) IS NOT NULL
 ON CONFLICT (consumer, message_id) DO NOTHING
-RETURNING 1 AS claimed`;
+RETURNING pg_backend_pid() AS pid`;
 
   return async function claimMessage(
     trx: QueryRunner,
     consumer: string,
     messageId: string,
     payloadHash: Buffer | null,
-  ): Promise<boolean> {
-    const { rows } = await trx.executeQuery(raw<{ claimed: number }>(text, [consumer, messageId, payloadHash]));
-    return rows.length === 1;
+  ): Promise<number | undefined> {
+    const { rows } = await trx.executeQuery(raw<{ pid: number }>(text, [consumer, messageId, payloadHash]));
+    return rows[0]?.pid;
   };
 }

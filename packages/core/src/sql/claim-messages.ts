@@ -6,8 +6,9 @@ import { type QueryRunner, raw } from './executor.js';
  * 500 pays one round trip for deduplication, not 500.
  *
  * Keys are inserted in id order so that two batches sharing keys lock them in the same
- * order and cannot deadlock each other. Returns the ids this transaction now owns; the
- * others were already there (or committed by a transaction we waited for).
+ * order and cannot deadlock each other. Returns the ids this transaction now owns (the
+ * others were already there, or committed by a transaction we waited for) and the
+ * connection's backend pid.
  */
 export function compileClaimMessages(tables: InboxTables, lockTimeoutMs: number) {
   const text = `INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash)
@@ -16,15 +17,15 @@ FROM unnest($2::text[], $3::bytea[]) AS k(id, hash),
      (SELECT set_config('lock_timeout', '${lockTimeoutMs}ms', true)) AS settings
 ORDER BY k.id
 ON CONFLICT (consumer, message_id) DO NOTHING
-RETURNING message_id`;
+RETURNING message_id, pg_backend_pid() AS pid`;
 
   return async function claimMessages(
     trx: QueryRunner,
     consumer: string,
     ids: readonly string[],
     hashes: readonly (Buffer | null)[],
-  ): Promise<Set<string>> {
-    const { rows } = await trx.executeQuery(raw<{ message_id: string }>(text, [consumer, ids, hashes]));
-    return new Set(rows.map((row) => row.message_id));
+  ): Promise<{ claimed: Set<string>; pid: number | undefined }> {
+    const { rows } = await trx.executeQuery(raw<{ message_id: string; pid: number }>(text, [consumer, ids, hashes]));
+    return { claimed: new Set(rows.map((row) => row.message_id)), pid: rows[0]?.pid };
   };
 }
