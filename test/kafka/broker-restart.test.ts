@@ -3,44 +3,36 @@
 // not skipped: its publish fails, its partition pauses and seeks back, and once the broker is
 // back the record is published to the DLQ, recorded, and its offset moves.
 import { NonRetryableError } from '@inboxkit/core';
-import { DeadLetterHeaders, type KafkaInboxEvents } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type KafkaBroker, startKafkaBroker } from '../support/kafka-broker.ts';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
-import { ledgerHandler, ledgerTotals, startInboxConsumer, testInbox } from './support/inbox-consumer.ts';
+import { DEAD_LETTER_HEADERS } from '@inboxkit/kafka';
+import { describe, expect, it } from 'vitest';
+import { gate } from '../support/gate.ts';
+import { setUpKafkaFile } from './support/file-setup.ts';
+import {
+  collectControlEvents,
+  ledgerHandler,
+  ledgerTotals,
+  startInboxConsumer,
+  testInbox,
+} from './support/inbox-consumer.ts';
 import {
   charge,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
+  createFreshTopic,
   produce,
   readTopic,
-  uniqueName,
   waitFor,
   waitForCommittedToEnd,
 } from './support/kafka-testkit.ts';
 
-let broker: KafkaBroker;
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  [broker, t] = await Promise.all([startKafkaBroker(), createTestDatabase('kafka_broker_restart')]);
-  kit = await kafkaTestKit(broker.brokers);
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await broker?.dispose();
-  await t?.dispose();
-});
+const setup = setUpKafkaFile('kafka_broker_restart', { privateBroker: true });
 
 describe('broker down while a record is dead-lettered', () => {
   it('pauses instead of skipping, publishes once the broker is back, and every other record is processed once', async () => {
-    const topic = uniqueName('broker-restart');
-    const groupId = uniqueName('broker-restart');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 1 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
+    const { t, kit, broker } = setup;
+    const { topic, groupId } = await createFreshTopic(kit.admin, {
+      topic: 'broker-restart',
+      group: 'broker-restart',
+      partitions: 1,
+    });
     const poison = 'br-poison';
     await produce(kit.producer, topic, [
       ...Array.from({ length: 100 }, (_, i) => charge(`br-a${i}`)),
@@ -49,21 +41,14 @@ describe('broker down while a record is dead-lettered', () => {
     ]);
 
     // The poison's handler waits until the broker is down, then fails for good.
-    let reachedPoison!: () => void;
-    const poisonReached = new Promise<void>((resolve) => {
-      reachedPoison = resolve;
-    });
-    let brokerDown!: () => void;
-    const brokerIsDown = new Promise<void>((resolve) => {
-      brokerDown = resolve;
-    });
-    const paused: KafkaInboxEvents['paused'][] = [];
+    const poisonReached = gate();
+    const brokerDown = gate();
     const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
       mode: 'eachMessage',
       handler: async (trx, message) => {
         if (message.id === poison) {
-          reachedPoison();
-          await brokerIsDown;
+          poisonReached.open();
+          await brokerDown.promise;
           throw new NonRetryableError('poison');
         }
         await ledgerHandler(trx, message);
@@ -74,11 +59,11 @@ describe('broker down while a record is dead-lettered', () => {
       deadLetterTimeoutMs: 2000,
       pause: { minDelayMs: 300, maxDelayMs: 1500 },
     });
-    control.on('paused', (event) => paused.push(event));
+    const { paused } = collectControlEvents(control, 'paused');
     try {
-      await poisonReached;
+      await poisonReached.promise;
       await broker.stop();
-      brokerDown();
+      brokerDown.open();
       await waitFor(() => paused.length > 0, { what: 'the partition to pause', timeoutMs: 30_000 });
       expect(paused[0]).toMatchObject({ reason: 'dead_letter_failed', offset: '100' });
       expect(paused[0]?.error).toMatchObject({ code: 'INBOX_KAFKA_DEAD_LETTER_FAILED' });
@@ -93,7 +78,7 @@ describe('broker down while a record is dead-lettered', () => {
     const dead = await readTopic(kit.kafka, `${topic}.dlq`, 1);
     // A publish that timed out on our side may still have reached the broker: at least once.
     expect(dead.length).toBeGreaterThanOrEqual(1);
-    expect(new Set(dead.map((r) => r.headers[DeadLetterHeaders.messageId]))).toEqual(new Set([poison]));
-    expect(dead[0]?.headers[DeadLetterHeaders.reason]).toBe('non_retryable');
+    expect(new Set(dead.map((r) => r.headers[DEAD_LETTER_HEADERS.messageId]))).toEqual(new Set([poison]));
+    expect(dead[0]?.headers[DEAD_LETTER_HEADERS.reason]).toBe('non_retryable');
   });
 });

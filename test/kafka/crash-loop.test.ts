@@ -1,42 +1,30 @@
 // Crash loop (DESIGN.md section 4): a record whose handler kills its own process every time.
 // The test restarts the consumer until that record is in the dead-letter topic; it must get
 // there after `crashLoopLimit` counted attempts, and no other record may.
-import { DeadLetterHeaders } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
+import { DEAD_LETTER_HEADERS } from '@inboxkit/kafka';
+import { describe, expect, inject, it } from 'vitest';
 import { startChildConsumer } from './support/child-consumer.ts';
+import { setUpKafkaFile } from './support/file-setup.ts';
 import { ledgerTotals } from './support/inbox-consumer.ts';
 import {
   charge,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
+  createFreshTopic,
   produce,
   readTopic,
   type TestRecord,
-  uniqueName,
   waitForCommittedToEnd,
 } from './support/kafka-testkit.ts';
 
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  t = await createTestDatabase('kafka_crash_loop');
-  kit = await kafkaTestKit(inject('kafkaBrokers'));
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await t?.dispose();
-});
+const setup = setUpKafkaFile('kafka_crash_loop');
 
 describe('a record that kills the process every time', () => {
   it('is dead-lettered after crashLoopLimit attempts across restarts, and no other record is', async () => {
-    const topic = uniqueName('crash-loop');
-    const groupId = uniqueName('crash-loop');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 2 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
+    const { t, kit } = setup;
+    const { topic, groupId } = await createFreshTopic(kit.admin, {
+      topic: 'crash-loop',
+      group: 'crash-loop',
+      partitions: 2,
+    });
     const poison = 'cl-poison';
     // Partition 0: 200 records, the poison, 200 more. Partition 1: 200 records. With batches
     // of 50, the first run meets the poison in a batch (after the 50-record window of
@@ -82,13 +70,13 @@ describe('a record that kills the process every time', () => {
     expect(dead).toHaveLength(1);
     expect(dead[0]?.headers).toMatchObject({
       'message-id': poison,
-      [DeadLetterHeaders.reason]: 'crash_loop',
-      [DeadLetterHeaders.errorName]: 'CrashLoopError',
-      [DeadLetterHeaders.errorCode]: 'INBOX_CRASH_LOOP',
-      [DeadLetterHeaders.attempts]: String(crashLoopLimit),
-      [DeadLetterHeaders.originalTopic]: topic,
-      [DeadLetterHeaders.originalPartition]: '0',
-      [DeadLetterHeaders.originalOffset]: '200',
+      [DEAD_LETTER_HEADERS.reason]: 'crash_loop',
+      [DEAD_LETTER_HEADERS.errorName]: 'CrashLoopError',
+      [DEAD_LETTER_HEADERS.errorCode]: 'INBOX_CRASH_LOOP',
+      [DEAD_LETTER_HEADERS.attempts]: String(crashLoopLimit),
+      [DEAD_LETTER_HEADERS.originalTopic]: topic,
+      [DEAD_LETTER_HEADERS.originalPartition]: '0',
+      [DEAD_LETTER_HEADERS.originalOffset]: '200',
     });
     expect(await ledgerTotals(t.db)).toEqual({ rows: 600, distinct: 600, twice: [] });
     const poisonRows = await t.db.selectFrom('ledger').selectAll().where('charge_id', '=', poison).execute();

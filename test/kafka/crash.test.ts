@@ -2,45 +2,23 @@
 // group: no id lost, none applied twice. The second run is killed between the database
 // commit of a record and the commit of its offset.
 import { RUNNING_METADATA } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
+import { describe, expect, inject, it } from 'vitest';
 import { startChildConsumer } from './support/child-consumer.ts';
+import { seedDuplicateCharges, setUpKafkaFile } from './support/file-setup.ts';
 import { ledgerTotals } from './support/inbox-consumer.ts';
-import {
-  chargesWithDuplicates,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
-  produce,
-  topicSize,
-  uniqueName,
-  waitFor,
-  waitForCommittedToEnd,
-} from './support/kafka-testkit.ts';
+import { topicSize, waitFor, waitForCommittedToEnd } from './support/kafka-testkit.ts';
 
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  t = await createTestDatabase('kafka_crash');
-  kit = await kafkaTestKit(inject('kafkaBrokers'));
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await t?.dispose();
-});
+const setup = setUpKafkaFile('kafka_crash');
 
 describe.each(['eachBatch', 'eachMessage'] as const)('%s', (mode) => {
   it('SIGKILL mid-run, SIGKILL between database commit and offset commit, restart: every id applied exactly once', async () => {
-    await t.db.deleteFrom('ledger').execute();
-    const topic = uniqueName(`crash-${mode}`);
-    const groupId = uniqueName('crash');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 4 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
-    const records = chargesWithDuplicates(`k-${mode}`, 4000, 0.3);
-    const distinct = new Set(records.map((r) => r.id)).size;
-    await produce(kit.producer, topic, records);
+    const { t, kit } = setup;
+    const { topic, groupId, distinct } = await seedDuplicateCharges(setup, {
+      topic: `crash-${mode}`,
+      group: 'crash',
+      prefix: `k-${mode}`,
+      total: 4000,
+    });
     const base = {
       brokers: inject('kafkaBrokers'),
       databaseUrl: t.url,

@@ -2,69 +2,36 @@
 // test files running beside this one). The consumer pauses the partitions whose records could
 // not be settled, seeks back, resumes after the backoff, and the totals are exact: nothing
 // skipped, nothing dead-lettered, nothing applied twice.
-import type { KafkaInboxEvents } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
-import { type PrivatePostgres, startPrivatePostgres } from '../support/private-postgres.ts';
+import { describe, expect, it } from 'vitest';
+import { seedDuplicateCharges, setUpKafkaFile } from './support/file-setup.ts';
 import {
-  ledgerBulkHandler,
-  ledgerHandler,
+  collectControlEvents,
+  ledgerHandlers,
   ledgerTotals,
   startInboxConsumer,
   testInbox,
 } from './support/inbox-consumer.ts';
-import {
-  chargesWithDuplicates,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
-  produce,
-  sleep,
-  topicSize,
-  uniqueName,
-  waitFor,
-  waitForCommittedToEnd,
-} from './support/kafka-testkit.ts';
+import { sleep, topicSize, waitFor, waitForCommittedToEnd } from './support/kafka-testkit.ts';
 
-let server: PrivatePostgres;
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  server = await startPrivatePostgres();
-  t = await createTestDatabase('kafka_pg_restart', { url: server.url });
-  kit = await kafkaTestKit(inject('kafkaBrokers'));
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await t?.dispose().catch(() => {});
-  server?.dispose();
-});
+const setup = setUpKafkaFile('kafka_pg_restart', { privatePostgres: true });
 
 describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
   it('Postgres stopped mid-run: partitions pause, resume once it is back, totals exact', async () => {
-    await t.db.deleteFrom('ledger').execute();
-    const topic = uniqueName(`pg-restart-${mode}`);
-    const groupId = uniqueName('pg-restart');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 4 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
-    const records = chargesWithDuplicates(`pg-${mode}`, 3000, 0.3);
-    const distinct = new Set(records.map((r) => r.id)).size;
-    await produce(kit.producer, topic, records);
-    const paused: KafkaInboxEvents['paused'][] = [];
-    const resumed: KafkaInboxEvents['resumed'][] = [];
+    const { t, kit, server } = setup;
+    const { topic, groupId, distinct } = await seedDuplicateCharges(setup, {
+      topic: `pg-restart-${mode}`,
+      group: 'pg-restart',
+      prefix: `pg-${mode}`,
+      total: 3000,
+    });
     const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
-      ...(mode === 'eachMessage'
-        ? { mode, handler: ledgerHandler }
-        : { mode, bulkHandler: ledgerBulkHandler, maxBatchSize: 50 }),
+      ...ledgerHandlers(mode, { maxBatchSize: 50 }),
       inbox: testInbox(t.db, `pg-restart-${mode}`),
       producer: kit.producer,
       admin: kit.admin,
       pause: { minDelayMs: 300, maxDelayMs: 1000 },
     });
-    control.on('paused', (event) => paused.push(event));
-    control.on('resumed', (event) => resumed.push(event));
+    const { paused, resumed } = collectControlEvents(control, 'paused', 'resumed');
     try {
       await waitFor(async () => (await ledgerTotals(t.db)).rows >= 400, { what: '400 records processed' });
       server.stop();

@@ -1,72 +1,34 @@
 // A second consumer joins the group mid-run: the partitions are shared out again (paused
 // partitions, offsets and crash-loop windows follow the assignment) and the totals stay exact.
 import type { KafkaInboxEvents } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
+import { describe, expect, it } from 'vitest';
+import { seedDuplicateCharges, setUpKafkaFile } from './support/file-setup.ts';
 import {
-  type ChargeMessage,
-  ledgerBulkHandler,
-  ledgerHandler,
+  ledgerHandlers,
   ledgerTotals,
   type RunningConsumer,
   startInboxConsumer,
   testInbox,
 } from './support/inbox-consumer.ts';
-import {
-  chargesWithDuplicates,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
-  produce,
-  sleep,
-  topicSize,
-  uniqueName,
-  waitFor,
-  waitForCommittedToEnd,
-} from './support/kafka-testkit.ts';
+import { sleep, topicSize, waitFor, waitForCommittedToEnd } from './support/kafka-testkit.ts';
 
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  t = await createTestDatabase('kafka_rebalance');
-  kit = await kafkaTestKit(inject('kafkaBrokers'));
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await t?.dispose();
-});
+const setup = setUpKafkaFile('kafka_rebalance');
 
 describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
   it('a second consumer joining mid-run takes over partitions; every id is applied exactly once', async () => {
-    await t.db.deleteFrom('ledger').execute();
-    const topic = uniqueName(`rebalance-${mode}`);
-    const groupId = uniqueName('rebalance');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 4 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
-    const records = chargesWithDuplicates(`r-${mode}`, 4000, 0.3);
-    const distinct = new Set(records.map((r) => r.id)).size;
-    await produce(kit.producer, topic, records);
+    const { t, kit } = setup;
+    const { topic, groupId, distinct } = await seedDuplicateCharges(setup, {
+      topic: `rebalance-${mode}`,
+      group: 'rebalance',
+      prefix: `r-${mode}`,
+      total: 4000,
+    });
 
     // Slow enough that the run is far from over when the second consumer has joined.
-    const handlers =
-      mode === 'eachMessage'
-        ? {
-            mode,
-            handler: async (trx: Parameters<typeof ledgerHandler>[0], message: ChargeMessage) => {
-              await sleep(1);
-              await ledgerHandler(trx, message);
-            },
-          }
-        : {
-            mode,
-            maxBatchSize: 40,
-            bulkHandler: async (trx: Parameters<typeof ledgerHandler>[0], messages: readonly ChargeMessage[]) => {
-              await sleep(60);
-              await ledgerBulkHandler(trx, messages);
-            },
-          };
+    const handlers = ledgerHandlers(mode, {
+      before: () => sleep(mode === 'eachMessage' ? 1 : 60),
+      maxBatchSize: 40,
+    });
     const settled = [0, 0];
     const assigned: KafkaInboxEvents['assigned'][][] = [[], []];
     const consumers: RunningConsumer[] = [];

@@ -2,40 +2,27 @@
 // this test's connection only, found by its connection_name): the subscription reconnects
 // on its own, never acks a delivery on a channel it did not come on, and the totals are exact.
 import { createInbox } from '@inboxkit/core';
-import { type RabbitMessage, type SubscriptionEvents, subscribe } from '@inboxkit/rabbitmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase, type TestDB } from '../support/postgres.ts';
+import { subscribe } from '@inboxkit/rabbitmq';
+import { describe, expect, it } from 'vitest';
+import type { TestDB } from '../support/postgres.ts';
 import {
   amqpUrl,
   closeConnectionsNamed,
+  declareQueueWithDlq,
   messagesInQueue,
   messagesWithDuplicates,
-  openTestBroker,
-  type TestBroker,
-  uniqueName,
   waitFor,
 } from './support/broker.ts';
-import { appliedTwice, inboxKeys, ledgerCounts } from './support/ledger.ts';
+import { setUpRabbitFile } from './support/file-setup.ts';
+import { appliedTwice, inboxKeys, type LedgerBody, ledgerCounts, ledgerHandler } from './support/ledger.ts';
+import { collectSubscriptionEvents } from './support/subscriptions.ts';
 
-type Body = { n: number; amountCents: number };
-
-let t: TestDatabase;
-let broker: TestBroker;
-
-beforeAll(async () => {
-  t = await createTestDatabase('rabbitmq_cut');
-  broker = await openTestBroker('cut');
-});
-afterAll(async () => {
-  await broker?.dispose();
-  await t?.dispose();
-});
+const setup = setUpRabbitFile('cut');
 
 describe('connection cut by the broker', () => {
   it('reconnects on its own, twice, and every id is applied exactly once', async () => {
-    const queue = uniqueName('cut');
-    await broker.declareQueue(queue);
-    await broker.declareQueue(`${queue}.dlq`);
+    const { t, broker } = setup;
+    const queue = await declareQueueWithDlq(broker, 'cut');
     const { messages, distinct } = messagesWithDuplicates('cut', 3_000);
     await broker.publish(queue, messages);
 
@@ -43,7 +30,7 @@ describe('connection cut by the broker', () => {
     const inbox = createInbox({ db: t.db, consumer: queue });
     let duplicates = 0;
     inbox.on('duplicate', () => duplicates++);
-    const subscription = subscribe<TestDB, Body, void>({
+    const subscription = subscribe<TestDB, LedgerBody, void>({
       inbox,
       url: amqpUrl(),
       queue,
@@ -51,18 +38,9 @@ describe('connection cut by the broker', () => {
       decode: 'json',
       connectionName,
       reconnect: { minDelayMs: 50, maxDelayMs: 500 },
-      handler: async (trx, message: RabbitMessage<Body>) => {
-        await new Promise((resolve) => setTimeout(resolve, 1));
-        await trx
-          .insertInto('ledger')
-          .values({ charge_id: message.id, amount_cents: message.body.amountCents })
-          .execute();
-      },
+      handler: ledgerHandler({ delayMs: 1 }),
     });
-    const reconnecting: SubscriptionEvents['reconnecting'][] = [];
-    const connected: SubscriptionEvents['connected'][] = [];
-    subscription.on('reconnecting', (event) => reconnecting.push(event));
-    subscription.on('connected', (event) => connected.push(event));
+    const { reconnecting, connected } = collectSubscriptionEvents(subscription, 'reconnecting', 'connected');
     try {
       await subscription.ready();
       for (const [cut, after] of [

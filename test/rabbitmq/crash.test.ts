@@ -3,39 +3,23 @@
 // Each consumer is a process of its own (support/consumer-child.ts).
 import { DEAD_LETTER_HEADERS } from '@inboxkit/rabbitmq';
 import { sql } from 'kysely';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
-import {
-  amqpUrl,
-  messagesWithDuplicates,
-  openTestBroker,
-  type TestBroker,
-  uniqueName,
-  waitFor,
-} from './support/broker.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { amqpUrl, declareQueueWithDlq, messagesWithDuplicates, waitFor } from './support/broker.ts';
 import { type ChildConsumer, startChildConsumer, stopChild } from './support/child-consumer.ts';
+import { setUpRabbitFile } from './support/file-setup.ts';
 import { appliedTwice, inboxKeys, ledgerCounts } from './support/ledger.ts';
 
-let t: TestDatabase;
-let broker: TestBroker;
+const setup = setUpRabbitFile('crash');
 const children: ChildConsumer[] = [];
 
-beforeAll(async () => {
-  t = await createTestDatabase('rabbitmq_crash');
-  broker = await openTestBroker('crash');
-});
 afterEach(async () => {
   await Promise.all(children.splice(0).map((child) => stopChild(child, 2_000)));
-});
-afterAll(async () => {
-  await broker?.dispose();
-  await t?.dispose();
 });
 
 function start(queue: string, consumer: string, env: Record<string, string> = {}): ChildConsumer {
   const child = startChildConsumer({
     AMQP_URL: amqpUrl(),
-    DATABASE_URL: t.url,
+    DATABASE_URL: setup.t.url,
     QUEUE: queue,
     CONSUMER: consumer,
     ...env,
@@ -44,16 +28,10 @@ function start(queue: string, consumer: string, env: Record<string, string> = {}
   return child;
 }
 
-async function newQueue(label: string): Promise<string> {
-  const queue = uniqueName(label);
-  await broker.declareQueue(queue);
-  await broker.declareQueue(`${queue}.dlq`);
-  return queue;
-}
-
 describe('a consumer killed with SIGKILL', () => {
   it('mid-run, then restarted: no id lost, none applied twice', async () => {
-    const queue = await newQueue('kill');
+    const { t, broker } = setup;
+    const queue = await declareQueueWithDlq(broker, 'kill');
     const { messages, distinct } = messagesWithDuplicates('kill', 3_000);
     await broker.publish(queue, messages);
 
@@ -85,7 +63,8 @@ describe('a consumer killed with SIGKILL', () => {
   });
 
   it('between the commit and the ack: the redelivery is acked as a duplicate, applied once', async () => {
-    const queue = await newQueue('commitack');
+    const { t, broker } = setup;
+    const queue = await declareQueueWithDlq(broker, 'commitack');
     const ids = Array.from({ length: 200 }, (_, i) => `ca-${i}`);
     await broker.publish(
       queue,
@@ -114,7 +93,8 @@ describe('a consumer killed with SIGKILL', () => {
 
 describe('crash loop', () => {
   it('a message that kills its process every time is dead-lettered after crashLoopLimit attempts; no other is', async () => {
-    const queue = await newQueue('crashloop');
+    const { t, broker } = setup;
+    const queue = await declareQueueWithDlq(broker, 'crashloop');
     const ids = Array.from({ length: 40 }, (_, i) => `cl-${i}`);
     const poison = 'cl-17';
     await broker.publish(

@@ -1,38 +1,20 @@
 // 5,000 messages of which 30% repeat an earlier id: exactly one business row per distinct
 // id, whatever the prefetch, and with two consumers competing for the queue.
 import { createInbox } from '@inboxkit/core';
-import { type RabbitMessage, subscribe } from '@inboxkit/rabbitmq';
+import { subscribe } from '@inboxkit/rabbitmq';
 import type { Kysely } from 'kysely';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase, type TestDB } from '../support/postgres.ts';
-import {
-  amqpUrl,
-  messagesInQueue,
-  messagesWithDuplicates,
-  openTestBroker,
-  type TestBroker,
-  uniqueName,
-  waitFor,
-} from './support/broker.ts';
-import { appliedTwice, inboxKeys, ledgerCounts } from './support/ledger.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TestDB } from '../support/postgres.ts';
+import { amqpUrl, messagesInQueue, messagesWithDuplicates, uniqueName, waitFor } from './support/broker.ts';
+import { setUpRabbitFile } from './support/file-setup.ts';
+import { appliedTwice, inboxKeys, type LedgerBody, ledgerCounts, ledgerHandler } from './support/ledger.ts';
 import { Subscriptions } from './support/subscriptions.ts';
 
-type Body = { n: number; amountCents: number };
-
-let t: TestDatabase;
-let broker: TestBroker;
+const setup = setUpRabbitFile('duplicates');
 const subscriptions = new Subscriptions();
 
-beforeAll(async () => {
-  t = await createTestDatabase('rabbitmq_duplicates');
-  broker = await openTestBroker('duplicates');
-});
 afterEach(async () => {
   await subscriptions.closeAll();
-});
-afterAll(async () => {
-  await broker?.dispose();
-  await t?.dispose();
 });
 
 const TOTAL = 5_000;
@@ -41,6 +23,7 @@ async function run(
   label: string,
   consumers: ReadonlyArray<{ prefetch: number; db: Kysely<TestDB>; maxBatchSize?: number }>,
 ) {
+  const { t, broker } = setup;
   const queue = uniqueName(label);
   broker.track(`${queue}.dlq`);
   await broker.declareQueue(queue);
@@ -55,7 +38,7 @@ async function run(
     const inbox = createInbox({ db, consumer });
     inbox.on('duplicate', () => duplicates++);
     return subscriptions.add(
-      subscribe<TestDB, Body, void>({
+      subscribe<TestDB, LedgerBody, void>({
         inbox,
         url: amqpUrl(),
         queue,
@@ -64,13 +47,11 @@ async function run(
         decode: 'json',
         assertTopology: true,
         connectionName: `${queue} #${index}`,
-        handler: async (trx, message: RabbitMessage<Body>) => {
-          handled[index] = (handled[index] ?? 0) + 1;
-          await trx
-            .insertInto('ledger')
-            .values({ charge_id: message.id, amount_cents: message.body.amountCents })
-            .execute();
-        },
+        handler: ledgerHandler({
+          onMessage: () => {
+            handled[index] = (handled[index] ?? 0) + 1;
+          },
+        }),
       }),
     );
   });
@@ -97,21 +78,21 @@ async function run(
 
 describe(`${TOTAL.toLocaleString('en')} messages with 30% duplicate ids`, () => {
   it('prefetch 1: exactly one business row per distinct id', async () => {
-    await run('dup1', [{ prefetch: 1, db: t.db }]);
+    await run('dup1', [{ prefetch: 1, db: setup.t.db }]);
   });
 
   it('prefetch 100: exactly one business row per distinct id', async () => {
-    await run('dup100', [{ prefetch: 100, db: t.db }]);
+    await run('dup100', [{ prefetch: 100, db: setup.t.db }]);
   });
 
   it('prefetch 100 with batches of up to 50 per transaction: exactly one business row per distinct id', async () => {
-    await run('dupbatch', [{ prefetch: 100, db: t.db, maxBatchSize: 50 }]);
+    await run('dupbatch', [{ prefetch: 100, db: setup.t.db, maxBatchSize: 50 }]);
   });
 
   it('two competing consumers (own connections and pools): exactly one business row per distinct id', async () => {
     const { handled } = await run('dup2c', [
-      { prefetch: 20, db: t.connect(5).db },
-      { prefetch: 20, db: t.connect(5).db },
+      { prefetch: 20, db: setup.t.connect(5).db },
+      { prefetch: 20, db: setup.t.connect(5).db },
     ]);
     expect(handled.every((n) => n > 0)).toBe(true); // both took part
   });

@@ -2,37 +2,15 @@
 // DESIGN.md section 7): deliveries are requeued after a backoff, none is acked without its
 // commit, none is dead-lettered, and once the server is back the totals are exact.
 import { createInbox } from '@inboxkit/core';
-import { type RabbitMessage, type SubscriptionEvents, subscribe } from '@inboxkit/rabbitmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase, type TestDB } from '../support/postgres.ts';
-import { type PrivatePostgres, startPrivatePostgres } from '../support/private-postgres.ts';
-import {
-  amqpUrl,
-  messagesInQueue,
-  messagesWithDuplicates,
-  openTestBroker,
-  type TestBroker,
-  uniqueName,
-  waitFor,
-} from './support/broker.ts';
-import { appliedTwice, inboxKeys, ledgerCounts } from './support/ledger.ts';
+import { subscribe } from '@inboxkit/rabbitmq';
+import { describe, expect, it } from 'vitest';
+import type { TestDB } from '../support/postgres.ts';
+import { amqpUrl, declareQueueWithDlq, messagesInQueue, messagesWithDuplicates, waitFor } from './support/broker.ts';
+import { setUpRabbitFile } from './support/file-setup.ts';
+import { appliedTwice, inboxKeys, type LedgerBody, ledgerCounts, ledgerHandler } from './support/ledger.ts';
+import { collectSubscriptionEvents } from './support/subscriptions.ts';
 
-type Body = { n: number; amountCents: number };
-
-let server: PrivatePostgres;
-let t: TestDatabase;
-let broker: TestBroker;
-
-beforeAll(async () => {
-  server = await startPrivatePostgres();
-  t = await createTestDatabase('rabbitmq_pgrestart', { url: server.url, poolSize: 10 });
-  broker = await openTestBroker('pgrestart');
-});
-afterAll(async () => {
-  await broker?.dispose();
-  await t?.dispose().catch(() => {});
-  server?.dispose();
-});
+const setup = setUpRabbitFile('pgrestart', { privatePostgres: true, poolSize: 10 });
 
 describe('Postgres restarted mid-run', () => {
   it.each([
@@ -41,9 +19,8 @@ describe('Postgres restarted mid-run', () => {
   ])(
     '%s: acks nothing that was not committed, dead-letters nothing, and the totals are exact',
     async (_, maxBatchSize) => {
-      const queue = uniqueName('pgrestart');
-      await broker.declareQueue(queue);
-      await broker.declareQueue(`${queue}.dlq`);
+      const { t, broker, server } = setup;
+      const queue = await declareQueueWithDlq(broker, 'pgrestart');
       const prefix = `pgr${maxBatchSize}`;
       const { messages, distinct } = messagesWithDuplicates(prefix, 2_000);
       await broker.publish(queue, messages);
@@ -54,7 +31,7 @@ describe('Postgres restarted mid-run', () => {
         retry: { retries: 2, minTimeout: 10, maxTimeout: 50 },
         crashLoopLimit: 2,
       });
-      const subscription = subscribe<TestDB, Body, void>({
+      const subscription = subscribe<TestDB, LedgerBody, void>({
         inbox,
         url: amqpUrl(),
         queue,
@@ -62,18 +39,9 @@ describe('Postgres restarted mid-run', () => {
         maxBatchSize,
         decode: 'json',
         requeueBackoff: { minDelayMs: 100, maxDelayMs: 1_000 },
-        handler: async (trx, message: RabbitMessage<Body>) => {
-          await new Promise((resolve) => setTimeout(resolve, 1));
-          await trx
-            .insertInto('ledger')
-            .values({ charge_id: message.id, amount_cents: message.body.amountCents })
-            .execute();
-        },
+        handler: ledgerHandler({ delayMs: 1 }),
       });
-      const requeued: SubscriptionEvents['requeued'][] = [];
-      const deadLettered: SubscriptionEvents['deadLettered'][] = [];
-      subscription.on('requeued', (event) => requeued.push(event));
-      subscription.on('deadLettered', (event) => deadLettered.push(event));
+      const { requeued, deadLettered } = collectSubscriptionEvents(subscription, 'requeued', 'deadLettered');
       try {
         await subscription.ready();
         await waitFor('500 ids applied', async () => (await ledgerCounts(t.db, `${prefix}-`)).distinct >= 500);

@@ -3,91 +3,55 @@
 // consumer starts right where this one stopped, with no replay and no session-timeout wait.
 
 import { CLEAN_METADATA } from '@inboxkit/kafka';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { setUpKafkaFile } from '../../../test/kafka/support/file-setup.ts';
 import {
-  type ChargeMessage,
-  ledgerBulkHandler,
+  consumeToEnd,
   ledgerHandler,
+  ledgerHandlers,
   ledgerTotals,
   startInboxConsumer,
   testInbox,
 } from '../../../test/kafka/support/inbox-consumer.ts';
-import {
-  charge,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
-  produce,
-  sleep,
-  uniqueName,
-  waitForCommittedToEnd,
-} from '../../../test/kafka/support/kafka-testkit.ts';
-import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
+import { charge, createFreshTopic, produce, sleep } from '../../../test/kafka/support/kafka-testkit.ts';
+import { gate } from '../../../test/support/gate.ts';
 
-let t: TestDatabase;
-let kit: KafkaTestKit;
-beforeAll(async () => {
-  t = await createTestDatabase('kafka_shutdown');
-  kit = await kafkaTestKit(inject('kafkaBrokers'));
-});
-afterAll(async () => {
-  await kit?.dispose();
-  await t?.dispose();
-});
+const setup = setUpKafkaFile('kafka_shutdown');
 
 describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
   it('shutdown() finishes the record in flight, commits, leaves the group; the next consumer replays nothing', async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
-    const topic = uniqueName(`shutdown-${mode}`);
-    const groupId = uniqueName('shutdown');
-    await createTopics(kit.admin, [
-      { topic, numPartitions: 1 },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
+    const { topic, groupId } = await createFreshTopic(kit.admin, {
+      topic: `shutdown-${mode}`,
+      group: 'shutdown',
+      partitions: 1,
+    });
     await produce(
       kit.producer,
       topic,
       Array.from({ length: 50 }, (_, i) => charge(`s-${i}`)),
     );
     const inbox = testInbox(t.db, `shutdown-${mode}`);
-    let reached!: () => void;
-    const inFlight = new Promise<void>((resolve) => {
-      reached = resolve;
-    });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const gate = async (messages: readonly ChargeMessage[]) => {
-      if (messages.some((m) => m.id === 's-20')) {
-        reached();
-        await released;
-      }
-    };
+    const inFlight = gate();
+    const released = gate();
     // eachBatch: batches of 10 (a fresh group: no crash-loop window), [20, 30) is in flight.
     const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
-      ...(mode === 'eachMessage'
-        ? {
-            mode,
-            handler: async (trx, message) => {
-              await gate([message]);
-              await ledgerHandler(trx, message);
-            },
+      ...ledgerHandlers(mode, {
+        before: async (messages) => {
+          if (messages.some((m) => m.id === 's-20')) {
+            inFlight.open();
+            await released.promise;
           }
-        : {
-            mode,
-            maxBatchSize: 10,
-            bulkHandler: async (trx, messages) => {
-              await gate(messages);
-              await ledgerBulkHandler(trx, messages);
-            },
-          }),
+        },
+        maxBatchSize: 10,
+      }),
       inbox,
       producer: kit.producer,
       admin: kit.admin,
       commitIntervalMs: 60_000, // only the shutdown commits
     });
-    await inFlight;
+    await inFlight.promise;
     let stopped = false;
     const shutdown = control.shutdown().then(() => {
       stopped = true;
@@ -95,7 +59,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
     expect(control.shutdown()).toBe(control.shutdown());
     await sleep(500);
     expect(stopped).toBe(false); // waits for the record in flight
-    release();
+    released.open();
     await shutdown;
 
     const expected = mode === 'eachMessage' ? 21 : 30;
@@ -114,23 +78,17 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       warn: (_: object, message?: string) => logged.push(message ?? ''),
       error: (_: object, message?: string) => logged.push(message ?? ''),
     };
-    const next = await startInboxConsumer(kit.kafka, topic, groupId, {
-      mode: 'eachMessage',
-      handler: ledgerHandler,
-      inbox,
-      producer: kit.producer,
-      admin: kit.admin,
-      logger,
-    });
-    next.control.on('settled', ({ outcome }) => {
-      if (firstSettledAfterMs < 0) firstSettledAfterMs = Date.now() - started;
-      if (outcome.status === 'duplicate') duplicates++;
-    });
-    try {
-      await waitForCommittedToEnd(kit.admin, groupId, topic);
-    } finally {
-      await next.control.shutdown();
-    }
+    await consumeToEnd(
+      kit,
+      topic,
+      groupId,
+      { mode: 'eachMessage', handler: ledgerHandler, inbox, producer: kit.producer, admin: kit.admin, logger },
+      (control) =>
+        control.on('settled', ({ outcome }) => {
+          if (firstSettledAfterMs < 0) firstSettledAfterMs = Date.now() - started;
+          if (outcome.status === 'duplicate') duplicates++;
+        }),
+    );
     expect(duplicates).toBe(0);
     // A clean handover: the next consumer read `inboxkit:clean` and skipped the crash-loop window.
     expect(logged.filter((m) => m.includes('without a clean handover'))).toEqual([]);

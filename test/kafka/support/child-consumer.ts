@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 const SCRIPT = fileURLToPath(new URL('../fixtures/consumer-process.ts', import.meta.url));
 
+/** What the child reads from INBOXKIT_CHILD (see the fault switches in consumer-process.ts). */
 export interface ChildConfig {
   brokers: string[];
   databaseUrl: string;
@@ -17,6 +18,8 @@ export interface ChildConfig {
   killOnHandlerId?: string;
   killAfterProcessed?: number;
   delayMs?: number;
+  /** The consumer's session timeout in ms (6000 when unset). */
+  sessionTimeout?: number;
 }
 
 export interface ChildConsumer {

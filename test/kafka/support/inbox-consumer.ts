@@ -4,14 +4,17 @@
 import { createInbox, type Inbox, type InboxOptions } from '@inboxkit/core';
 import {
   type KafkaInboxControl,
+  type KafkaInboxEventName,
+  type KafkaInboxEvents,
   type KafkaInboxMessage,
   type RunInboxConsumerOptions,
   runInboxConsumer,
 } from '@inboxkit/kafka';
 import type { Consumer, Kafka, Producer } from 'kafkajs';
 import { type Kysely, sql } from 'kysely';
+import { collectEvents } from '../../support/events.ts';
 import type { TestDB } from '../../support/postgres.ts';
-import { consumerSettings } from './kafka-testkit.ts';
+import { consumerSettings, type KafkaTestKit, waitForCommittedToEnd } from './kafka-testkit.ts';
 
 export interface ChargeValue {
   readonly id: string;
@@ -32,6 +35,41 @@ export async function ledgerBulkHandler(trx: Kysely<TestDB>, messages: readonly 
     .insertInto('ledger')
     .values(messages.map((m) => ({ charge_id: m.id, amount_cents: m.value.amount })))
     .execute();
+}
+
+/**
+ * The ledger handler options of a mode: `ledgerHandler` per record (eachMessage), or
+ * `ledgerBulkHandler` per batch of up to `maxBatchSize` (eachBatch); with `before`, each call
+ * first runs it on its records (one for eachMessage), to fail, wait or count.
+ */
+export function ledgerHandlers(
+  mode: 'eachMessage' | 'eachBatch',
+  options: { before?: (messages: readonly ChargeMessage[]) => void | Promise<void>; maxBatchSize?: number } = {},
+):
+  | { mode: 'eachMessage'; handler: typeof ledgerHandler }
+  | { mode: 'eachBatch'; bulkHandler: typeof ledgerBulkHandler; maxBatchSize?: number } {
+  const { before, maxBatchSize } = options;
+  if (mode === 'eachMessage') {
+    if (before === undefined) return { mode, handler: ledgerHandler };
+    return {
+      mode,
+      handler: async (trx, message) => {
+        await before([message]);
+        await ledgerHandler(trx, message);
+      },
+    };
+  }
+  return {
+    mode,
+    ...(maxBatchSize === undefined ? {} : { maxBatchSize }),
+    bulkHandler:
+      before === undefined
+        ? ledgerBulkHandler
+        : async (trx, messages) => {
+            await before(messages);
+            await ledgerBulkHandler(trx, messages);
+          },
+  };
 }
 
 /** Ledger totals: rows, distinct charges, and the charges with more than one row. */
@@ -82,4 +120,29 @@ export async function startInboxConsumer(
     ...options,
   });
   return { consumer, control };
+}
+
+/** Runs an inbox consumer until its group committed `topic` to the end, then shuts it down; `watch` sees it first. */
+export async function consumeToEnd(
+  kit: KafkaTestKit,
+  topic: string,
+  groupId: string,
+  options: RunInboxConsumerOptions<TestDB, ChargeValue> & { producer: Producer },
+  watch: (control: KafkaInboxControl) => void = () => {},
+): Promise<void> {
+  const { control } = await startInboxConsumer(kit.kafka, topic, groupId, options);
+  watch(control);
+  try {
+    await waitForCommittedToEnd(kit.admin, groupId, topic);
+  } finally {
+    await control.shutdown();
+  }
+}
+
+/** Records the control's events of the given names from now on (collectEvents, typed for Kafka). */
+export function collectControlEvents<K extends KafkaInboxEventName>(
+  control: KafkaInboxControl,
+  ...names: K[]
+): { [N in K]: KafkaInboxEvents[N][] } {
+  return collectEvents<KafkaInboxEvents, K>(control, ...names);
 }

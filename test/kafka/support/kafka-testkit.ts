@@ -39,6 +39,20 @@ export async function createTopics(admin: Admin, topics: { topic: string; numPar
   await admin.createTopics({ topics, waitForLeaders: true });
 }
 
+/** A topic with a random suffix and its one-partition `.dlq`, created, and a fresh group name for it. */
+export async function createFreshTopic(
+  admin: Admin,
+  labels: { topic: string; group: string; partitions: number },
+): Promise<{ topic: string; dlq: string; groupId: string }> {
+  const topic = uniqueName(labels.topic);
+  const groupId = uniqueName(labels.group);
+  await createTopics(admin, [
+    { topic, numPartitions: labels.partitions },
+    { topic: `${topic}.dlq`, numPartitions: 1 },
+  ]);
+  return { topic, dlq: `${topic}.dlq`, groupId };
+}
+
 /** One record to produce: its message id header (or none), value and extra headers. */
 export interface TestRecord {
   readonly id?: string;

@@ -2,13 +2,13 @@
 // wrapper calls `defineScenarios(mode)`, so the two run in parallel.
 
 import { NonRetryableError } from '@inboxkit/core';
-import { DeadLetterHeaders, type KafkaInboxEvents, type MessageIdSource } from '@inboxkit/kafka';
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../../support/postgres.ts';
+import { DEAD_LETTER_HEADERS, type KafkaInboxEvents, type MessageIdSource } from '@inboxkit/kafka';
+import { expect, it } from 'vitest';
+import { setUpKafkaFile } from './file-setup.ts';
 import {
   type ChargeMessage,
-  ledgerBulkHandler,
-  ledgerHandler,
+  consumeToEnd,
+  ledgerHandlers,
   ledgerTotals,
   startInboxConsumer,
   testInbox,
@@ -16,13 +16,10 @@ import {
 import {
   charge,
   chargesWithDuplicates,
-  createTopics,
-  type KafkaTestKit,
-  kafkaTestKit,
+  createFreshTopic,
   produce,
   readTopic,
   topicSize,
-  uniqueName,
   waitFor,
   waitForCommittedToEnd,
 } from './kafka-testkit.ts';
@@ -30,49 +27,27 @@ import {
 export type Mode = 'eachMessage' | 'eachBatch';
 
 export function defineScenarios(mode: Mode): void {
-  let t: TestDatabase;
-  let kit: KafkaTestKit;
-  beforeAll(async () => {
-    t = await createTestDatabase(`kafka_${mode}`, { poolSize: 6 });
-    kit = await kafkaTestKit(inject('kafkaBrokers'));
-  });
-  afterAll(async () => {
-    await kit?.dispose();
-    await t?.dispose();
-  });
+  const setup = setUpKafkaFile(`kafka_${mode}`, { poolSize: 6 });
 
-  /** The handler options of the mode: per record for eachMessage, per batch for eachBatch. */
-  const handlers = (
-    wrap: (message: ChargeMessage) => void = () => {},
-  ):
-    | { mode: 'eachMessage'; handler: typeof ledgerHandler }
-    | { mode: 'eachBatch'; bulkHandler: typeof ledgerBulkHandler } =>
-    mode === 'eachMessage'
-      ? {
-          mode,
-          handler: async (trx, message) => {
-            wrap(message);
-            await ledgerHandler(trx, message);
-          },
-        }
-      : {
-          mode,
-          bulkHandler: async (trx, messages) => {
-            for (const message of messages) wrap(message);
-            await ledgerBulkHandler(trx, messages);
-          },
-        };
+  /** The handler options of the mode (ledgerHandlers), calling `wrap` on each record first. */
+  const handlers = (wrap: (message: ChargeMessage) => void = () => {}) =>
+    ledgerHandlers(mode, {
+      before: (messages) => {
+        for (const message of messages) wrap(message);
+      },
+    });
 
   async function freshTopic(label: string, partitions = 4): Promise<{ topic: string; dlq: string; group: string }> {
-    const topic = uniqueName(`${label}-${mode}`);
-    await createTopics(kit.admin, [
-      { topic, numPartitions: partitions },
-      { topic: `${topic}.dlq`, numPartitions: 1 },
-    ]);
-    return { topic, dlq: `${topic}.dlq`, group: uniqueName(`group-${label}`) };
+    const { topic, dlq, groupId } = await createFreshTopic(setup.kit.admin, {
+      topic: `${label}-${mode}`,
+      group: `group-${label}`,
+      partitions,
+    });
+    return { topic, dlq, group: groupId };
   }
 
   it(`${mode}: 5,000 records with 30% duplicate ids leave exactly one business row per distinct id`, async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     const { topic, dlq, group } = await freshTopic('dups');
     const records = chargesWithDuplicates('d', 5000, 0.3);
@@ -80,23 +55,19 @@ export function defineScenarios(mode: Mode): void {
     expect(distinct).toBe(3500);
     await produce(kit.producer, topic, records);
     const inbox = testInbox(t.db, `dups-${mode}`);
-    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+    await consumeToEnd(kit, topic, group, {
       ...handlers(),
       inbox,
       producer: kit.producer,
       admin: kit.admin,
       partitionsConsumedConcurrently: 2,
     });
-    try {
-      await waitForCommittedToEnd(kit.admin, group, topic);
-    } finally {
-      await control.shutdown();
-    }
     expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
     expect(await topicSize(kit.admin, dlq)).toBe(0);
   });
 
   it(`${mode}: a handler that always throws for one id sends exactly that record to the DLQ with its failure headers`, async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     // One partition, and (eachBatch) batches of 50: the poison lies in the batch [100, 150),
     // found by the savepoint pass, then retried alone.
@@ -106,21 +77,21 @@ export function defineScenarios(mode: Mode): void {
     await produce(kit.producer, topic, records);
     const inbox = testInbox(t.db, `poison-${mode}`);
     const deadLettered: KafkaInboxEvents['deadLettered'][] = [];
-    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
-      ...handlers((message) => {
-        if (message.id === poisonId) throw new Error(`charge ${message.id} is poison`);
-      }),
-      inbox,
-      producer: kit.producer,
-      admin: kit.admin,
-      ...(mode === 'eachBatch' ? { maxBatchSize: 50 } : {}),
-    });
-    control.on('deadLettered', (event) => deadLettered.push(event));
-    try {
-      await waitForCommittedToEnd(kit.admin, group, topic);
-    } finally {
-      await control.shutdown();
-    }
+    await consumeToEnd(
+      kit,
+      topic,
+      group,
+      {
+        ...handlers((message) => {
+          if (message.id === poisonId) throw new Error(`charge ${message.id} is poison`);
+        }),
+        inbox,
+        producer: kit.producer,
+        admin: kit.admin,
+        ...(mode === 'eachBatch' ? { maxBatchSize: 50 } : {}),
+      },
+      (control) => control.on('deadLettered', (event) => deadLettered.push(event)),
+    );
     const totals = await ledgerTotals(t.db);
     expect(totals).toEqual({ rows: 299, distinct: 299, twice: [] });
     const poisonRows = await t.db.selectFrom('ledger').selectAll().where('charge_id', '=', poisonId).execute();
@@ -135,35 +106,36 @@ export function defineScenarios(mode: Mode): void {
     expect(record?.key).toBe(poisonId);
     expect(record?.headers).toMatchObject({
       'message-id': poisonId,
-      [DeadLetterHeaders.reason]: 'retries_exhausted',
-      [DeadLetterHeaders.errorName]: 'Error',
-      [DeadLetterHeaders.errorMessage]: `charge ${poisonId} is poison`,
-      [DeadLetterHeaders.attempts]: '3',
-      [DeadLetterHeaders.messageId]: poisonId,
-      [DeadLetterHeaders.originalTopic]: topic,
-      [DeadLetterHeaders.originalPartition]: String(original?.partition),
-      [DeadLetterHeaders.originalOffset]: original?.offset,
-      [DeadLetterHeaders.originalTimestamp]: original?.timestamp,
-      [DeadLetterHeaders.consumerGroup]: group,
-      [DeadLetterHeaders.consumer]: `poison-${mode}`,
+      [DEAD_LETTER_HEADERS.reason]: 'retries_exhausted',
+      [DEAD_LETTER_HEADERS.errorName]: 'Error',
+      [DEAD_LETTER_HEADERS.errorMessage]: `charge ${poisonId} is poison`,
+      [DEAD_LETTER_HEADERS.attempts]: '3',
+      [DEAD_LETTER_HEADERS.messageId]: poisonId,
+      [DEAD_LETTER_HEADERS.originalTopic]: topic,
+      [DEAD_LETTER_HEADERS.originalPartition]: String(original?.partition),
+      [DEAD_LETTER_HEADERS.originalOffset]: original?.offset,
+      [DEAD_LETTER_HEADERS.originalTimestamp]: original?.timestamp,
+      [DEAD_LETTER_HEADERS.consumerGroup]: group,
+      [DEAD_LETTER_HEADERS.consumer]: `poison-${mode}`,
     });
     const headers = record?.headers ?? {};
-    expect(headers[DeadLetterHeaders.errorStack]).toMatch(/^Error: charge p-137 is poison\n\s+at /);
-    expect(headers[DeadLetterHeaders.memberId]).toMatch(/.+/);
-    expect(Date.parse(headers[DeadLetterHeaders.failedAt] ?? '')).toBeGreaterThanOrEqual(
-      Date.parse(headers[DeadLetterHeaders.firstSeenAt] ?? ''),
+    expect(headers[DEAD_LETTER_HEADERS.errorStack]).toMatch(/^Error: charge p-137 is poison\n\s+at /);
+    expect(headers[DEAD_LETTER_HEADERS.memberId]).toMatch(/.+/);
+    expect(Date.parse(headers[DEAD_LETTER_HEADERS.failedAt] ?? '')).toBeGreaterThanOrEqual(
+      Date.parse(headers[DEAD_LETTER_HEADERS.firstSeenAt] ?? ''),
     );
     // The dead letter is recorded: a redelivery is a duplicate, not a second dead letter.
     expect(await inbox.find(poisonId)).toMatchObject({ status: 'dead_lettered' });
   });
 
   it(`${mode}: a non-retryable error dead-letters at once; a bounded stack; the consumer goes on`, async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     const { topic, dlq, group } = await freshTopic('nonretry', 1);
     await produce(kit.producer, topic, [charge('n-1'), charge('n-2'), charge('n-3')]);
     const inbox = testInbox(t.db, `nonretry-${mode}`);
     let calls = 0;
-    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+    await consumeToEnd(kit, topic, group, {
       ...handlers((message) => {
         if (message.id === 'n-2') {
           calls++;
@@ -177,20 +149,15 @@ export function defineScenarios(mode: Mode): void {
       admin: kit.admin,
       maxStackLength: 300,
     });
-    try {
-      await waitForCommittedToEnd(kit.admin, group, topic);
-    } finally {
-      await control.shutdown();
-    }
     expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
     const [record] = await readTopic(kit.kafka, dlq, 1);
     expect(record?.headers).toMatchObject({
-      [DeadLetterHeaders.reason]: 'non_retryable',
-      [DeadLetterHeaders.errorName]: 'NonRetryableError',
-      [DeadLetterHeaders.errorCode]: 'INBOX_NON_RETRYABLE',
-      [DeadLetterHeaders.attempts]: '1',
+      [DEAD_LETTER_HEADERS.reason]: 'non_retryable',
+      [DEAD_LETTER_HEADERS.errorName]: 'NonRetryableError',
+      [DEAD_LETTER_HEADERS.errorCode]: 'INBOX_NON_RETRYABLE',
+      [DEAD_LETTER_HEADERS.attempts]: '1',
     });
-    const stack = record?.headers[DeadLetterHeaders.errorStack] ?? '';
+    const stack = record?.headers[DEAD_LETTER_HEADERS.errorStack] ?? '';
     expect(stack.length).toBeLessThanOrEqual(300);
     expect(stack).toMatch(/more characters\]$/);
     // Never retried: eachMessage calls it once; eachBatch may also have called it in the
@@ -200,6 +167,7 @@ export function defineScenarios(mode: Mode): void {
   });
 
   it(`${mode}: bad input (no id and no fallback, undecodable value, id over the limit) goes to the DLQ with a clear error; the consumer keeps running`, async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     const { topic, dlq, group } = await freshTopic('bad', 1);
     const longId = 'L'.repeat(300);
@@ -229,7 +197,10 @@ export function defineScenarios(mode: Mode): void {
     expect(await ledgerTotals(t.db)).toEqual({ rows: 4, distinct: 4, twice: [] });
     const dead = await readTopic(kit.kafka, dlq, 3);
     expect(dead).toHaveLength(3);
-    const byReason = dead.map((r) => [r.headers[DeadLetterHeaders.reason], r.headers[DeadLetterHeaders.errorMessage]]);
+    const byReason = dead.map((r) => [
+      r.headers[DEAD_LETTER_HEADERS.reason],
+      r.headers[DEAD_LETTER_HEADERS.errorMessage],
+    ]);
     expect(byReason[0]).toEqual([
       'invalid_message',
       expect.stringMatching(
@@ -249,8 +220,8 @@ export function defineScenarios(mode: Mode): void {
       expect.stringMatching(/^Message id is 300 characters long, over the limit of 255 \(maxIdLength\)/),
     ]);
     for (const record of dead) {
-      expect(record.headers[DeadLetterHeaders.errorCode]).toBe('INBOX_INVALID_MESSAGE');
-      expect(record.headers[DeadLetterHeaders.attempts]).toBe('0');
+      expect(record.headers[DEAD_LETTER_HEADERS.errorCode]).toBe('INBOX_INVALID_MESSAGE');
+      expect(record.headers[DEAD_LETTER_HEADERS.attempts]).toBe('0');
     }
     // The undecodable record is recorded under its id; the one without an id and the
     // over-long id cannot be.
@@ -259,6 +230,7 @@ export function defineScenarios(mode: Mode): void {
   });
 
   it(`${mode}: message ids from a function, and the offset fallback for records without the header`, async () => {
+    const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     const { topic, group } = await freshTopic('ids', 1);
     await produce(kit.producer, topic, [
@@ -269,18 +241,13 @@ export function defineScenarios(mode: Mode): void {
     const fromValue = testInbox(t.db, `ids-from-${mode}`);
     const fallback = testInbox(t.db, `ids-fallback-${mode}`);
     const runWith = async (inbox: typeof fromValue, messageId: MessageIdSource, groupId: string) => {
-      const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
+      await consumeToEnd(kit, topic, groupId, {
         ...handlers(),
         inbox,
         producer: kit.producer,
         admin: kit.admin,
         messageId,
       });
-      try {
-        await waitForCommittedToEnd(kit.admin, groupId, topic);
-      } finally {
-        await control.shutdown();
-      }
     };
     await runWith(fromValue, { from: ({ record }) => (JSON.parse(String(record.value)) as { id: string }).id }, group);
     expect(await fromValue.find('i-1')).toMatchObject({ status: 'processed' });

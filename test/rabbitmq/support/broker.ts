@@ -108,6 +108,14 @@ export async function openTestBroker(label: string): Promise<TestBroker> {
   };
 }
 
+/** Declares a queue named after `label` (uniqueName) and its `.dlq`, both deleted by `dispose`; returns the name. */
+export async function declareQueueWithDlq(broker: TestBroker, label: string): Promise<string> {
+  const queue = uniqueName(label);
+  await broker.declareQueue(queue);
+  await broker.declareQueue(`${queue}.dlq`);
+  return queue;
+}
+
 /**
  * Closes the broker connections whose client-provided name is `name` (and only those:
  * other test files run beside this one). Returns how many were closed.

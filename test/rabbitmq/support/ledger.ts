@@ -1,5 +1,21 @@
-import { type Kysely, sql } from 'kysely';
+import type { RabbitMessage } from '@inboxkit/rabbitmq';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { TestDB } from '../../support/postgres.ts';
+
+/** The body of the messages the tests publish (messagesWithDuplicates). */
+export type LedgerBody = { n: number; amountCents: number };
+
+/** A handler that adds one ledger row per message: after `onMessage`, and a pause of `delayMs` when set. */
+export function ledgerHandler(
+  options: { delayMs?: number; onMessage?: () => void } = {},
+): (trx: Transaction<TestDB>, message: RabbitMessage<LedgerBody>) => Promise<void> {
+  const { delayMs, onMessage } = options;
+  return async (trx, message) => {
+    onMessage?.();
+    if (delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    await trx.insertInto('ledger').values({ charge_id: message.id, amount_cents: message.body.amountCents }).execute();
+  };
+}
 
 /** Rows in `ledger` for ids starting with `prefix`: all of them, and distinct ids. */
 export async function ledgerCounts(db: Kysely<TestDB>, prefix: string): Promise<{ rows: number; distinct: number }> {

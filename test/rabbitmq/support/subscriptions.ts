@@ -1,4 +1,8 @@
-import type { Subscription } from '@inboxkit/rabbitmq';
+import type { Subscription, SubscriptionEventName, SubscriptionEvents } from '@inboxkit/rabbitmq';
+import { collectEvents } from '../../support/events.ts';
+
+// gate() lives in test/support/gate.ts (the Kafka tests use it too); re-exported for the tests importing it from here.
+export { gate } from '../../support/gate.ts';
 
 /** Subscriptions a test file started, closed after each test whatever happened. */
 export class Subscriptions {
@@ -16,11 +20,10 @@ export class Subscriptions {
   }
 }
 
-/** A promise with its resolve function, to hold a handler until the test lets it go. */
-export function gate(): { promise: Promise<void>; open: () => void } {
-  let open: () => void = () => {};
-  const promise = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { promise, open };
+/** Records the subscription's events of the given names from now on (collectEvents, typed for RabbitMQ). */
+export function collectSubscriptionEvents<K extends SubscriptionEventName>(
+  subscription: Subscription,
+  ...names: K[]
+): { [N in K]: SubscriptionEvents[N][] } {
+  return collectEvents<SubscriptionEvents, K>(subscription, ...names);
 }
