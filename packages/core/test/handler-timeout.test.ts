@@ -132,13 +132,10 @@ describe('handlerTimeoutMs', () => {
   it('sets aside only the slow message of a batch (per-message handler); the others commit', async () => {
     const inbox = createInbox({ db: t.db, consumer: 'timeout-batch', handlerTimeoutMs: 200, retry: noRetry });
     const ids = ['tb-1', 'tb-2', 'tb-slow', 'tb-4', 'tb-5'];
-    const result = await inbox.processBatch(
-      ids.map(charge),
-      async (trx, message, { signal }) => {
-        await insertCharge(trx, message.id);
-        if (message.id === 'tb-slow') await wait(30_000, signal);
-      },
-    );
+    const result = await inbox.processBatch(ids.map(charge), async (trx, message, { signal }) => {
+      await insertCharge(trx, message.id);
+      if (message.id === 'tb-slow') await wait(30_000, signal);
+    });
     expect(result.outcomes.map((outcome) => outcome.status)).toEqual([
       'processed',
       'processed',
