@@ -369,6 +369,49 @@ describe('dead letters', () => {
     expect(String(header(dead, DEAD_LETTER_HEADERS.errorMessage))).toMatch(/^currency é+…\[truncated\]$/);
   });
 
+  it('with handlerTimeoutMs, aborts a handler that hangs, dead-letters it as INBOX_HANDLER_TIMEOUT, and the rest flow on', async () => {
+    const queue = queueFor('hung');
+    await broker.declareQueue(queue);
+    const aborted: string[] = [];
+    const { subscription, inbox } = await start(queue, {
+      prefetch: 4,
+      inbox: createInbox({
+        db: t.db,
+        consumer: queue,
+        handlerTimeoutMs: 300,
+        retry: { retries: 1, minTimeout: 1, maxTimeout: 1 },
+      }),
+      handler: async (trx, message, { signal }) => {
+        if (message.id === 'hung-1') {
+          // An outside call that never answers on its own, but honours the signal.
+          await new Promise((_resolve, reject) => {
+            signal.addEventListener('abort', () => {
+              aborted.push(message.id);
+              reject(signal.reason);
+            });
+          });
+        }
+        return ledgerHandler(trx, message);
+      },
+    });
+    await broker.publish(queue, [
+      { id: 'hung-0', body: { amountCents: 1 } },
+      { id: 'hung-1', body: { amountCents: 1 } },
+      { id: 'hung-2', body: { amountCents: 1 } },
+    ]);
+    await waitFor('the dead letter', async () => (await broker.count(`${queue}.dlq`)) === 1);
+    await settled(queue, subscription);
+    const [dead] = await broker.drain(`${queue}.dlq`);
+    if (dead === undefined) throw new Error('expected a dead letter');
+    expect(dead.properties.messageId).toBe('hung-1');
+    expect(header(dead, DEAD_LETTER_HEADERS.reason)).toBe('retries_exhausted');
+    expect(header(dead, DEAD_LETTER_HEADERS.errorCode)).toBe('INBOX_HANDLER_TIMEOUT');
+    expect(header(dead, DEAD_LETTER_HEADERS.attempts)).toBe(2);
+    expect(aborted).toEqual(['hung-1', 'hung-1']);
+    expect(await ledgerCounts(t.db, 'hung-')).toEqual({ rows: 2, distinct: 2 });
+    expect(await inbox.find('hung-1')).toMatchObject({ status: 'dead_lettered' });
+  });
+
   it('dead-letters a message without an id and one that is not JSON, with a clear reason, and keeps consuming', async () => {
     const queue = queueFor('badinput');
     await broker.declareQueue(queue);

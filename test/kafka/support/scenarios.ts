@@ -3,11 +3,14 @@
 
 import { NonRetryableError } from '@inboxkit/core';
 import { DEAD_LETTER_HEADERS, type KafkaInboxEvents, type MessageIdSource } from '@inboxkit/kafka';
+import { sql } from 'kysely';
 import { expect, it } from 'vitest';
 import { setUpKafkaFile } from './file-setup.ts';
 import {
   type ChargeMessage,
   consumeToEnd,
+  ledgerBulkHandler,
+  ledgerHandler,
   ledgerHandlers,
   ledgerTotals,
   startInboxConsumer,
@@ -164,6 +167,44 @@ export function defineScenarios(mode: Mode): void {
     // batch that found the culprit, then once alone.
     if (mode === 'eachMessage') expect(calls).toBe(1);
     else expect(calls).toBeGreaterThanOrEqual(1);
+  });
+
+  it(`${mode}: with handlerTimeoutMs, a record whose handler hangs in Postgres is cancelled and dead-lettered; the others commit`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('hung', 1);
+    await produce(kit.producer, topic, [charge('h-1'), charge('h-slow'), charge('h-3')]);
+    const inbox = testInbox(t.db, `hung-${mode}`, { handlerTimeoutMs: 300, retry: { retries: 0 } });
+    // A statement that would run for 30 s: only the cancel at handlerTimeoutMs ends it.
+    const started = performance.now();
+    await consumeToEnd(kit, topic, group, {
+      ...(mode === 'eachMessage'
+        ? {
+            mode,
+            handler: async (trx, message) => {
+              if (message.id === 'h-slow') await sql`SELECT pg_sleep(30)`.execute(trx);
+              await ledgerHandler(trx, message);
+            },
+          }
+        : {
+            mode,
+            bulkHandler: async (trx, messages) => {
+              if (messages.some((message) => message.id === 'h-slow')) await sql`SELECT pg_sleep(30)`.execute(trx);
+              await ledgerBulkHandler(trx, messages);
+            },
+          }),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+    });
+    expect(performance.now() - started).toBeLessThan(25_000);
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
+    const [record] = await readTopic(kit.kafka, dlq, 1);
+    expect(record?.key).toBe('h-slow');
+    expect(record?.headers).toMatchObject({
+      [DEAD_LETTER_HEADERS.errorName]: 'HandlerTimeoutError',
+      [DEAD_LETTER_HEADERS.errorCode]: 'INBOX_HANDLER_TIMEOUT',
+    });
   });
 
   it(`${mode}: bad input (no id and no fallback, undecodable value, id over the limit) goes to the DLQ with a clear error; the consumer keeps running`, async () => {
