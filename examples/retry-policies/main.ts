@@ -23,11 +23,16 @@ class CardDeclined extends Error {
   }
 }
 
+/** The handler's outside call never answers: only `context.signal` ends it. */
+const HANG = 'hang';
+
 export interface Scenario {
   readonly name: string;
   readonly retry: RetryOptions;
-  /** What the handler throws on attempt n (1-based), or undefined to succeed. */
-  readonly failure: (attempt: number) => Error | undefined;
+  /** `createInbox({ handlerTimeoutMs })`, when the scenario sets one. */
+  readonly handlerTimeoutMs?: number;
+  /** What the handler throws on attempt n (1-based), `'hang'`, or undefined to succeed. */
+  readonly failure: (attempt: number) => Error | typeof HANG | undefined;
 }
 
 export const scenarios: readonly Scenario[] = [
@@ -66,12 +71,29 @@ export const scenarios: readonly Scenario[] = [
     retry: { retries: 5, minTimeout: 20 },
     failure: () => new NonRetryableError('amount must be positive'),
   },
+  {
+    name: 'handler time limit: handlerTimeoutMs 200, a provider call that hangs on the first attempt',
+    retry: { retries: 2, minTimeout: 20, randomize: false },
+    handlerTimeoutMs: 200,
+    failure: (n) => (n === 1 ? HANG : undefined),
+  },
 ];
+
+/** A provider call that answers only after `ms`, or fails when `signal` aborts. */
+function callProvider(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+}
 
 export interface TimelineEntry {
   readonly attempt: number;
   readonly atMs: number;
-  readonly result: string;
+  result: string;
 }
 
 export interface ScenarioResult {
@@ -90,12 +112,28 @@ export async function runScenarios(url: string): Promise<ScenarioResult[]> {
     for (const [index, scenario] of scenarios.entries()) {
       const consumer = `examples.retry-policies.${index}`;
       await sql`DELETE FROM processed_messages WHERE consumer = ${consumer}`.execute(db);
-      const inbox = createInbox({ db, consumer, retry: scenario.retry });
+      const inbox = createInbox({
+        db,
+        consumer,
+        retry: scenario.retry,
+        ...(scenario.handlerTimeoutMs === undefined ? {} : { handlerTimeoutMs: scenario.handlerTimeoutMs }),
+      });
       const timeline: TimelineEntry[] = [];
       const started = performance.now();
       const outcome = await inbox.process({ id: 'charge-1' }, async (_trx, _message, context: HandlerContext) => {
         const atMs = Math.round(performance.now() - started);
         const failure = scenario.failure(context.attempt);
+        if (failure === HANG) {
+          const entry = { attempt: context.attempt, atMs, result: 'hangs...' };
+          timeline.push(entry);
+          try {
+            await callProvider(60_000, context.signal);
+          } catch (error) {
+            entry.result = `hangs, aborted after ${Math.round(performance.now() - started) - atMs} ms: ${(error as Error).name}`;
+            throw error;
+          }
+          return 'charged';
+        }
         timeline.push({
           attempt: context.attempt,
           atMs,

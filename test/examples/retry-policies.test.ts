@@ -48,3 +48,11 @@ it('maxRetryTime ends the retries long before `retries` would', () => {
   expect(r.timeline.length).toBeLessThan(10);
   expect(r.timeline.at(-1)!.atMs).toBeLessThan(2000); // 100 retries of 80 ms would take 8 s
 });
+
+it('handlerTimeoutMs aborts a hanging attempt through its signal; the retry succeeds', () => {
+  const r = byName('handler time limit');
+  expect(r.outcome).toBe('processed after 2 attempt(s)');
+  expect(r.timeline[0]?.result).toMatch(/^hangs, aborted after \d+ ms: HandlerTimeoutError$/);
+  expect(r.timeline[1]!.atMs).toBeGreaterThanOrEqual(200);
+  expect(r.timeline[1]!.atMs).toBeLessThan(30_000); // the call would have answered after 60 s
+});
