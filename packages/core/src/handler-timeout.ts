@@ -2,9 +2,6 @@ import { HandlerTimeoutError } from './errors.js';
 import type { InboxLogger } from './logger.js';
 import { type QueryRunner, raw } from './sql/executor.js';
 
-/** The signal of handlers that have no time limit: never aborted. */
-const NEVER_ABORTED = new AbortController().signal;
-
 /** What a timed handler call needs to know. */
 export interface TimedCall {
   /** `handlerTimeoutMs`, or `undefined` for no limit. */
@@ -33,7 +30,9 @@ const CANCEL = 'SELECT pg_cancel_backend($1::int) AS cancelled';
  * and one sent after the rollback would run outside any transaction.
  */
 export async function runTimed<R>(call: TimedCall, run: (signal: AbortSignal) => Promise<R> | R): Promise<R> {
-  if (call.timeoutMs === undefined) return run(NEVER_ABORTED);
+  // Without a limit the signal never aborts. It is still one per call: listeners a handler
+  // adds to it (and never removes) must go away with it, not pile up on a shared one.
+  if (call.timeoutMs === undefined) return run(new AbortController().signal);
   const controller = new AbortController();
   let timedOut: HandlerTimeoutError | undefined;
   let cancelling: Promise<void> | undefined;
