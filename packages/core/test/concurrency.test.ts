@@ -1,4 +1,5 @@
 import { createInbox, LockTimeoutError } from '@inboxkit/core';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
 
@@ -100,5 +101,19 @@ describe('concurrent deliveries of one id', () => {
     expect((await a).status).toBe('processed');
     // after the first committed, the same delivery is a duplicate
     expect((await waiter.process({ id: 'lt-1' }, async () => {})).status).toBe('duplicate');
+  });
+
+  it('sets lockTimeoutMs for the transaction only: the handler sees it, the pooled connection does not keep it', async () => {
+    const { db } = t.connect(1); // one connection, so the check after the transaction runs on it
+    const inbox = createInbox({ db, consumer: 'local-setting', lockTimeoutMs: 1234 });
+    const { rows: before } = await sql<{ value: string }>`SELECT current_setting('lock_timeout') AS value`.execute(db);
+    const out = await inbox.process({ id: 'ls-1' }, async (trx) => {
+      const { rows } = await sql<{ value: string }>`SELECT current_setting('lock_timeout') AS value`.execute(trx);
+      return rows[0]?.value;
+    });
+    expect(out).toMatchObject({ status: 'processed', result: '1234ms' });
+    const { rows: after } = await sql<{ value: string }>`SELECT current_setting('lock_timeout') AS value`.execute(db);
+    expect(after[0]?.value).toBe(before[0]?.value);
+    expect(after[0]?.value).not.toBe('1234ms');
   });
 });
