@@ -41,18 +41,18 @@ export async function runTimed<R>(call: TimedCall, run: (signal: AbortSignal) =>
     controller.abort(timedOut);
     cancelling = cancelStatement(call);
   }, call.timeoutMs);
+  let result: R | undefined;
   try {
-    const result = await run(controller.signal);
-    if (timedOut !== undefined) throw timedOut;
-    return result;
+    result = await run(controller.signal);
   } catch (error) {
-    if (timedOut !== undefined) throw timedOut;
-    throw error;
+    if (timedOut === undefined) throw error;
   } finally {
     clearTimeout(timer);
     // Our own statements come next on that connection: the cancel must have landed first.
     if (cancelling !== undefined) await cancelling;
   }
+  if (timedOut !== undefined) throw timedOut;
+  return result as R;
 }
 
 async function cancelStatement(call: TimedCall): Promise<void> {

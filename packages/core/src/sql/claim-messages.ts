@@ -9,6 +9,10 @@ import { type QueryRunner, raw } from './executor.js';
  * order and cannot deadlock each other. Returns the ids this transaction now owns (the
  * others were already there, or committed by a transaction we waited for) and the
  * connection's backend pid.
+ *
+ * Unlike the single claim, `set_config` stays in a `FROM` subquery here: in the `WHERE`
+ * clause of a query over `unnest(...)` it would be a filter run once per row, and the
+ * subquery's planning is paid once per batch.
  */
 export function compileClaimMessages(tables: InboxTables, lockTimeoutMs: number) {
   const text = `INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash)
