@@ -3,13 +3,16 @@ import type { RetryPolicy } from './retry-policy.js';
 
 /**
  * How a failure steers processing:
- * - `unavailable`: the database could not be reached or dropped the connection. Not the
- *   message's fault: never dead-letter, never ack; hand it back and try later.
+ * - `unavailable`: the database does not answer. Not the message's fault: never
+ *   dead-letter, never ack; hand it back and try later.
  * - `lock_timeout`: our own claim waited too long for another delivery of the same id.
+ * - `contention`: a handler statement lost a lock race (55P03, 40001, 40P01). Retried
+ *   after a pause without spending the message's retry budget: it would succeed once the
+ *   lock is free.
  * - `permanent`: dead-letter at once.
- * - `transient`: roll back and retry with backoff.
+ * - `transient`: roll back and retry with backoff; counts as an attempt.
  */
-export type FailureKind = 'unavailable' | 'lock_timeout' | 'permanent' | 'transient';
+export type FailureKind = 'unavailable' | 'lock_timeout' | 'contention' | 'permanent' | 'transient';
 
 /**
  * SQLSTATE classes and codes that mean "the database is not there", not "this message is
@@ -30,12 +33,14 @@ const UNAVAILABLE_SQLSTATES: ReadonlySet<string> = new Set([
   '25P03', // idle_in_transaction_session_timeout
 ]);
 
-/** SQLSTATEs a retry of the whole transaction can fix. */
-export const TRANSIENT_SQLSTATES: ReadonlySet<string> = new Set([
+/**
+ * SQLSTATEs of lock contention: a fresh transaction gets past them once the other holder
+ * is done, so they do not spend the message's retry budget.
+ */
+const CONTENTION_SQLSTATES: ReadonlySet<string> = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected
   '55P03', // lock_not_available (a handler statement hit lock_timeout)
-  '57014', // query_canceled (statement_timeout)
 ]);
 
 /** Socket-level errors of the Node.js runtime. */
@@ -96,10 +101,12 @@ export function databaseFailure(error: unknown, depth = 0): 'database' | 'socket
   return databaseFailure((error as { cause?: unknown }).cause, depth + 1);
 }
 
-/** True for Postgres errors that a fresh transaction can get past. */
-export function isTransientDatabaseError(error: unknown): boolean {
+/** True for lock contention (see {@link CONTENTION_SQLSTATES}), also behind a `cause`. */
+export function isContention(error: unknown, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 5) return false;
   const state = sqlstate(error);
-  return state !== undefined && TRANSIENT_SQLSTATES.has(state);
+  if (state !== undefined) return CONTENTION_SQLSTATES.has(state);
+  return isContention((error as { cause?: unknown }).cause, depth + 1);
 }
 
 /** True when the error was raised by `lock_timeout`. */
@@ -112,4 +119,24 @@ export function isNonRetryable(error: unknown, policy: RetryPolicy): boolean {
   if (error instanceof NonRetryableError || hasCode(error, 'INBOX_NON_RETRYABLE')) return true;
   if ((error as { name?: unknown } | null)?.name === 'NonRetryableError') return true;
   return policy.nonRetryable.some((cls) => error instanceof cls);
+}
+
+/**
+ * Sorts a failure. The error only *suggests* that the database is gone (a SQLSTATE of
+ * class 08, 53 or 58, a driver message, a socket error); whether it is, is decided by
+ * asking the database (`reachable`). An error of those kinds from a database that
+ * answers is the message's problem (a statement binding 70,000 parameters gets 08P01
+ * from a live server; another client's "Connection terminated" is not ours) and counts
+ * as an attempt, so it can never hand the same message back forever.
+ */
+export async function classifyFailure(
+  error: unknown,
+  policy: RetryPolicy,
+  reachable: () => Promise<boolean>,
+): Promise<FailureKind> {
+  if (hasCode(error, 'INBOX_LOCK_TIMEOUT')) return 'lock_timeout';
+  if (databaseFailure(error) !== undefined && !(await reachable())) return 'unavailable';
+  if (isNonRetryable(error, policy)) return 'permanent';
+  if (isContention(error)) return 'contention';
+  return 'transient';
 }

@@ -1,6 +1,4 @@
 import { HandlerTimeoutError } from './errors.js';
-import type { InboxLogger } from './logger.js';
-import { type QueryRunner, raw } from './sql/executor.js';
 
 /** What a timed handler call needs to know. */
 export interface TimedCall {
@@ -8,22 +6,18 @@ export interface TimedCall {
   readonly timeoutMs: number | undefined;
   /** The message whose handler runs (for the error). */
   readonly messageId: string;
-  /** The backend pid of the attempt's connection, whose running statement is cancelled. */
-  readonly pid: number | undefined;
-  /** Runs the cancel on another connection. */
-  readonly db: QueryRunner;
-  readonly logger: InboxLogger;
 }
 
-const CANCEL = 'SELECT pg_cancel_backend($1::int) AS cancelled';
-
 /**
- * Runs one handler call under `handlerTimeoutMs`. When the time runs out: the signal is
- * aborted with a {@link HandlerTimeoutError}, the statement the connection is running is
- * cancelled (`pg_cancel_backend`, from another connection; a cancel that finds the
- * connection idle is ignored by Postgres), and once the handler has settled, the call
+ * Runs one handler call under `handlerTimeoutMs`. When the time runs out the signal is
+ * aborted with a {@link HandlerTimeoutError}, and once the handler has settled the call
  * rejects with that error, whatever the handler returned: an attempt past its time never
  * commits.
+ *
+ * A handler stuck in a statement is not cancelled from here: the claim set the
+ * transaction's `statement_timeout` to the same limit, so Postgres itself cancels the
+ * statement (57014) without a second connection, which a pool whose every connection is
+ * held by a stuck handler could not give (docs/design.md, "Liveness").
  *
  * It waits for the handler to settle on purpose: rejecting earlier would let Kysely roll
  * back and release the connection while the handler may still send statements on it,
@@ -33,36 +27,34 @@ export async function runTimed<R>(call: TimedCall, run: (signal: AbortSignal) =>
   // Without a limit the signal never aborts. It is still one per call: listeners a handler
   // adds to it (and never removes) must go away with it, not pile up on a shared one.
   if (call.timeoutMs === undefined) return run(new AbortController().signal);
+  const limit = call.timeoutMs;
   const controller = new AbortController();
+  const started = performance.now();
   let timedOut: HandlerTimeoutError | undefined;
-  let cancelling: Promise<void> | undefined;
   const timer = setTimeout(() => {
-    timedOut = new HandlerTimeoutError(call.messageId, call.timeoutMs as number);
+    timedOut = new HandlerTimeoutError(call.messageId, limit);
     controller.abort(timedOut);
-    cancelling = cancelStatement(call);
-  }, call.timeoutMs);
+  }, limit);
   let result: R | undefined;
   try {
     result = await run(controller.signal);
   } catch (error) {
+    // The server's statement_timeout fires `limit` after the statement began, which can be
+    // a moment before our timer on a busy event loop: the same timeout either way.
+    if (timedOut === undefined && isStatementTimeout(error) && performance.now() - started >= limit - 5) {
+      timedOut = new HandlerTimeoutError(call.messageId, limit);
+      controller.abort(timedOut);
+    }
     if (timedOut === undefined) throw error;
   } finally {
     clearTimeout(timer);
-    // Our own statements come next on that connection: the cancel must have landed first.
-    if (cancelling !== undefined) await cancelling;
   }
   if (timedOut !== undefined) throw timedOut;
   return result as R;
 }
 
-async function cancelStatement(call: TimedCall): Promise<void> {
-  if (call.pid === undefined) return;
-  try {
-    await call.db.executeQuery(raw(CANCEL, [call.pid]));
-  } catch (error) {
-    call.logger.warn(
-      { err: error, messageId: call.messageId, pid: call.pid },
-      'inboxkit: could not cancel the statement of a handler past handlerTimeoutMs; waiting for it to end',
-    );
-  }
+function isStatementTimeout(error: unknown, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 5) return false;
+  if ((error as { code?: unknown }).code === '57014') return true;
+  return isStatementTimeout((error as { cause?: unknown }).cause, depth + 1);
 }

@@ -12,6 +12,15 @@ export interface InboxMessage {
   readonly payload?: Payload;
 }
 
+/**
+ * The most UTF-8 bytes an id may take, whatever `maxIdLength` says: a btree entry holds
+ * about 2.7 kB, and the key's index entry also holds the consumer name (at most
+ * {@link MAX_CONSUMER_BYTES}). A longer id would fail the claim on every delivery.
+ */
+export const MAX_ID_BYTES = 2000;
+/** The most UTF-8 bytes a consumer name may take (see {@link MAX_ID_BYTES}). */
+export const MAX_CONSUMER_BYTES = 500;
+
 /** Checks an id against the rules of the inbox and returns it, or throws {@link InvalidMessageError}. */
 export function checkMessageId(id: unknown, maxIdLength: number): string {
   if (id === undefined || id === null) {
@@ -28,6 +37,13 @@ export function checkMessageId(id: unknown, maxIdLength: number): string {
       `Message id is ${id.length} characters long, over the limit of ${maxIdLength} (maxIdLength): ${JSON.stringify(id.slice(0, 64))}...`,
       // No messageId: a truncated one could name another message, and recording it as
       // dead-lettered would make that message a duplicate.
+      undefined,
+    );
+  }
+  // Only an id over a third of the limit in characters can be over it in bytes.
+  if (id.length > MAX_ID_BYTES / 3 && Buffer.byteLength(id, 'utf8') > MAX_ID_BYTES) {
+    throw new InvalidMessageError(
+      `Message id takes ${Buffer.byteLength(id, 'utf8')} bytes in UTF-8, over the limit of ${MAX_ID_BYTES} that a Postgres index entry can hold: ${JSON.stringify(id.slice(0, 64))}...`,
       undefined,
     );
   }

@@ -1,6 +1,7 @@
 import type { IsolationLevel, Kysely } from 'kysely';
 import { ConfigurationError } from './errors.js';
 import { type InboxTables, inboxTables } from './identifiers.js';
+import { MAX_CONSUMER_BYTES, MAX_ID_BYTES } from './inbox-message.js';
 import { type InboxLogger, silentLogger } from './logger.js';
 import { bool, checkLogger, positiveInteger } from './option-checks.js';
 import { compileRetryPolicy, type RetryOptions, type RetryPolicy, retrySpanMs } from './retry-policy.js';
@@ -34,7 +35,10 @@ export interface InboxOptions<DB> {
    * statements too (it is the transaction's `lock_timeout`). Default `5000`.
    */
   readonly lockTimeoutMs?: number;
-  /** Longest accepted message id, in characters. Default `255`. */
+  /**
+   * Longest accepted message id, in characters. Default `255`, at most `2000`; an id is
+   * also refused past 2,000 bytes of UTF-8 (what a Postgres index entry can hold).
+   */
   readonly maxIdLength?: number;
   /**
    * Keep a SHA-256 fingerprint of each payload so that an id reused for different content
@@ -116,7 +120,6 @@ const KNOWN = new Set([
 ]);
 const ISOLATION_LEVELS = new Set<string>(['read committed', 'repeatable read', 'serializable']);
 export const DAY_MS = 24 * 60 * 60 * 1000;
-const ID_COLUMN_LIMIT = 10_000;
 
 export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<DB> {
   if (typeof options !== 'object' || options === null) {
@@ -146,6 +149,11 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
       'Expected `consumer` to be a non-empty string naming the consuming service, e.g. consumer: "payments.charges".',
     );
   }
+  if (Buffer.byteLength(options.consumer, 'utf8') > MAX_CONSUMER_BYTES || options.consumer.includes('\u0000')) {
+    throw new ConfigurationError(
+      `Expected \`consumer\` to be at most ${MAX_CONSUMER_BYTES} bytes of UTF-8 without NUL characters: it is half of every key in a Postgres index.`,
+    );
+  }
   const isolationLevel = options.isolationLevel ?? 'read committed';
   if (!ISOLATION_LEVELS.has(isolationLevel)) {
     throw new ConfigurationError(
@@ -159,7 +167,7 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
     tables: inboxTables(options.schema, options.table),
     isolationLevel,
     lockTimeoutMs: positiveInteger('lockTimeoutMs', options.lockTimeoutMs, 5000),
-    maxIdLength: positiveInteger('maxIdLength', options.maxIdLength, 255, ID_COLUMN_LIMIT),
+    maxIdLength: positiveInteger('maxIdLength', options.maxIdLength, 255, MAX_ID_BYTES),
     fingerprintPayloads: bool('fingerprintPayloads', options.fingerprintPayloads, true),
     storeResults: bool('storeResults', options.storeResults, true),
     duplicateFastPath: bool('duplicateFastPath', options.duplicateFastPath, false),

@@ -1,12 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import pRetry, { AbortError } from 'p-retry';
-import {
-  databaseFailure,
-  type FailureKind,
-  isLockTimeout,
-  isNonRetryable,
-  isTransientDatabaseError,
-} from './error-classification.js';
+import { classifyFailure, type FailureKind, isLockTimeout } from './error-classification.js';
 import {
   ConfigurationError,
   CrashLoopError,
@@ -40,10 +34,11 @@ import { compileClaimMessages } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
-import { compileClearAttempts, compileRecordAttempt } from './sql/record-attempt.js';
+import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
 import { compileRecordDeadLetter } from './sql/record-dead-letter.js';
 import { compileReleaseMessages } from './sql/release-messages.js';
 import { compileStoreResults, resultJson } from './sql/store-results.js';
+import { storableJson } from './storable.js';
 import { SuspectGate } from './suspect-gate.js';
 
 /** What a handler is told besides its transaction and message. */
@@ -92,6 +87,12 @@ export interface ProcessOptions {
    * without running. Adapters set this; the hot path never does.
    */
   readonly suspect?: boolean;
+  /**
+   * Called before each attempt (and before each pause between attempts ends): adapters
+   * heartbeat here and check that they still own the message. If it throws, the call
+   * rejects with that error and nothing is committed.
+   */
+  readonly beforeAttempt?: () => Promise<void> | void;
 }
 
 /** Options of {@link Inbox.processBatch} and {@link Inbox.processBulk}. */
@@ -143,20 +144,47 @@ interface Entry<M> {
   readonly message: M;
 }
 
+/** How one batch transaction ended (see {@link Inbox.processBatch}). */
+type BatchPass<R> =
+  /** Committed: every entry has its outcome. */
+  | { readonly kind: 'committed'; readonly outcomes: Map<number, ProcessOutcome<R>> }
+  /**
+   * The savepoint pass stopped at the first failing handler, `culprit` (a position in the
+   * entries): the entries before it committed with their outcomes; it and those after it
+   * were released and are to be run again.
+   */
+  | { readonly kind: 'prefix'; readonly outcomes: Map<number, ProcessOutcome<R>>; readonly culprit: number }
+  /** The optimistic pass was rolled back because a handler threw. */
+  | { readonly kind: 'handler_failed' }
+  /** Rolled back for a reason that is not a handler call's: to be narrowed down to the culprit. */
+  | { readonly kind: 'failed'; readonly error: Error }
+  /** Rolled back; nothing was decided (database gone, a key held by another delivery, lasting contention). */
+  | { readonly kind: 'retry_later'; readonly reason: RetryLaterReason; readonly error: Error };
+
+/** Runs the handlers of one batch pass, in entry order; records the culprit of a savepoint pass in `stop`. */
+type RunHandlers<DB, M, R> = (
+  trx: Transaction<DB>,
+  entries: readonly Entry<M>[],
+  timed: TimedHandlerCall,
+  stop: { culprit?: number },
+) => Promise<Map<number, R>>;
+
 /** Thrown inside an optimistic batch transaction to roll it back when one handler failed. */
 class OptimisticBatchFailed extends Error {}
 
-/** Errors in the batch's own statements that are to be handed back, not retried. */
-class BatchAbandoned extends Error {
-  readonly reason: RetryLaterReason;
-  readonly error: Error;
-
-  constructor(reason: RetryLaterReason, error: Error) {
-    super(error.message);
-    this.reason = reason;
+/** An adapter's `beforeMessage`/`beforeAttempt` failed: rolled back, and rethrown to the caller as it is. */
+class HookFailed extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('inboxkit: beforeMessage failed');
     this.error = error;
   }
 }
+
+/** How long lock contention is waited out in process before the message is handed back. */
+const CONTENTION_WAIT_MS = 10_000;
+/** How long the database has to answer the reachability probe. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 const SAVEPOINT = sql.raw('SAVEPOINT inboxkit_message');
 const RELEASE_SAVEPOINT = sql.raw('RELEASE SAVEPOINT inboxkit_message');
@@ -203,6 +231,7 @@ export class Inbox<DB> {
   readonly #releaseMessages;
   readonly #recordDeadLetter;
   readonly #recordAttempt;
+  readonly #uncountAttempt;
   readonly #clearAttempts;
   readonly #purge;
   readonly #purgeLock;
@@ -211,14 +240,15 @@ export class Inbox<DB> {
   constructor(config: InboxConfig<DB>) {
     this.config = config;
     this.#events = new InboxEmitter(config.logger);
-    const { tables, lockTimeoutMs } = config;
-    this.#claimMessage = compileClaimMessage(tables, lockTimeoutMs);
-    this.#claimMessages = compileClaimMessages(tables, lockTimeoutMs);
+    const { tables, lockTimeoutMs, handlerTimeoutMs } = config;
+    this.#claimMessage = compileClaimMessage(tables, lockTimeoutMs, handlerTimeoutMs);
+    this.#claimMessages = compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs);
     this.#readStored = compileReadStored(tables);
     this.#storeResults = compileStoreResults(tables);
     this.#releaseMessages = compileReleaseMessages(tables);
-    this.#recordDeadLetter = compileRecordDeadLetter(tables);
+    this.#recordDeadLetter = compileRecordDeadLetter(tables, lockTimeoutMs);
     this.#recordAttempt = compileRecordAttempt(tables);
+    this.#uncountAttempt = compileUncountAttempt(tables);
     this.#clearAttempts = compileClearAttempts(tables);
     this.#purge = compilePurgeExpired(tables);
     this.#purgeLock = compileTryPurgeLock();
@@ -240,7 +270,7 @@ export class Inbox<DB> {
   }
 
   // ---------------------------------------------------------------------------------------
-  // One message (DESIGN.md section 3)
+  // One message (docs/design.md, "The algorithm")
   // ---------------------------------------------------------------------------------------
 
   /**
@@ -250,12 +280,14 @@ export class Inbox<DB> {
    *    conflict. A key already there makes the message a duplicate (or a conflict, when
    *    its payload fingerprint differs) and the handler does not run.
    * 2. Run the handler with the transaction; store its result; `COMMIT`.
-   * 3. A handler error rolls everything back; transient errors are retried with backoff,
-   *    each attempt a new transaction; permanent ones and exhausted retries come back as
-   *    `dead_letter`. An unreachable database comes back as `retry_later`, never as done.
+   * 3. A handler error rolls everything back; failed attempts are retried with backoff,
+   *    each a new transaction; permanent errors and exhausted retries come back as
+   *    `dead_letter`. Lock contention is waited out without spending retries. A database
+   *    that does not answer gives `retry_later`, never a verdict.
    *
    * Never throws for a message's sake: every outcome is a value. Only the caller's own
-   * programming errors (a handler that is not a function) throw.
+   * programming errors (a handler that is not a function) and a throwing `beforeAttempt`
+   * reject.
    */
   async process<M extends InboxMessage, R>(
     message: M,
@@ -282,10 +314,18 @@ export class Inbox<DB> {
     }
     try {
       if (suspect || this.config.duplicateFastPath) {
-        const early = await this.#lookUpFirst(id, hash, suspect);
+        const early = await this.#lookUpFirst(id, hash);
         if (early !== undefined) return early;
       }
-      const outcome = await this.#processWithRetries(message, id, hash, handler, suspect);
+      let counted = false;
+      if (suspect) {
+        const verdict = await this.#countSuspect(id, hash);
+        if (verdict !== 'counted' && verdict !== 'not_counted') return verdict;
+        counted = verdict === 'counted';
+      }
+      const outcome = await this.#processWithRetries(message, id, hash, handler, suspect, options.beforeAttempt);
+      // The process is alive to see this outcome, so the attempt did not crash it.
+      if (counted && outcome.status === 'retry_later') await this.#uncount(id);
       if (outcome.status === 'processed') {
         this.#events.emit('processed', {
           consumer: this.consumer,
@@ -316,21 +356,14 @@ export class Inbox<DB> {
       .setIsolationLevel(isolationLevel)
       .execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
-        let pid: number | undefined;
-        try {
-          pid = await this.#claimMessage(runner, consumer, id, hash);
-        } catch (error) {
-          if (isLockTimeout(error)) throw new LockTimeoutError(id, this.config.lockTimeoutMs, { cause: error });
-          throw error;
-        }
-        if (pid === undefined) {
+        if (!(await this.#claim(runner, id, hash))) {
           const stored = (await this.#readStored(runner, consumer, [id])).get(id);
           if (stored === undefined) {
             throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
           }
           return this.#fromStored(id, hash, stored);
         }
-        const result = await runTimed(this.#timedCall(id, pid), (signal) =>
+        const result = await runTimed(this.#timedCall(id), (signal) =>
           handler(trx, message, { attempt, consumer, signal }),
         );
         if (suspect) await this.#clearAttempts(runner, consumer, id);
@@ -342,16 +375,32 @@ export class Inbox<DB> {
       });
   }
 
-  /** Attempts with p-retry until processed, duplicate, conflict, dead-lettered or handed back. */
+  /** The claim; its own lock timeout becomes a {@link LockTimeoutError}. */
+  async #claim(runner: QueryRunner, id: string, hash: Buffer | null): Promise<boolean> {
+    try {
+      return await this.#claimMessage(runner, this.consumer, id, hash);
+    } catch (error) {
+      if (isLockTimeout(error)) throw new LockTimeoutError(id, this.config.lockTimeoutMs, { cause: error });
+      throw error;
+    }
+  }
+
+  /**
+   * Attempts with p-retry until processed, duplicate, conflict, dead-lettered or handed
+   * back. Lock contention is waited out inside one p-retry attempt, so it does not spend
+   * the retry budget; past {@link CONTENTION_WAIT_MS} the message is handed back.
+   */
   async #processWithRetries<M extends InboxMessage, R>(
     message: M,
     id: string,
     hash: Buffer | null,
     handler: MessageHandler<DB, M, R>,
     suspect: boolean,
+    beforeAttempt: (() => Promise<void> | void) | undefined,
   ): Promise<ProcessOutcome<R>> {
     const policy = this.config.retry;
     const firstSeenAt = new Date();
+    const contentionDeadline = performance.now() + Math.max(CONTENTION_WAIT_MS, 2 * this.config.lockTimeoutMs);
     let attempts = 0;
     let lastKind = 'transient' as FailureKind;
     let lastError: Error | undefined;
@@ -360,14 +409,21 @@ export class Inbox<DB> {
       const outcome = await pRetry(
         async (attemptNumber) => {
           attempts = attemptNumber;
-          try {
-            return await this.#attempt(message, id, hash, handler, attemptNumber, suspect);
-          } catch (thrown) {
-            const error = toError(thrown);
-            lastError = error;
-            lastKind = await this.#classify(error);
-            if (lastKind !== 'transient') throw new AbortError(error);
-            throw error;
+          for (let wait = 0; ; wait++) {
+            await this.#hook(beforeAttempt);
+            try {
+              return await this.#attempt(message, id, hash, handler, attemptNumber, suspect);
+            } catch (thrown) {
+              const error = toError(thrown);
+              lastError = error;
+              lastKind = await this.#classify(error);
+              if (lastKind === 'contention' && performance.now() < contentionDeadline) {
+                await delay(this.#contentionPause(wait));
+                continue;
+              }
+              if (lastKind !== 'transient') throw new AbortError(error);
+              throw error;
+            }
           }
         },
         {
@@ -398,16 +454,13 @@ export class Inbox<DB> {
       if (outcome.status === 'conflict') this.#events.emit('conflict', { consumer: this.consumer, messageId: id });
       return outcome;
     } catch (thrown) {
+      if (thrown instanceof HookFailed) throw thrown.error;
       const error = lastError ?? toError(thrown);
       switch (lastKind) {
         case 'unavailable':
-          return this.#retryLater(
-            id,
-            'database_unavailable',
-            new DatabaseUnavailableError(`Postgres is unavailable: ${error.message}`, { cause: error }),
-            attempts,
-          );
+          return this.#retryLater(id, 'database_unavailable', unavailable(error), attempts);
         case 'lock_timeout':
+        case 'contention':
           return this.#retryLater(id, 'lock_timeout', error, attempts);
         case 'permanent':
           return this.#deadLetter(id, 'non_retryable', error, attempts, firstSeenAt);
@@ -424,44 +477,76 @@ export class Inbox<DB> {
   }
 
   /**
-   * The read before the transaction that DESIGN.md allows as a fast path: a key already
-   * stored is a duplicate (or a conflict) without a transaction. Used by suspects and by
-   * `duplicateFastPath`. A suspect not found then has its attempt counted and committed
-   * before the handler runs; past the limit it is dead-lettered without running.
+   * The read before the transaction that the algorithm allows as a fast path: a key
+   * already stored is a duplicate (or a conflict) without a transaction. Used by suspects
+   * and by `duplicateFastPath`.
    */
-  async #lookUpFirst(id: string, hash: Buffer | null, suspect: boolean): Promise<ProcessOutcome<never> | undefined> {
-    const { db, consumer, crashLoopLimit } = this.config;
-    const runner = db as unknown as QueryRunner;
+  async #lookUpFirst(id: string, hash: Buffer | null): Promise<ProcessOutcome<never> | undefined> {
+    const { db, consumer } = this.config;
     try {
-      const stored = (await this.#readStored(runner, consumer, [id])).get(id);
-      if (stored !== undefined) {
-        const outcome = this.#fromStored(id, hash, stored);
-        if (outcome.status === 'duplicate') this.#emitDuplicate(outcome);
-        else this.#events.emit('conflict', { consumer, messageId: id });
-        return outcome;
-      }
-      if (!suspect) return undefined;
-      const { attempts, firstAttemptAt } = await this.#recordAttempt(runner, consumer, id);
-      if (attempts > crashLoopLimit) {
-        return this.#deadLetter(id, 'crash_loop', new CrashLoopError(id, attempts - 1), attempts - 1, firstAttemptAt);
-      }
-      return undefined;
+      const stored = (await this.#readStored(db as unknown as QueryRunner, consumer, [id])).get(id);
+      if (stored === undefined) return undefined;
+      const outcome = this.#fromStored(id, hash, stored);
+      if (outcome.status === 'duplicate') this.#emitDuplicate(outcome);
+      else this.#events.emit('conflict', { consumer, messageId: id });
+      return outcome;
     } catch (thrown) {
       const error = toError(thrown);
       if ((await this.#classify(error)) === 'unavailable') {
-        return this.#retryLater(
-          id,
-          'database_unavailable',
-          new DatabaseUnavailableError(`Postgres is unavailable: ${error.message}`, { cause: error }),
-          0,
-        );
+        return this.#retryLater(id, 'database_unavailable', unavailable(error), 0);
       }
-      throw error;
+      // The transaction that follows decides, with the retry policy.
+      return undefined;
+    }
+  }
+
+  /**
+   * Crash-loop protection for a suspect: its attempt is counted and committed *before*
+   * the handler runs, so the count survives the process dying, but only once its claim
+   * went through: a key held by another delivery (a Kafka partition's former owner, a
+   * requeue on another RabbitMQ consumer) is waited on and never counted as a crash. The
+   * claim is made in a savepoint and rolled back, so the key is free again for the
+   * attempt that follows; an attempt that then does not run is taken back
+   * ({@link #uncount}). Past `crashLoopLimit` the message is dead-lettered unrun.
+   */
+  async #countSuspect(id: string, hash: Buffer | null): Promise<'counted' | 'not_counted' | ProcessOutcome<never>> {
+    const { db, consumer, crashLoopLimit } = this.config;
+    let verdict: 'counted' | 'not_counted' | { attempts: number; firstAttemptAt: Date };
+    try {
+      verdict = await db.transaction().execute(async (trx) => {
+        const runner = trx as unknown as QueryRunner;
+        await SAVEPOINT.execute(trx);
+        if (!(await this.#claim(runner, id, hash))) return 'not_counted';
+        await ROLLBACK_TO_SAVEPOINT.execute(trx);
+        const counted = await this.#recordAttempt(runner, consumer, id);
+        return counted.attempts > crashLoopLimit ? counted : 'counted';
+      });
+    } catch (thrown) {
+      const error = toError(thrown);
+      const kind = await this.#classify(error);
+      if (kind === 'unavailable') return this.#retryLater(id, 'database_unavailable', unavailable(error), 0);
+      if (kind === 'lock_timeout' || kind === 'contention') return this.#retryLater(id, 'lock_timeout', error, 0);
+      return 'not_counted';
+    }
+    if (typeof verdict === 'string') return verdict;
+    const crashes = verdict.attempts - 1;
+    return this.#deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, verdict.firstAttemptAt);
+  }
+
+  /** Takes back a suspect's counted attempt (best effort: a failure leaves one count too many). */
+  async #uncount(id: string): Promise<void> {
+    try {
+      await this.#uncountAttempt(this.config.db as unknown as QueryRunner, this.consumer, id);
+    } catch (error) {
+      this.config.logger.warn(
+        { consumer: this.consumer, messageId: id, err: error },
+        'inboxkit: could not take back a crash-loop attempt that did not run',
+      );
     }
   }
 
   // ---------------------------------------------------------------------------------------
-  // Many messages in one transaction (DESIGN.md sections 6 and 8)
+  // Many messages in one transaction (docs/design.md, "Batches")
   // ---------------------------------------------------------------------------------------
 
   /**
@@ -469,10 +554,12 @@ export class Inbox<DB> {
    *
    * All keys are claimed in one statement; duplicates (also within the batch: the first
    * occurrence runs) are set aside before any handler runs. Handlers run without
-   * savepoints while they succeed; when one fails, the transaction is rolled back and run
-   * again with a savepoint around each message, so the failing ones are set aside without
-   * undoing the others. Those then go through {@link process} one by one, with the retry
-   * policy, and end processed or dead-lettered.
+   * savepoints while they succeed. When one fails, the transaction is rolled back and run
+   * again with a savepoint around each message up to the first that fails: the messages
+   * before it commit, it goes through {@link process} alone (with the retry policy), and
+   * the rest of the batch follows, so effects commit in the order of the messages. A
+   * failure that is no handler call's (a result that cannot be stored, a failing commit)
+   * runs the rest one message at a time, so the culprit settles alone.
    */
   async processBatch<M extends InboxMessage, R>(
     messages: readonly M[],
@@ -482,15 +569,13 @@ export class Inbox<DB> {
     if (typeof handler !== 'function') {
       throw new ConfigurationError('inbox.processBatch(messages, handler): `handler` must be a function.');
     }
-    return this.#runBatch(messages, handler, async (trx, entries, timed, savepoints, failed) => {
-      if (savepoints) return this.#savepointPass(trx, entries, timed, handler, options, failed);
+    return this.#runBatch(messages, handler, options, async (trx, entries, timed) => {
       const results = new Map<number, R>();
       for (const entry of entries) {
-        await options.beforeMessage?.();
+        await this.#hook(options.beforeMessage);
         try {
           results.set(entry.index, await timed(entry.id, (context) => handler(trx, entry.message, context)));
-        } catch (error) {
-          failed.set(entry.index, toError(error));
+        } catch {
           throw new OptimisticBatchFailed();
         }
       }
@@ -501,9 +586,9 @@ export class Inbox<DB> {
   /**
    * Processes a batch in one transaction with one handler call for all its new messages,
    * so the handler can write them in bulk (one `INSERT ... SELECT FROM unnest(...)`): the
-   * fastest shape. If the bulk handler fails, the batch falls back to one handler call per
-   * message (each with a one-message array, inside a savepoint) to find the culprits,
-   * which then go through {@link process} with the retry policy.
+   * fastest shape. If the bulk handler fails, the batch is run again one message at a
+   * time (each a one-message array inside a savepoint) up to the first that fails, exactly
+   * as {@link processBatch} does.
    */
   async processBulk<M extends InboxMessage, R>(
     messages: readonly M[],
@@ -517,11 +602,8 @@ export class Inbox<DB> {
       const results = await handler(trx, [message], context);
       return results?.[0] as R;
     };
-    return this.#runBatch(messages, single, async (trx, entries, timed, savepoints, failed) => {
-      if (savepoints) {
-        return this.#savepointPass(trx, entries, timed, single, options, failed);
-      }
-      await options.beforeMessage?.();
+    return this.#runBatch(messages, single, options, async (trx, entries, timed) => {
+      await this.#hook(options.beforeMessage);
       const results = new Map<number, R>();
       let returned: readonly R[] | undefined | void;
       try {
@@ -532,9 +614,7 @@ export class Inbox<DB> {
             context,
           ),
         );
-      } catch (error) {
-        const first = entries[0];
-        if (first !== undefined) failed.set(first.index, toError(error));
+      } catch {
         throw new OptimisticBatchFailed();
       }
       if (returned !== undefined && returned !== null) {
@@ -546,46 +626,12 @@ export class Inbox<DB> {
     });
   }
 
-  /**
-   * The second pass of a batch whose optimistic pass failed: one message at a time, each
-   * inside a savepoint, so a failing handler is rolled back alone. A database failure
-   * still abandons the whole batch.
-   */
-  async #savepointPass<M extends InboxMessage, R>(
-    trx: Transaction<DB>,
-    entries: readonly Entry<M>[],
-    timed: TimedHandlerCall,
-    single: MessageHandler<DB, M, R>,
-    options: BatchOptions,
-    failed: Map<number, Error>,
-  ): Promise<Map<number, R>> {
-    const results = new Map<number, R>();
-    for (const entry of entries) {
-      await options.beforeMessage?.();
-      await SAVEPOINT.execute(trx);
-      try {
-        results.set(entry.index, await timed(entry.id, (context) => single(trx, entry.message, context)));
-        await RELEASE_SAVEPOINT.execute(trx);
-      } catch (error) {
-        if (databaseFailure(error) === 'database') throw error;
-        await ROLLBACK_TO_SAVEPOINT.execute(trx);
-        failed.set(entry.index, toError(error));
-      }
-    }
-    return results;
-  }
-
   /** The batch algorithm shared by both handler shapes. */
   async #runBatch<M extends InboxMessage, R>(
     messages: readonly M[],
     single: MessageHandler<DB, M, R>,
-    runHandlers: (
-      trx: Transaction<DB>,
-      entries: readonly Entry<M>[],
-      timed: TimedHandlerCall,
-      savepoints: boolean,
-      failed: Map<number, Error>,
-    ) => Promise<Map<number, R>>,
+    options: BatchOptions,
+    optimistic: RunHandlers<DB, M, R>,
   ): Promise<BatchResult<R>> {
     if (!Array.isArray(messages)) {
       throw new ConfigurationError('inbox.processBatch(messages, ...): `messages` must be an array.');
@@ -618,35 +664,40 @@ export class Inbox<DB> {
       }
     });
 
-    const waiting = this.#gate.enterShared();
-    if (waiting !== undefined) await waiting;
-    let setAside: Entry<M>[] = [];
-    try {
-      // 2. Optimistic pass; on a handler failure, a second pass with savepoints.
-      if (entries.length > 0) {
-        try {
-          let pass = await this.#batchTransaction(entries, runHandlers, false);
-          if (pass === 'handler_failed') pass = await this.#batchTransaction(entries, runHandlers, true);
-          if (pass === 'handler_failed') throw new Error('inboxkit: savepoint pass reported an optimistic failure');
-          for (const [index, outcome] of pass.outcomes) outcomes[index] = outcome;
-          setAside = entries.filter((entry) => pass.failed.has(entry.index));
-        } catch (error) {
-          if (!(error instanceof BatchAbandoned)) throw error;
-          for (const entry of entries) {
-            outcomes[entry.index] = this.#retryLater(entry.id, error.reason, error.error, 0);
-          }
-        }
+    // 2. Optimistic passes; a failing handler is found with savepoints and settled alone,
+    //    in order; a failure outside the handlers settles the rest one at a time.
+    const savepoints: RunHandlers<DB, M, R> = (trx, pass, timed, stop) =>
+      this.#savepointPass(trx, pass, timed, single, options, stop);
+    const alone = (entry: Entry<M>) => this.process(entry.message, single, { beforeAttempt: options.beforeMessage });
+    let rest: readonly Entry<M>[] = entries;
+    while (rest.length > 0) {
+      let pass = await this.#batchPass(rest, optimistic);
+      if (pass.kind === 'handler_failed') pass = await this.#batchPass(rest, savepoints);
+      if (pass.kind === 'committed' || pass.kind === 'prefix') {
+        for (const [index, outcome] of pass.outcomes) outcomes[index] = outcome;
       }
-    } finally {
-      this.#gate.leaveShared();
+      if (pass.kind === 'committed') break;
+      if (pass.kind === 'retry_later') {
+        for (const entry of rest) outcomes[entry.index] = this.#retryLater(entry.id, pass.reason, pass.error, 0);
+        break;
+      }
+      const culprit = pass.kind === 'prefix' ? pass.culprit : 0;
+      const settleAlone = pass.kind === 'prefix' ? rest.slice(culprit, culprit + 1) : rest;
+      let handedBack: ProcessOutcome<R> | undefined;
+      for (const entry of settleAlone) {
+        const outcome = handedBack ?? (await alone(entry));
+        outcomes[entry.index] = outcome;
+        // What follows a message handed back must not commit before it.
+        if (outcome.status === 'retry_later') handedBack = outcome;
+      }
+      rest = pass.kind === 'prefix' ? rest.slice(culprit + 1) : [];
+      if (handedBack !== undefined) {
+        for (const entry of rest) outcomes[entry.index] = handedBack;
+        break;
+      }
     }
 
-    // 3. Messages whose handler failed go through the single-message path and its retries.
-    for (const entry of setAside) {
-      outcomes[entry.index] = await this.process(entry.message, single);
-    }
-
-    // 4. A copy of an id within the batch follows its first occurrence.
+    // 3. A copy of an id within the batch follows its first occurrence.
     for (const { index, of } of copies) {
       outcomes[index] = this.#copyOutcome(outcomes[of.index] as ProcessOutcome<R>, of.id);
     }
@@ -654,27 +705,56 @@ export class Inbox<DB> {
   }
 
   /**
-   * One batch transaction. Returns `'handler_failed'` when an optimistic pass was rolled
-   * back because a handler threw; throws {@link BatchAbandoned} when the database is gone
-   * or a key stayed locked.
+   * The pass that finds the first failing handler: one message at a time, each inside a
+   * savepoint. At the first failure its savepoint is rolled back and the pass stops
+   * there (`stop.culprit`); the messages before it commit. A savepoint that cannot be
+   * rolled back (the connection is gone) fails the whole pass with the handler's error.
    */
-  async #batchTransaction<M extends InboxMessage, R>(
+  async #savepointPass<M extends InboxMessage, R>(
+    trx: Transaction<DB>,
     entries: readonly Entry<M>[],
-    runHandlers: (
-      trx: Transaction<DB>,
-      entries: readonly Entry<M>[],
-      timed: TimedHandlerCall,
-      savepoints: boolean,
-      failed: Map<number, Error>,
-    ) => Promise<Map<number, R>>,
-    savepoints: boolean,
-  ): Promise<'handler_failed' | { outcomes: Map<number, ProcessOutcome<R>>; failed: Map<number, Error> }> {
-    const { db, consumer, isolationLevel, storeResults, retry } = this.config;
+    timed: TimedHandlerCall,
+    single: MessageHandler<DB, M, R>,
+    options: BatchOptions,
+    stop: { culprit?: number },
+  ): Promise<Map<number, R>> {
+    const results = new Map<number, R>();
+    for (const [position, entry] of entries.entries()) {
+      await this.#hook(options.beforeMessage);
+      await SAVEPOINT.execute(trx);
+      try {
+        results.set(entry.index, await timed(entry.id, (context) => single(trx, entry.message, context)));
+        await RELEASE_SAVEPOINT.execute(trx);
+      } catch (error) {
+        try {
+          await ROLLBACK_TO_SAVEPOINT.execute(trx);
+        } catch {
+          throw error;
+        }
+        stop.culprit = position;
+        return results;
+      }
+    }
+    return results;
+  }
+
+  /**
+   * One batch transaction: claim every key in one statement, run the handlers over the
+   * new ones, store results, commit. A savepoint pass that stopped at a culprit releases
+   * the keys from the culprit on and commits the rest. Lock contention in our own
+   * statements is waited out; other failures are sorted into a {@link BatchPass}.
+   */
+  async #batchPass<M extends InboxMessage, R>(
+    entries: readonly Entry<M>[],
+    runHandlers: RunHandlers<DB, M, R>,
+  ): Promise<BatchPass<R>> {
+    const { db, consumer, isolationLevel, storeResults, lockTimeoutMs } = this.config;
     const ids = entries.map((entry) => entry.id);
     const hashes = entries.map((entry) => entry.hash);
-    for (let attempt = 1; ; attempt++) {
-      const failed = new Map<number, Error>();
+    const contentionDeadline = performance.now() + Math.max(CONTENTION_WAIT_MS, 2 * lockTimeoutMs);
+    for (let wait = 0; ; wait++) {
       const outcomes = new Map<number, ProcessOutcome<R>>();
+      const stop: { culprit?: number } = {};
       try {
         await db
           .transaction()
@@ -682,56 +762,46 @@ export class Inbox<DB> {
           .execute(async (trx) => {
             const runner = trx as unknown as QueryRunner;
             let claimed: Set<string>;
-            let pid: number | undefined;
             try {
-              ({ claimed, pid } = await this.#claimMessages(runner, consumer, ids, hashes));
+              claimed = await this.#claimMessages(runner, consumer, ids, hashes);
             } catch (error) {
-              if (isLockTimeout(error)) {
-                throw new BatchAbandoned(
-                  'lock_timeout',
-                  new LockTimeoutError(ids[0] ?? '', this.config.lockTimeoutMs, { cause: error }),
-                );
-              }
+              if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
               throw error;
             }
             const fresh = entries.filter((entry) => claimed.has(entry.id));
-            if (fresh.length < entries.length) {
-              const others = entries.filter((entry) => !claimed.has(entry.id));
-              const stored = await this.#readStored(
+            const stored =
+              fresh.length < entries.length
+                ? await this.#readStored(
+                    runner,
+                    consumer,
+                    entries.filter((entry) => !claimed.has(entry.id)).map((entry) => entry.id),
+                  )
+                : new Map<string, StoredRow>();
+            const results =
+              fresh.length === 0 ? new Map<number, R>() : await runHandlers(trx, fresh, this.#timedHandler(), stop);
+            // The culprit of a savepoint pass and the fresh messages after it are not done.
+            const culpritEntry = stop.culprit === undefined ? undefined : fresh[stop.culprit];
+            const cut = culpritEntry === undefined ? entries.length : entries.indexOf(culpritEntry);
+            const undone = fresh.slice(stop.culprit ?? fresh.length);
+            if (undone.length > 0)
+              await this.#releaseMessages(
                 runner,
                 consumer,
-                others.map((entry) => entry.id),
+                undone.map((entry) => entry.id),
               );
-              for (const entry of others) {
+            const storedIds: string[] = [];
+            const storedJson: string[] = [];
+            for (const entry of entries.slice(0, cut)) {
+              if (!claimed.has(entry.id)) {
                 const row = stored.get(entry.id);
                 outcomes.set(
                   entry.index,
                   row === undefined
-                    ? this.#retryLater(
-                        entry.id,
-                        'lock_timeout',
-                        new LockTimeoutError(entry.id, this.config.lockTimeoutMs),
-                        0,
-                      )
+                    ? this.#retryLater(entry.id, 'lock_timeout', new LockTimeoutError(entry.id, lockTimeoutMs), 0)
                     : this.#fromStored(entry.id, entry.hash, row),
                 );
+                continue;
               }
-            }
-            if (fresh.length === 0) return;
-            const timed: TimedHandlerCall = (messageId, call) =>
-              runTimed(this.#timedCall(messageId, pid), (signal) => call({ attempt: 1, consumer, signal }));
-            const results = await runHandlers(trx, fresh, timed, savepoints, failed);
-            if (failed.size > 0) {
-              await this.#releaseMessages(
-                runner,
-                consumer,
-                fresh.filter((entry) => failed.has(entry.index)).map((entry) => entry.id),
-              );
-            }
-            const storedIds: string[] = [];
-            const storedJson: string[] = [];
-            for (const entry of fresh) {
-              if (failed.has(entry.index)) continue;
               const result = results.get(entry.index) as R;
               outcomes.set(entry.index, { status: 'processed', messageId: entry.id, result, attempts: 1 });
               if (storeResults) {
@@ -743,36 +813,37 @@ export class Inbox<DB> {
               }
             }
             if (storedIds.length > 0) await this.#storeResults(runner, consumer, storedIds, storedJson);
+            if (culpritEntry !== undefined) stop.culprit = cut;
           });
-      } catch (error) {
-        if (error instanceof OptimisticBatchFailed) return 'handler_failed';
-        if (error instanceof BatchAbandoned) throw error;
-        const kind = databaseFailure(error);
-        if (kind !== undefined) {
-          throw new BatchAbandoned(
-            'database_unavailable',
-            new DatabaseUnavailableError(`Postgres is unavailable: ${toError(error).message}`, { cause: error }),
-          );
-        }
-        if (isTransientDatabaseError(error) && attempt <= retry.retries) {
-          await delay(Math.min(retry.minTimeout * 2 ** (attempt - 1), retry.maxTimeout));
+      } catch (thrown) {
+        if (thrown instanceof OptimisticBatchFailed) return { kind: 'handler_failed' };
+        if (thrown instanceof HookFailed) throw thrown.error;
+        const error = toError(thrown);
+        const kind = await this.#classify(error);
+        if (kind === 'contention' && performance.now() < contentionDeadline) {
+          await delay(this.#contentionPause(wait));
           continue;
         }
-        throw error;
+        if (kind === 'unavailable')
+          return { kind: 'retry_later', reason: 'database_unavailable', error: unavailable(error) };
+        if (kind === 'lock_timeout' || kind === 'contention')
+          return { kind: 'retry_later', reason: 'lock_timeout', error };
+        return { kind: 'failed', error };
       }
-      for (const outcome of outcomes.values()) {
-        if (outcome.status === 'processed') {
-          this.#events.emit('processed', {
-            consumer,
-            messageId: outcome.messageId,
-            attempts: 1,
-            durationMs: 0,
-          });
-        } else if (outcome.status === 'duplicate') this.#emitDuplicate(outcome);
-        else if (outcome.status === 'conflict')
-          this.#events.emit('conflict', { consumer, messageId: outcome.messageId });
-      }
-      return { outcomes, failed };
+      this.#emitBatchOutcomes(outcomes);
+      return stop.culprit === undefined
+        ? { kind: 'committed', outcomes }
+        : { kind: 'prefix', outcomes, culprit: stop.culprit };
+    }
+  }
+
+  #emitBatchOutcomes(outcomes: Map<number, ProcessOutcome<unknown>>): void {
+    const { consumer } = this;
+    for (const outcome of outcomes.values()) {
+      if (outcome.status === 'processed') {
+        this.#events.emit('processed', { consumer, messageId: outcome.messageId, attempts: 1, durationMs: 0 });
+      } else if (outcome.status === 'duplicate') this.#emitDuplicate(outcome);
+      else if (outcome.status === 'conflict') this.#events.emit('conflict', { consumer, messageId: outcome.messageId });
     }
   }
 
@@ -783,14 +854,27 @@ export class Inbox<DB> {
   /**
    * Records a dead-lettered message so that a redelivery is acked as a duplicate instead
    * of being dead-lettered again. Call it after the dead-letter publish was confirmed and
-   * before acking. Nothing is recorded for a message without a valid id or for a conflict
-   * (its key already holds the first content).
+   * before acking. Nothing is recorded for a message without a valid id (one that could
+   * not be a key: none, too long, holding NUL) or for a conflict (its key already holds
+   * the first content). Error details are stored with NUL and lone surrogates replaced,
+   * since Postgres cannot hold them.
    *
-   * @throws {DatabaseUnavailableError} when Postgres cannot be reached: do not ack then.
+   * Only an unreachable database makes it throw: the message is already in the
+   * dead-letter destination, so any other failure (a key held by another delivery past
+   * `lockTimeoutMs`, say) is logged and the caller may ack; a redelivery of the same id
+   * would then be handled again, never lost.
+   *
+   * @throws {DatabaseUnavailableError} when Postgres does not answer: do not ack then.
    */
   async recordDeadLetter(message: InboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): Promise<void> {
     if (outcome.status === 'conflict' || outcome.messageId === undefined) return;
-    const detail = JSON.stringify({
+    const id = outcome.messageId;
+    try {
+      checkMessageId(id, this.config.maxIdLength);
+    } catch {
+      return;
+    }
+    const detail = storableJson({
       reason: outcome.reason,
       attempts: outcome.attempts,
       error: {
@@ -802,23 +886,19 @@ export class Inbox<DB> {
     });
     let hash: Buffer | null = null;
     try {
-      hash = this.#fingerprint(checkPayload(message.payload, outcome.messageId));
+      hash = this.#fingerprint(checkPayload(message.payload, id));
     } catch {
       hash = null;
     }
     try {
-      await this.#recordDeadLetter(
-        this.config.db as unknown as QueryRunner,
-        this.consumer,
-        outcome.messageId,
-        hash,
-        detail,
+      await this.#recordDeadLetter(this.config.db as unknown as QueryRunner, this.consumer, id, hash, detail);
+    } catch (thrown) {
+      const error = toError(thrown);
+      if ((await this.#classify(error)) === 'unavailable') throw unavailable(error);
+      this.config.logger.warn(
+        { consumer: this.consumer, messageId: id, err: error },
+        'inboxkit: dead letter published but not recorded; a redelivery of the same id would be handled again',
       );
-    } catch (error) {
-      if (databaseFailure(error) !== undefined) {
-        throw new DatabaseUnavailableError(`Postgres is unavailable: ${toError(error).message}`, { cause: error });
-      }
-      throw error;
     }
   }
 
@@ -877,10 +957,33 @@ export class Inbox<DB> {
   // Helpers
   // ---------------------------------------------------------------------------------------
 
-  /** What {@link runTimed} needs for one handler call on the connection `pid`. */
-  #timedCall(messageId: string, pid: number | undefined): TimedCall {
-    const { handlerTimeoutMs, db, logger } = this.config;
-    return { timeoutMs: handlerTimeoutMs, messageId, pid, db: db as unknown as QueryRunner, logger };
+  /** Runs one handler call under `handlerTimeoutMs`. */
+  #timedCall(messageId: string): TimedCall {
+    return { timeoutMs: this.config.handlerTimeoutMs, messageId };
+  }
+
+  /** The timed call of a batch's handlers, with their context. */
+  #timedHandler(): TimedHandlerCall {
+    const { consumer } = this;
+    return (messageId, call) =>
+      runTimed(this.#timedCall(messageId), (signal) => call({ attempt: 1, consumer, signal }));
+  }
+
+  /** Runs an adapter's hook; its failure is marked so that it reaches the caller as it is. */
+  async #hook(hook: (() => Promise<void> | void) | undefined): Promise<void> {
+    if (hook === undefined) return;
+    try {
+      await hook();
+    } catch (error) {
+      throw new HookFailed(error);
+    }
+  }
+
+  /** The pause before contention is tried again: the policy's backoff, never under 10 ms. */
+  #contentionPause(wait: number): number {
+    const { minTimeout, maxTimeout, randomize } = this.config.retry;
+    const base = Math.max(10, Math.min(minTimeout * 2 ** wait, maxTimeout));
+    return randomize ? base * (1 + Math.random()) : base;
   }
 
   #fingerprint(payload: InboxMessage['payload']): Buffer | null {
@@ -969,25 +1072,25 @@ export class Inbox<DB> {
     return { status: 'retry_later', messageId, reason, error, attempts };
   }
 
-  /**
-   * Sorts a failure. A socket error raised by the handler may come from its own call to
-   * another service rather than from Postgres: the database is probed to tell them apart.
-   */
-  async #classify(error: Error): Promise<FailureKind> {
-    if (error instanceof LockTimeoutError) return 'lock_timeout';
-    const failure = databaseFailure(error);
-    if (failure === 'database') return 'unavailable';
-    if (failure === 'socket') return (await this.#databaseReachable()) ? 'transient' : 'unavailable';
-    if (isNonRetryable(error, this.config.retry)) return 'permanent';
-    return 'transient';
+  /** Sorts a failure; whether the database is gone is asked of the database (see {@link classifyFailure}). */
+  #classify(error: Error): Promise<FailureKind> {
+    return classifyFailure(error, this.config.retry, () => this.#databaseReachable());
   }
 
+  /** True when Postgres answers `SELECT 1` within {@link PROBE_TIMEOUT_MS}. */
   async #databaseReachable(): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await PROBE.execute(this.config.db);
-      return true;
+      return await Promise.race([
+        PROBE.execute(this.config.db).then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
+        }),
+      ]);
     } catch {
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 }
@@ -999,4 +1102,10 @@ function messageIdOf(error: unknown): string | undefined {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function unavailable(error: Error): DatabaseUnavailableError {
+  return error instanceof DatabaseUnavailableError
+    ? error
+    : new DatabaseUnavailableError(`Postgres is unavailable: ${error.message}`, { cause: error });
 }

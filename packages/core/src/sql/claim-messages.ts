@@ -1,4 +1,5 @@
 import type { InboxTables } from '../identifiers.js';
+import { transactionSettings } from './claim-message.js';
 import { type QueryRunner, raw } from './executor.js';
 
 /**
@@ -7,29 +8,28 @@ import { type QueryRunner, raw } from './executor.js';
  *
  * Keys are inserted in id order so that two batches sharing keys lock them in the same
  * order and cannot deadlock each other. Returns the ids this transaction now owns (the
- * others were already there, or committed by a transaction we waited for) and the
- * connection's backend pid.
+ * others were already there, or committed by a transaction we waited for).
  *
  * Unlike the single claim, `set_config` stays in a `FROM` subquery here: in the `WHERE`
  * clause of a query over `unnest(...)` it would be a filter run once per row, and the
  * subquery's planning is paid once per batch.
  */
-export function compileClaimMessages(tables: InboxTables, lockTimeoutMs: number) {
+export function compileClaimMessages(tables: InboxTables, lockTimeoutMs: number, handlerTimeoutMs: number | undefined) {
   const text = `INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash)
 SELECT $1::text, k.id, k.hash
 FROM unnest($2::text[], $3::bytea[]) AS k(id, hash),
-     (SELECT set_config('lock_timeout', '${lockTimeoutMs}ms', true)) AS settings
+     (SELECT ${transactionSettings(lockTimeoutMs, handlerTimeoutMs).join(', ')}) AS settings
 ORDER BY k.id
 ON CONFLICT (consumer, message_id) DO NOTHING
-RETURNING message_id, pg_backend_pid() AS pid`;
+RETURNING message_id`;
 
   return async function claimMessages(
     trx: QueryRunner,
     consumer: string,
     ids: readonly string[],
     hashes: readonly (Buffer | null)[],
-  ): Promise<{ claimed: Set<string>; pid: number | undefined }> {
-    const { rows } = await trx.executeQuery(raw<{ message_id: string; pid: number }>(text, [consumer, ids, hashes]));
-    return { claimed: new Set(rows.map((row) => row.message_id)), pid: rows[0]?.pid };
+  ): Promise<Set<string>> {
+    const { rows } = await trx.executeQuery(raw<{ message_id: string }>(text, [consumer, ids, hashes]));
+    return new Set(rows.map((row) => row.message_id));
   };
 }

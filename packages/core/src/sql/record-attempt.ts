@@ -35,3 +35,16 @@ export function compileClearAttempts(tables: InboxTables) {
     await trx.executeQuery(raw(text, [consumer, messageId]));
   };
 }
+
+/**
+ * Takes back an attempt counted for a suspect that then did not run because another
+ * delivery held its key: only a real crash may count (docs/design.md, "Liveness").
+ */
+export function compileUncountAttempt(tables: InboxTables) {
+  const text = `UPDATE ${tables.attemptsQualified} SET attempts = attempts - 1
+WHERE consumer = $1 AND message_id = $2 AND attempts > 0`;
+
+  return async function uncountAttempt(runner: QueryRunner, consumer: string, messageId: string): Promise<void> {
+    await runner.executeQuery(raw(text, [consumer, messageId]));
+  };
+}

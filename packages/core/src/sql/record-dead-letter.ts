@@ -6,13 +6,20 @@ import { type QueryRunner, raw } from './executor.js';
  * confirmed: a redelivery is then a duplicate (`previousStatus: 'dead_lettered'`) and is
  * acked without being published again. Clears its crash-loop attempts in the same statement.
  * A key already there (processed meanwhile) is left as it is.
+ *
+ * `lock_timeout` bounds the wait on a key another delivery holds: the settings CTE runs
+ * before both writes, which read from it, and `set_config(..., true)` is local to the
+ * statement's own transaction.
  */
-export function compileRecordDeadLetter(tables: InboxTables) {
-  const text = `WITH cleared AS (
-  DELETE FROM ${tables.attemptsQualified} WHERE consumer = $1 AND message_id = $2
+export function compileRecordDeadLetter(tables: InboxTables, lockTimeoutMs: number) {
+  const text = `WITH settings AS MATERIALIZED (
+  SELECT set_config('lock_timeout', '${lockTimeoutMs}ms', true) AS lock_timeout
+), cleared AS (
+  DELETE FROM ${tables.attemptsQualified}
+  WHERE consumer = $1 AND message_id = $2 AND EXISTS (SELECT 1 FROM settings)
 )
 INSERT INTO ${tables.qualified} (consumer, message_id, payload_hash, status, result)
-VALUES ($1, $2, $3, 'dead_lettered', $4::jsonb)
+SELECT $1, $2, $3, 'dead_lettered', $4::jsonb FROM settings
 ON CONFLICT (consumer, message_id) DO NOTHING`;
 
   return async function recordDeadLetter(
