@@ -25,9 +25,9 @@ const versions = [
 describe.each(versions)('Kysely %s', (label, kysely) => {
   it('processes, deduplicates, and never records a handler that swallowed a database error as processed', async () => {
     const pool = createPgPool({ connectionString: t.url, max: 4 });
-    const db = new kysely.Kysely<TestDB>({
-      dialect: new kysely.PostgresDialect({ pool }),
-    }) as unknown as newest.Kysely<TestDB>;
+    // The two versions' classes have the same shape but are distinct types.
+    const { Kysely, PostgresDialect } = kysely as unknown as typeof newest;
+    const db = new Kysely<TestDB>({ dialect: new PostgresDialect({ pool }) });
     try {
       const consumer = `versions-${label}`;
       const inbox = createInbox({ db, consumer, retry: { retries: 1, minTimeout: 1, randomize: false } });
