@@ -115,7 +115,9 @@ export class KafkaInboxRuntime<DB, V> {
     if ('id' in found) id = found.id;
     else
       problem = new InvalidMessageError(
-        `Record ${recordName(topic, partition, record.offset)} has no message id: ${found.missing}.`,
+        `Record ${recordName(topic, partition, record.offset)} has no message id: ${found.missing}${found.missing.endsWith('.') ? '' : '.'}`,
+        undefined,
+        found.cause === undefined ? undefined : { cause: found.cause },
       );
     let value: V | undefined;
     try {
