@@ -24,6 +24,9 @@ export interface KafkaInboxControl {
    * nothing, kafkajs #507).
    * Calling it again returns the same promise. The library installs no signal handler:
    * call this from yours (`process.once('SIGTERM', ...)`).
+   *
+   * It closes the consumer only: the producer, the admin client and the database pool are
+   * the caller's (and may be shared), and keep the process alive until closed too.
    */
   shutdown(options?: ShutdownOptions): Promise<void>;
   /** Commits the offsets of every settled record now. */

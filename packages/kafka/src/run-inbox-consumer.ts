@@ -41,7 +41,10 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  *   mode: 'eachBatch', inbox, producer, groupId: 'payments',
  *   bulkHandler: async (trx, messages) => { ... },
  * })
- * process.once('SIGTERM', () => void running.shutdown())
+ * process.once('SIGTERM', async () => {
+ *   await running.shutdown() // the consumer only
+ *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
+ * })
  * ```
  */
 export async function runInboxConsumer<DB, V = unknown, R = unknown>(

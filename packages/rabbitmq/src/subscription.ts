@@ -109,6 +109,9 @@ export class Subscription {
    * redelivered later and deduplicated), then closes the channels and the connection.
    * Every step runs even when an earlier one failed; failures are logged and reported as
    * `error` events, never thrown. Calling it again returns the same promise.
+   *
+   * It closes only what the subscription opened: the inbox's database pool is the caller's
+   * (and may be shared), and keeps the process alive until it is closed too.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
