@@ -65,3 +65,4 @@ export {
   retryDelayMs,
   retrySpanMs,
 } from './retry-policy.js';
+export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';

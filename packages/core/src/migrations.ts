@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
 import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
 export interface InboxSchemaOptions {
@@ -85,13 +86,27 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
  * it returns `{ error, results }`. Safe to call from several processes at once (Kysely
  * takes a lock); a database migrated by a newer inboxkit is refused with an error.
  *
+ * With `waitForDatabase`, it first waits until the database answers (see
+ * {@link waitForDatabase}), so a consumer started while Postgres restarts comes up with it;
+ * a wait that times out or is aborted is returned as the `error`.
+ *
  * @example
  * ```ts
- * const { error } = await migrateInbox(db)
+ * const { error } = await migrateInbox(db, { waitForDatabase: { timeoutMs: 120_000 } })
  * if (error) throw error
  * ```
  */
-export async function migrateInbox<DB>(db: Kysely<DB>, options: InboxSchemaOptions = {}): Promise<MigrationResultSet> {
+export async function migrateInbox<DB>(
+  db: Kysely<DB>,
+  options: InboxSchemaOptions & { readonly waitForDatabase?: StartupWaitOptions } = {},
+): Promise<MigrationResultSet> {
+  if (options.waitForDatabase !== undefined) {
+    try {
+      await waitForDatabase(db, options.waitForDatabase);
+    } catch (error) {
+      return { error, results: undefined };
+    }
+  }
   const tables = inboxTables(options.schema, options.table);
   const migrations = inboxMigrations(options);
   const migrator = new Migrator({

@@ -39,7 +39,10 @@ export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Pro
  *   await trx.insertInto('charges').values({ id: message.id, amount_cents: message.value.amount }).execute()
  * } })
  * await consumer.run({ autoCommit: false, eachMessage })
- * process.once('SIGTERM', () => void eachMessage.shutdown())
+ * process.once('SIGTERM', async () => {
+ *   await eachMessage.shutdown() // the consumer only
+ *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
+ * })
  * ```
  */
 export function inboxEachMessage<DB, V = unknown, R = unknown>(

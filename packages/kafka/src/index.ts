@@ -46,6 +46,12 @@ export type {
 export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaInboxOptions } from './kafka-inbox-options.js';
 export type { KafkaInboxControl, ShutdownOptions } from './kafka-inbox-runtime.js';
+export {
+  type KafkaStartupRetry,
+  type KafkaStartupStep,
+  type KafkaSubscribeOptions,
+  KafkaUnavailableError,
+} from './kafka-startup.js';
 export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
 export type { PausedPartition } from './partition-pauses.js';
 export type { PauseBackoffOptions } from './pause-backoff.js';

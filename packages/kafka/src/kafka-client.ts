@@ -87,6 +87,10 @@ export interface KafkaGroupJoinEvent {
  * handed.
  */
 export interface KafkaConsumer {
+  /** Only for `runInboxConsumer`'s `subscribe` option, which connects the consumer itself. */
+  connect?(): Promise<void>;
+  /** Only for `runInboxConsumer`'s `subscribe` option. */
+  subscribe?(subscription: { topics: (string | RegExp)[]; fromBeginning?: boolean }): Promise<void>;
   run(config: KafkaRunConfig): Promise<void>;
   disconnect(): Promise<void>;
   commitOffsets(offsets: KafkaOffsetCommit[]): Promise<void>;
@@ -107,6 +111,8 @@ export interface KafkaProducedRecord {
 
 /** A producer (kafkajs' `Producer`), used for the dead-letter topic. */
 export interface KafkaProducer {
+  /** Called by `runInboxConsumer`'s `subscribe` option, when the producer has it. */
+  connect?(): Promise<void>;
   send(record: { topic: string; messages: KafkaProducedRecord[] }): Promise<unknown>;
 }
 
@@ -123,6 +129,8 @@ export interface KafkaCommittedOffset {
  * their metadata when a partition is assigned (see the `admin` option).
  */
 export interface KafkaAdmin {
+  /** Called by `runInboxConsumer`'s `subscribe` option, when the client has it. */
+  connect?(): Promise<void>;
   fetchOffsets(options: {
     groupId: string;
     topics: string[];

@@ -24,6 +24,9 @@ export interface KafkaInboxControl {
    * nothing, kafkajs #507).
    * Calling it again returns the same promise. The library installs no signal handler:
    * call this from yours (`process.once('SIGTERM', ...)`).
+   *
+   * It closes the consumer only: the producer, the admin client and the database pool are
+   * the caller's (and may be shared), and keep the process alive until closed too.
    */
   shutdown(options?: ShutdownOptions): Promise<void>;
   /** Commits the offsets of every settled record now. */
@@ -115,7 +118,9 @@ export class KafkaInboxRuntime<DB, V> {
     if ('id' in found) id = found.id;
     else
       problem = new InvalidMessageError(
-        `Record ${recordName(topic, partition, record.offset)} has no message id: ${found.missing}.`,
+        `Record ${recordName(topic, partition, record.offset)} has no message id: ${found.missing}${found.missing.endsWith('.') ? '' : '.'}`,
+        undefined,
+        found.cause === undefined ? undefined : { cause: found.cause },
       );
     let value: V | undefined;
     try {

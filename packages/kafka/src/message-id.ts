@@ -12,7 +12,8 @@ export type MessageIdFunction = (context: KafkaRecordContext) => string | undefi
  *   retry of a send. Catches producer retries and re-publishes as well as redeliveries.
  *   A record without it is invalid (dead-lettered) unless a `fallback` is given.
  * - `{ from: (context) => id }`: computed from the record (a field of the value, the key...).
- *   Returning `undefined` makes the record invalid.
+ *   Returning `undefined`, or throwing (say on a tombstone), makes the record invalid: it is
+ *   dead-lettered as `invalid_message` with the error as cause, and the partition moves on.
  * - `'offset'`: `topic/partition/offset`. Needs nothing from the producer, but only catches
  *   redeliveries of the same record: a message produced twice has two offsets and runs twice.
  */
@@ -21,8 +22,12 @@ export type MessageIdSource =
   | { readonly from: MessageIdFunction }
   | 'offset';
 
-/** A compiled message-id rule: the id, or why there is none. */
-export type MessageIdReader = (context: KafkaRecordContext) => { id: string } | { missing: string };
+/**
+ * A compiled message-id rule: the id, or why there is none (with the error a user function
+ * threw as `cause`). It never throws: a function that throws on one record (a tombstone, a
+ * value of another shape) makes that record invalid, and must not stall its partition.
+ */
+export type MessageIdReader = (context: KafkaRecordContext) => { id: string } | { missing: string; cause?: unknown };
 
 export function offsetMessageId(context: KafkaRecordContext): string {
   return `${context.topic}/${context.partition}/${context.record.offset}`;
@@ -40,7 +45,12 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
     const from = option.from;
     if (typeof from !== 'function') throw new ConfigurationError('Expected `messageId.from` to be a function.');
     return (context) => {
-      const id = from(context);
+      let id: string | undefined;
+      try {
+        id = from(context);
+      } catch (error) {
+        return { missing: `the messageId.from function threw: ${describe(error)}`, cause: error };
+      }
       return id === undefined || id === null
         ? { missing: `the messageId.from function returned ${String(id)}` }
         : { id: String(id) };
@@ -59,7 +69,15 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
     if (id !== undefined) return { id };
     if (fallback === 'offset') return { id: offsetMessageId(context) };
     if (fallback !== undefined) {
-      const computed = fallback(context);
+      let computed: string | undefined;
+      try {
+        computed = fallback(context);
+      } catch (error) {
+        return {
+          missing: `it has no ${JSON.stringify(header)} header and the messageId.fallback function threw: ${describe(error)}`,
+          cause: error,
+        };
+      }
       if (computed !== undefined && computed !== null) return { id: String(computed) };
       return {
         missing: `it has no ${JSON.stringify(header)} header and the messageId.fallback function returned nothing`,
@@ -69,4 +87,9 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
       missing: `it has no ${JSON.stringify(header)} header and no fallback is configured (messageId: { header, fallback: 'offset' | fn })`,
     };
   };
+}
+
+/** `Name: message` of a thrown value, for the dead letter's reason. */
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }

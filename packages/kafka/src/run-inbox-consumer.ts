@@ -3,6 +3,7 @@ import { type InboxEachBatchOptions, inboxEachBatch } from './inbox-each-batch.j
 import { type InboxEachMessageOptions, inboxEachMessage } from './inbox-each-message.js';
 import type { KafkaConsumer } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-runtime.js';
+import { checkSubscribeOptions, connectAndSubscribe, type KafkaSubscribeOptions } from './kafka-startup.js';
 
 /** What `runInboxConsumer` adds to the wrappers' options. */
 interface RunOptions {
@@ -20,6 +21,19 @@ interface RunOptions {
    * itself could move past records not yet committed in Postgres. Default `false`.
    */
   readonly autoCommitInConsumerConfig?: boolean;
+  /**
+   * Connect and subscribe here, waiting for a broker that is down or restarting: the
+   * consumer, the producer and the `admin` client are connected and the consumer subscribed
+   * to `topics`, each step retried with backoff until it succeeds, `timeoutMs` passed
+   * (`KafkaUnavailableError`) or `signal` aborted. Without it, pass a consumer that is
+   * already connected and subscribed. See {@link KafkaSubscribeOptions}.
+   *
+   * @example
+   * ```ts
+   * subscribe: { topics: ['charges'], onRetry: ({ step, error }) => log.warn({ step, err: error }, 'waiting for Kafka') }
+   * ```
+   */
+  readonly subscribe?: KafkaSubscribeOptions;
 }
 
 /** Options of {@link runInboxConsumer}: `mode` picks the wrapper, the rest are its options. */
@@ -30,6 +44,8 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
 /**
  * Runs a connected, subscribed consumer with an inbox wrapper and the settings it needs
  * (`autoCommit: false`, `eachBatchAutoResolve: false`), and resolves once the consumer runs.
+ * With the `subscribe` option it connects the clients and subscribes first, waiting for a
+ * broker that is not up yet.
  * Returns the controls: `shutdown()` for SIGTERM, `on(...)` for events.
  *
  * @example
@@ -41,7 +57,10 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  *   mode: 'eachBatch', inbox, producer, groupId: 'payments',
  *   bulkHandler: async (trx, messages) => { ... },
  * })
- * process.once('SIGTERM', () => void running.shutdown())
+ * process.once('SIGTERM', async () => {
+ *   await running.shutdown() // the consumer only
+ *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
+ * })
  * ```
  */
 export async function runInboxConsumer<DB, V = unknown, R = unknown>(
@@ -53,7 +72,7 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
       "runInboxConsumer(consumer, options) needs options: { mode: 'eachMessage' | 'eachBatch', ... }.",
     );
   }
-  const { mode, partitionsConsumedConcurrently = 1, autoCommitInConsumerConfig = false, ...rest } = options;
+  const { mode, partitionsConsumedConcurrently = 1, autoCommitInConsumerConfig = false, subscribe, ...rest } = options;
   if (!Number.isInteger(partitionsConsumedConcurrently) || partitionsConsumedConcurrently < 1) {
     throw new ConfigurationError(
       `Expected \`partitionsConsumedConcurrently\` to be a positive whole number, got ${String(partitionsConsumedConcurrently)}.`,
@@ -63,16 +82,22 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
     throw new ConfigurationError('Expected `autoCommitInConsumerConfig` to be a boolean.');
   }
   const autoCommit = autoCommitInConsumerConfig ? {} : { autoCommit: false };
+  const clients = { consumer, producer: rest.producer, admin: rest.admin };
+  if (subscribe !== undefined) checkSubscribeOptions(subscribe, clients);
+  // The wrapper is built (and its options checked) before any waiting: a wrong option
+  // fails at once, not after the broker came back.
   if (mode === 'eachMessage') {
     const eachMessage = inboxEachMessage({
       ...(rest as Omit<InboxEachMessageOptions<DB, V, R>, 'consumer'>),
       consumer,
     });
+    if (subscribe !== undefined) await connectAndSubscribe(clients, subscribe);
     await consumer.run({ ...autoCommit, partitionsConsumedConcurrently, eachMessage });
     return controlsOf(eachMessage);
   }
   if (mode === 'eachBatch') {
     const eachBatch = inboxEachBatch({ ...(rest as Omit<InboxEachBatchOptions<DB, V, R>, 'consumer'>), consumer });
+    if (subscribe !== undefined) await connectAndSubscribe(clients, subscribe);
     await consumer.run({ ...autoCommit, eachBatchAutoResolve: false, partitionsConsumedConcurrently, eachBatch });
     return controlsOf(eachBatch);
   }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { InboxLogger } from '@inboxkit/core';
 import type { AmqpConfirmChannel, AmqpConnection, AmqpDelivery, AmqpPublishOptions } from './amqp-client.js';
 import { PublishError } from './publish-error.js';
@@ -14,8 +15,18 @@ export interface PublishRequest {
   readonly options: AmqpPublishOptions;
 }
 
+/**
+ * The header a mandatory publish carries with an id of its own: a `basic.return` brings the
+ * message back with its headers, and this id names exactly the publish it belongs to. The
+ * exchange and routing key cannot: two dead letters to one routing key may differ in
+ * routability (a headers exchange, an alternate binding), and the wrong one taken as
+ * returned would let the unroutable one count as confirmed and its source be acked.
+ */
+export const PUBLISH_ID_HEADER = 'x-inboxkit-publish-id';
+
 /** A mandatory publish awaiting its confirm; a `basic.return` for it arrives first. */
 interface Unconfirmed {
+  readonly publishId: string;
   readonly exchange: string;
   readonly routingKey: string;
   returned: boolean;
@@ -92,13 +103,16 @@ export class ConfirmPublisher {
         (channel) => {
           if (done) return;
           open = channel;
-          if (request.options.mandatory === true) {
-            entry = { exchange, routingKey, returned: false };
+          let options = request.options;
+          if (options.mandatory === true) {
+            const publishId = randomUUID();
+            options = { ...options, headers: { ...options.headers, [PUBLISH_ID_HEADER]: publishId } };
+            entry = { publishId, exchange, routingKey, returned: false };
             channel.unconfirmed.push(entry);
           }
           const sent = entry;
           try {
-            channel.channel.publish(exchange, routingKey, request.content, request.options, (error) => {
+            channel.channel.publish(exchange, routingKey, request.content, options, (error) => {
               if (error !== null && error !== undefined) {
                 const closed = error instanceof Error && error.message === 'channel closed';
                 finish(
@@ -202,15 +216,25 @@ export class ConfirmPublisher {
       open.open = false;
     });
     channel.on('return', (message: AmqpDelivery) => {
-      // Returns arrive in publish order, each before its confirm: the first unconfirmed
-      // mandatory publish to the same exchange and routing key is the one returned.
-      const match = open.unconfirmed.find(
-        (entry) =>
-          !entry.returned &&
-          entry.exchange === message.fields.exchange &&
-          entry.routingKey === message.fields.routingKey,
+      // A return arrives before its publish's confirm; its publish id names the publish.
+      const publishId = headerText(message.properties.headers?.[PUBLISH_ID_HEADER]);
+      if (publishId !== undefined) {
+        const match = open.unconfirmed.find((entry) => entry.publishId === publishId);
+        if (match !== undefined) match.returned = true;
+        return;
+      }
+      // Without it (a broker or plugin that drops headers) the publish cannot be told
+      // apart: fail every candidate, so an unroutable one is never taken as confirmed (a
+      // routable one is published again later, which costs a copy, never a loss).
+      this.#logger.warn(
+        { exchange: message.fields.exchange, routingKey: message.fields.routingKey },
+        `inboxkit: a returned message has no ${PUBLISH_ID_HEADER} header; every publish awaiting a confirm to its exchange and routing key is failed`,
       );
-      if (match !== undefined) match.returned = true;
+      for (const entry of open.unconfirmed) {
+        if (entry.exchange === message.fields.exchange && entry.routingKey === message.fields.routingKey) {
+          entry.returned = true;
+        }
+      }
     });
     return open;
   }
@@ -221,4 +245,10 @@ export class ConfirmPublisher {
     open.open = false;
     open.channel.close().catch(() => {});
   }
+}
+
+function headerText(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  return undefined;
 }

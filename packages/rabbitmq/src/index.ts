@@ -12,6 +12,7 @@ export type {
   AmqpPublishOptions,
 } from './amqp-client.js';
 export type { BackoffOptions } from './backoff.js';
+export { BrokerUnavailableError } from './broker-unavailable-error.js';
 export { DEAD_LETTER_HEADERS } from './dead-letter-headers.js';
 export type { Decode } from './decode.js';
 export { REPLY_HEADERS } from './delivery-processor.js';
@@ -25,7 +26,7 @@ export type {
   SubscribeOptions,
   TopologyOptions,
 } from './subscribe-options.js';
-export { Subscription, type SubscriptionState } from './subscription.js';
+export { type ReadyOptions, Subscription, type SubscriptionState } from './subscription.js';
 export type {
   RequeueReason,
   SubscriptionEventName,

@@ -24,7 +24,10 @@ import { Subscription } from './subscription.js';
  *   },
  * })
  * await subscription.ready()
- * process.once('SIGTERM', () => void subscription.close())
+ * process.once('SIGTERM', async () => {
+ *   await subscription.close() // its connection and channels
+ *   await db.destroy() // the pool is yours
+ * })
  * ```
  */
 export function subscribe<DB, T = unknown, R = unknown>(options: SubscribeOptions<DB, T, R>): Subscription {

@@ -1,6 +1,7 @@
-import { toError } from '@inboxkit/core';
+import { ConfigurationError, toError } from '@inboxkit/core';
 import type { AmqpConnection, AmqpDelivery } from './amqp-client.js';
 import { backoffDelayMs, sleep } from './backoff.js';
+import { BrokerUnavailableError } from './broker-unavailable-error.js';
 import { ConfirmPublisher } from './confirm-publisher.js';
 import { ConsumerChannel } from './consumer-channel.js';
 import { Delivery } from './delivery.js';
@@ -19,6 +20,14 @@ import { assertTopology } from './topology.js';
  * - `closed`: done; it will not consume again.
  */
 export type SubscriptionState = 'connecting' | 'connected' | 'reconnecting' | 'closing' | 'closed';
+
+/** Options of {@link Subscription.ready}. */
+export interface ReadyOptions {
+  /** Gives up waiting after this many milliseconds (`BrokerUnavailableError`). Default: no limit. */
+  readonly timeoutMs?: number;
+  /** Gives up waiting when it aborts, with its reason. */
+  readonly signal?: AbortSignal;
+}
 
 /** A connection of ours and whether it still lives. */
 interface LiveConnection {
@@ -53,6 +62,8 @@ export class Subscription {
   #connection: LiveConnection | undefined;
   #channel: ConsumerChannel | undefined;
   #closing: Promise<void> | undefined;
+  /** Why the last connection attempt failed or the last channel was lost, for `ready({ timeoutMs })`. */
+  #lastError: Error | undefined;
 
   /** @internal Use {@link subscribe}. */
   constructor(config: SubscriptionConfig<unknown, unknown, unknown>) {
@@ -87,10 +98,53 @@ export class Subscription {
 
   /**
    * Resolves once the subscription consumes for the first time; rejects if it is closed
-   * before. It keeps trying to connect meanwhile, however long the broker is away.
+   * before. It keeps trying to connect meanwhile (with the `reconnect` backoff), however
+   * long the broker is away: a consumer started during an outage comes up with the broker.
+   *
+   * With `timeoutMs`, rejects with {@link BrokerUnavailableError} (the last connection error
+   * as `cause`) if it is not consuming by then; with `signal`, with the signal's reason when
+   * it aborts. Either way the subscription goes on trying: `close()` it to stop.
    */
-  ready(): Promise<void> {
-    return this.#ready;
+  ready(options: ReadyOptions = {}): Promise<void> {
+    const { timeoutMs, signal } = options;
+    if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)) {
+      return Promise.reject(
+        new ConfigurationError(
+          `Expected \`timeoutMs\` to be a number of milliseconds of at least 0, got ${String(timeoutMs)}.`,
+        ),
+      );
+    }
+    if (timeoutMs === undefined && signal === undefined) return this.#ready;
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = (): void => finish(() => reject(signal?.reason));
+      const finish = (settle: () => void): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        settle();
+      };
+      if (signal?.aborted === true) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          const last = this.#lastError;
+          finish(() =>
+            reject(
+              new BrokerUnavailableError(
+                this.queue,
+                `Not consuming from queue ${JSON.stringify(this.queue)} within ${timeoutMs} ms` +
+                  (last === undefined ? '.' : `; the last error: ${last.message}`),
+                last === undefined ? undefined : { cause: last },
+              ),
+            ),
+          );
+        }, timeoutMs);
+      }
+      this.#ready.then(
+        () => finish(resolve),
+        (error: unknown) => finish(() => reject(error)),
+      );
+    });
   }
 
   /** Adds an event listener; returns a function that removes it. A throwing listener is logged, never rethrown. */
@@ -109,6 +163,9 @@ export class Subscription {
    * redelivered later and deduplicated), then closes the channels and the connection.
    * Every step runs even when an earlier one failed; failures are logged and reported as
    * `error` events, never thrown. Calling it again returns the same promise.
+   *
+   * It closes only what the subscription opened: the inbox's database pool is the caller's
+   * (and may be shared), and keeps the process alive until it is closed too.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -136,6 +193,7 @@ export class Subscription {
         error = toError(thrown);
       }
       if (this.#stopping) break;
+      this.#lastError = error;
       failures++;
       const delayMs = backoffDelayMs(this.#config.reconnect, failures);
       this.#state = 'reconnecting';

@@ -270,6 +270,83 @@ export function defineScenarios(mode: Mode): void {
     expect(await inbox.find(longId.slice(0, 255))).toBeUndefined();
   });
 
+  it(`${mode}: a messageId.from or fallback function that throws (a tombstone) dead-letters the record as invalid_message; the partition moves on`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('idthrows', 1);
+    // A tombstone (value null) between ordinary charges: the id functions below read the
+    // value and throw on it.
+    await produce(kit.producer, topic, [charge('x-1'), { key: 'gone', value: null }, charge('x-2')]);
+    const idOfValue = ({ record }: { record: { value: Buffer | null } }) =>
+      (JSON.parse(String(record.value)) as { id: string }).id;
+    const fromInbox = testInbox(t.db, `idthrows-from-${mode}`);
+    const fallbackInbox = testInbox(t.db, `idthrows-fallback-${mode}`);
+    const dead: KafkaInboxEvents['deadLettered'][] = [];
+    const { control } = await startInboxConsumer(kit.kafka, topic, group, {
+      ...handlers(),
+      inbox: fromInbox,
+      producer: kit.producer,
+      admin: kit.admin,
+      messageId: { from: idOfValue },
+    });
+    control.on('deadLettered', (event) => dead.push(event));
+    try {
+      await waitForCommittedToEnd(kit.admin, group, topic);
+      // Still running: a record produced afterwards is processed too.
+      await produce(kit.producer, topic, [charge('x-3')]);
+      await waitFor(async () => (await fromInbox.find('x-3')) !== undefined, { what: 'x-3 to be processed' });
+    } finally {
+      await control.shutdown();
+    }
+    await consumeToEnd(
+      kit,
+      topic,
+      `${group}-fallback`,
+      {
+        ...handlers(),
+        inbox: fallbackInbox,
+        producer: kit.producer,
+        admin: kit.admin,
+        messageId: { header: 'message-id', fallback: idOfValue },
+      },
+      (control) => control.on('deadLettered', (event) => dead.push(event)),
+    );
+    for (const id of ['x-1', 'x-2', 'x-3']) {
+      expect(await fromInbox.find(id)).toMatchObject({ status: 'processed' });
+      expect(await fallbackInbox.find(id)).toMatchObject({ status: 'processed' });
+    }
+    expect(
+      dead.map((event) => [event.message.offset, event.outcome.status === 'dead_letter' && event.outcome.reason]),
+    ).toEqual([
+      ['1', 'invalid_message'],
+      ['1', 'invalid_message'],
+    ]);
+    const records = await readTopic(kit.kafka, dlq, 2);
+    expect(records).toHaveLength(2);
+    const messages = records.map((record) => record.headers[DEAD_LETTER_HEADERS.errorMessage]);
+    expect(messages).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^Record ${topic}/0@1 has no message id: the messageId\\.from function threw: TypeError: Cannot read properties of null`,
+        ),
+      ),
+      expect.stringMatching(
+        new RegExp(
+          `^Record ${topic}/0@1 has no message id: it has no "message-id" header and the messageId\\.fallback function threw: TypeError: Cannot read properties of null`,
+        ),
+      ),
+    ]);
+    for (const record of records) {
+      expect(record.key).toBe('gone');
+      expect(record.value).toBeNull();
+      expect(record.headers).toMatchObject({
+        [DEAD_LETTER_HEADERS.reason]: 'invalid_message',
+        [DEAD_LETTER_HEADERS.errorCode]: 'INBOX_INVALID_MESSAGE',
+        [DEAD_LETTER_HEADERS.attempts]: '0',
+      });
+    }
+  });
+
   it(`${mode}: message ids from a function, and the offset fallback for records without the header`, async () => {
     const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();

@@ -13,7 +13,8 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(brokerUrl: string): Promise<TcpProxy> {
+/** `port`: listen there (a test may point a client at it before the proxy exists); a free one when omitted. */
+export async function startTcpProxy(brokerUrl: string, options: { port?: number } = {}): Promise<TcpProxy> {
   const target = new URL(brokerUrl);
   const targetPort = Number(target.port || 5672);
   let frozen = false;
@@ -40,7 +41,7 @@ export async function startTcpProxy(brokerUrl: string): Promise<TcpProxy> {
     client.on('error', end);
     upstream.on('error', end);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', () => resolve()));
   const address = server.address();
   if (typeof address !== 'object' || address === null) throw new Error('proxy has no port');
   const url = new URL(brokerUrl);
