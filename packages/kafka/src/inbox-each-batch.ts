@@ -145,7 +145,8 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
           const { message, invalid } = runtime.prepare(topic, partition, record);
-          const outcome = invalid ?? (await inbox.process(message, single, { suspect: true }));
+          const outcome =
+            invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint }));
           window.count(outcome);
           if ((await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) < 1) return;
           position++;

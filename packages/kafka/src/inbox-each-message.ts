@@ -56,7 +56,12 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
   const runtime = new KafkaInboxRuntime(config, 1);
   const { inbox } = config;
 
-  const eachMessage = async ({ topic, partition, message: record }: KafkaEachMessagePayload): Promise<void> => {
+  const eachMessage = async ({
+    topic,
+    partition,
+    message: record,
+    heartbeat,
+  }: KafkaEachMessagePayload): Promise<void> => {
     if (runtime.stopping) {
       runtime.defer(topic, partition, record.offset);
       return;
@@ -70,11 +75,14 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
       else {
         const window =
           runtime.assignments.window(topic, partition) ?? (await runtime.startWindow(topic, partition, record.offset));
+        // A heartbeat before each attempt keeps the member in the group through the
+        // retry policy's pauses (kafkajs sends it only once heartbeatInterval has passed).
+        const beforeAttempt = () => (typeof heartbeat === 'function' ? heartbeat() : undefined);
         if (window.open) {
-          outcome = await inbox.process(message, handler, { suspect: true });
+          outcome = await inbox.process(message, handler, { suspect: true, beforeAttempt });
           window.count(outcome);
         } else {
-          outcome = await inbox.process(message, handler);
+          outcome = await inbox.process(message, handler, { beforeAttempt });
         }
       }
       await runtime.settle(topic, partition, [{ message, outcome }]);
