@@ -48,7 +48,7 @@ type End = (chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerRe
  *
  * @example
  * ```ts
- * const idempotency = createIdempotency<DB, ExpressRequestLike>({ db, consumer: 'payments-api' })
+ * const idempotency = createIdempotency<DB, ExpressRequestLike>({ db, consumer: 'payments-api', principal: (req) => req.user?.id })
  * app.post('/charges', express.json(), idempotent(idempotency), async (req, res) => {
  *   const trx = transactionOf<DB>(req)
  *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()

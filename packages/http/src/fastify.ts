@@ -44,7 +44,7 @@ type Handler = RouteOptions['handler'];
  *
  * @example
  * ```ts
- * await app.register(fastifyIdempotency, { db, consumer: 'payments-api' })
+ * await app.register(fastifyIdempotency, { db, consumer: 'payments-api', principal: (request) => request.user?.id })
  * app.post('/charges', { config: { idempotency: true } }, async (request, reply) => {
  *   const trx = transactionOf<DB>(request)
  *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()

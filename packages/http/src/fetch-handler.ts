@@ -55,7 +55,7 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
  *   const charge = await trx.insertInto('charges').values({ amount_cents: amountCents })
  *     .returningAll().executeTakeFirstOrThrow()
  *   return Response.json(charge, { status: 201 })
- * }, { db, consumer: 'payments-api', route: '/charges' })
+ * }, { db, consumer: 'payments-api', route: '/charges', principal: clientIdOf })
  * ```
  */
 export function idempotent<DB>(handler: FetchIdempotentHandler<DB>, options: IdempotentFetchOptions<DB>): FetchHandler {

@@ -108,7 +108,7 @@ const LAST_RECHECK_MS = 500;
  *
  * @example
  * ```ts
- * const idempotency = createIdempotency({ db, consumer: 'payments-api' })
+ * const idempotency = createIdempotency({ db, consumer: 'payments-api', principal: clientIdOf })
  * const charge = idempotent(handler, { idempotency, route: '/charges' })
  * setInterval(() => idempotency.purge(), 60_000)
  * ```
