@@ -175,12 +175,30 @@ function guardRouteHandlers(req: ExpressRequestLike, middleware: object): void {
 function guard(handle: RouteHandler): RouteHandler {
   if (handle.length === 4) {
     return function guardedErrorHandler(this: unknown, error: unknown, req: unknown, res: unknown, next: unknown) {
-      watch(handle.call(this, error, req, res, next), req, next);
+      watch(
+        call(() => handle.call(this, error, req, res, next), req),
+        req,
+        next,
+      );
     };
   }
   return function guardedHandler(this: unknown, req: unknown, res: unknown, next: unknown) {
-    watch(handle.call(this, req, res, next), req, next);
+    watch(
+      call(() => handle.call(this, req, res, next), req),
+      req,
+      next,
+    );
   };
+}
+
+/** Calls a handler; what it throws is noted for the log, then left to Express (`next(error)`). */
+function call(run: () => unknown, req: unknown): unknown {
+  try {
+    return run();
+  } catch (error) {
+    if (typeof req === 'object' && req !== null) captures.get(req)?.noteError(error);
+    throw error;
+  }
 }
 
 function watch(returned: unknown, req: unknown, next: unknown): void {

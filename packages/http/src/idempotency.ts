@@ -211,6 +211,8 @@ export class Idempotency<DB, Req = Request> {
       const outcome = await this.inbox.process(message, async (trx, _message, { signal: timeout }) => {
         if (this.#setLockTimeout !== undefined) await this.#setLockTimeout(trx as unknown as QueryRunner);
         const signal = call.signal === undefined ? timeout : AbortSignal.any([timeout, call.signal]);
+        // The client left while this request waited: nobody is to be answered, run nothing.
+        if (signal.aborted) throw signal.reason;
         const response = await produce(trx, { key: call.key, messageId, signal });
         produced = response;
         if (!this.#stored(response.status, route)) throw new UnstoredResponse(response);
