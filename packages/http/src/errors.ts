@@ -13,7 +13,7 @@ import { InboxError } from '@inboxkit/core';
  * | `INBOX_HTTP_STORE_UNAVAILABLE` | {@link IdempotencyStoreUnavailableError} | 503 | Postgres could not be reached; nothing was decided |
  * | `INBOX_HTTP_HANDLER_TIMEOUT` | {@link RequestTimeoutError} | 503 | the handler ran past `handlerTimeoutMs`; rolled back |
  * | `INBOX_HTTP_STORED_RESPONSE_UNREADABLE` | {@link StoredResponseError} | 500 | the key's row holds no response this package wrote |
- * | `INBOX_HTTP_HANDLER_FAILED` | {@link HandlerFailedError} | 500 | (Express) the route failed in a way Express could not answer; rolled back |
+ * | `INBOX_HTTP_HANDLER_FAILED` | {@link HandlerFailedError} | 500 | (Express) the route failed and no error handler of the app answered; rolled back |
  * | `INBOX_HTTP_STREAMING_RESPONSE` | {@link StreamingResponseError} | (thrown) | a handler answered with a streaming body, which cannot be stored |
  * | `INBOX_HTTP_NO_CONTEXT` | {@link NoIdempotencyContextError} | (thrown) | `transactionOf()` was called outside an idempotent handler |
  * | `INBOX_HTTP_CLIENT_GONE` | {@link ClientDisconnectedError} | (signal reason) | the client went away before its answer was sent |
@@ -129,7 +129,8 @@ export class StoredResponseError extends IdempotencyProblemError {
 }
 
 /**
- * The Express middleware's answer when the route failed outside Express's own error
+ * The Express middleware's answer when the route failed and no error handler of the app
+ * answered (instead of Express's HTML error page), or failed outside Express's error
  * handling (a streaming response, a failed commit of a captured answer): rolled back,
  * nothing stored. Fastify and the Fetch handler rethrow such errors instead.
  */
