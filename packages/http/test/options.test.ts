@@ -14,6 +14,7 @@ import {
 import { idempotent as expressIdempotent } from '@inboxkit/http/express';
 import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
 import Fastify from 'fastify';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
 import { post, waitFor } from './support/client.ts';
@@ -98,6 +99,27 @@ describe('principal: the safe choice is the easy one', () => {
     expect(createIdempotency({ db: t.db, principal: false }).route({ principal: resolver }).principal).toBe(resolver);
     expect(() => idempotent(handler, { db: t.db, principal: false })).not.toThrow();
   });
+});
+
+describe('inFlightWaitMs', () => {
+  it.each([
+    [7000, '7s'],
+    [5, '5ms'],
+  ])(
+    "is the lock_timeout of the handler's statements (%i ms), though the key's claim waits 10 ms at most",
+    async (inFlightWaitMs, shown) => {
+      const handler = idempotent<TestDB>(
+        async (trx) => {
+          const { rows } = await sql<{ value: string }>`SELECT current_setting('lock_timeout') AS value`.execute(trx);
+          return Response.json(rows[0]);
+        },
+        { db: t.db, consumer: `lock-timeout-${inFlightWaitMs}`, principal: false, inFlightWaitMs },
+      );
+      const s = await serveFetch(handler);
+      expect((await post(s.url, '/a', { key: randomUUID() })).json()).toEqual({ value: shown });
+      await s.close();
+    },
+  );
 });
 
 describe('retentionMs, as HTTP needs it', () => {
