@@ -9,7 +9,8 @@ import { FRAMEWORKS, type Harness, startHarness } from './support/harness.ts';
 
 let t: TestDatabase;
 beforeAll(async () => {
-  t = await createTestDatabase('http_behaviour', { poolSize: 30 });
+  // pg's default pool size (10): requests waiting on a key in flight hold no connection.
+  t = await createTestDatabase('http_behaviour');
 });
 afterAll(async () => {
   await t?.dispose();
