@@ -86,7 +86,7 @@ async function serve(framework: string, url: string): Promise<void> {
     const { default: Fastify } = await import('fastify');
     const { fastifyIdempotency, transactionOf } = await import('@inboxkit/http/fastify');
     const app = Fastify();
-    await app.register(fastifyIdempotency, { db: db as never, consumer: 'bench-fastify' });
+    await app.register(fastifyIdempotency, { db: db as never, consumer: 'bench-fastify', principal: false });
     app.post('/plain', async (request, reply) => reply.code(201).send(await insert(db, amountOf(request.body))));
     app.post('/trx', async (request, reply) =>
       reply.code(201).send(await db.transaction().execute((trx) => insert(trx, amountOf(request.body)))),
@@ -120,9 +120,13 @@ async function serve(framework: string, url: string): Promise<void> {
         .type('application/json')
         .send(await viaCore(req.body));
     });
-    app.post('/idempotent', idempotent({ db, consumer: 'bench-express' }), async (req: ExpressReq, res: ExpressRes) => {
-      res.status(201).json(await insert(transactionOf<BenchDB>(req), amountOf(req.body)));
-    });
+    app.post(
+      '/idempotent',
+      idempotent({ db, consumer: 'bench-express', principal: false }),
+      async (req: ExpressReq, res: ExpressRes) => {
+        res.status(201).json(await insert(transactionOf<BenchDB>(req), amountOf(req.body)));
+      },
+    );
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     port = (server.address() as { port: number }).port;

@@ -48,15 +48,20 @@ await sql`CREATE TABLE IF NOT EXISTS payments (
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'warn' } });
 
 // Keys live in processed_messages under consumer 'payments-api' for 24 hours; a request
-// with the key of one still running waits up to 5 s for it, then gets 409 + Retry-After.
+// with the key of one still running waits up to 5 s for it (without holding a pool
+// connection), then gets 409 + Retry-After.
 await app.register(fastifyIdempotency, {
   db: db as Kysely<unknown>,
   consumer: 'payments-api',
-  // Scope keys per API client: two clients can never read each other's responses.
+  // Required: scope keys per API client, so two clients can never read each other's
+  // responses. Here a header stands in for your authentication.
   principal: (request) => {
     const client = request.headers['x-client-id'];
     return typeof client === 'string' ? client : undefined;
   },
+  // A request may hold its transaction for 10 s at most: then it is rolled back and
+  // answered 503 with Retry-After (idempotencyOf(request).signal aborts for outside calls).
+  handlerTimeoutMs: 10_000,
 });
 
 const paymentSchema = {

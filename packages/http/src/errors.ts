@@ -11,10 +11,12 @@ import { InboxError } from '@inboxkit/core';
  * | `INBOX_HTTP_KEY_REUSED` | {@link IdempotencyKeyReusedError} | 422 (or 409) | the key was used before with a different request |
  * | `INBOX_HTTP_KEY_IN_FLIGHT` | {@link IdempotencyKeyInFlightError} | 409 | the first request with this key is still running |
  * | `INBOX_HTTP_STORE_UNAVAILABLE` | {@link IdempotencyStoreUnavailableError} | 503 | Postgres could not be reached; nothing was decided |
+ * | `INBOX_HTTP_HANDLER_TIMEOUT` | {@link RequestTimeoutError} | 503 | the handler ran past `handlerTimeoutMs`; rolled back |
  * | `INBOX_HTTP_STORED_RESPONSE_UNREADABLE` | {@link StoredResponseError} | 500 | the key's row holds no response this package wrote |
- * | `INBOX_HTTP_HANDLER_FAILED` | {@link HandlerFailedError} | 500 | (Express) the route failed in a way Express could not answer; rolled back |
+ * | `INBOX_HTTP_HANDLER_FAILED` | {@link HandlerFailedError} | 500 | (Express) the route failed and no error handler of the app answered; rolled back |
  * | `INBOX_HTTP_STREAMING_RESPONSE` | {@link StreamingResponseError} | (thrown) | a handler answered with a streaming body, which cannot be stored |
  * | `INBOX_HTTP_NO_CONTEXT` | {@link NoIdempotencyContextError} | (thrown) | `transactionOf()` was called outside an idempotent handler |
+ * | `INBOX_HTTP_CLIENT_GONE` | {@link ClientDisconnectedError} | (signal reason) | the client went away before its answer was sent |
  */
 export abstract class IdempotencyProblemError extends InboxError {
   /** The HTTP status of the problem response. */
@@ -94,6 +96,24 @@ export class IdempotencyStoreUnavailableError extends IdempotencyProblemError {
   }
 }
 
+/**
+ * The handler ran longer than `handlerTimeoutMs`: its signal was aborted, its statement
+ * cancelled, and its transaction rolled back. Nothing was stored, so a retry runs again.
+ */
+export class RequestTimeoutError extends IdempotencyProblemError {
+  readonly status = 503;
+  readonly title = 'Request timed out';
+  readonly slug = 'handler-timeout';
+
+  constructor(timeoutMs: number, options?: { cause?: unknown }) {
+    super(
+      'INBOX_HTTP_HANDLER_TIMEOUT',
+      `The request took longer than ${timeoutMs} ms and was rolled back; nothing was stored. Retry the same request with the same key after the time in Retry-After.`,
+      options,
+    );
+  }
+}
+
 /** The key's row holds no response this package wrote (another consumer's key, or a corrupted row). */
 export class StoredResponseError extends IdempotencyProblemError {
   readonly status = 500;
@@ -109,7 +129,8 @@ export class StoredResponseError extends IdempotencyProblemError {
 }
 
 /**
- * The Express middleware's answer when the route failed outside Express's own error
+ * The Express middleware's answer when the route failed and no error handler of the app
+ * answered (instead of Express's HTML error page), or failed outside Express's error
  * handling (a streaming response, a failed commit of a captured answer): rolled back,
  * nothing stored. Fastify and the Fetch handler rethrow such errors instead.
  */
@@ -143,6 +164,20 @@ export class NoIdempotencyContextError extends InboxError {
     super(
       'INBOX_HTTP_NO_CONTEXT',
       `transactionOf(request) was called outside an idempotent handler (${where}). Mark the route idempotent, and call it from the handler while it runs.`,
+    );
+  }
+}
+
+/**
+ * The reason of the handler's signal when the client went away before its answer was
+ * sent. A handler that stops on it is rolled back (nothing stored, the client's retry runs
+ * again); one that completes anyway is committed, and the retry gets its response.
+ */
+export class ClientDisconnectedError extends InboxError {
+  constructor() {
+    super(
+      'INBOX_HTTP_CLIENT_GONE',
+      'The client went away before its answer was sent. Stop the work: nothing is stored unless the handler completes.',
     );
   }
 }

@@ -1,6 +1,7 @@
 // @inboxkit/http/express: the Idempotency-Key header for Express routes, as a middleware.
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ConfigurationError } from '@inboxkit/core';
+import { watchResponse } from './client-gone.js';
 import { HandlerFailedError, StreamingResponseError } from './errors.js';
 import { createIdempotency, Idempotency } from './idempotency.js';
 import type { IdempotencyOptions, RouteIdempotencyOptions } from './idempotency-options.js';
@@ -15,7 +16,8 @@ export interface ExpressRequestLike extends IncomingMessage {
   body?: unknown;
   baseUrl?: string;
   originalUrl?: string;
-  route?: { readonly path?: unknown } | undefined;
+  /** The matched route: its pattern, and its layers (the handlers after this middleware are guarded). */
+  route?: { readonly path?: unknown; readonly stack?: unknown } | undefined;
 }
 
 /** An Express middleware, typed by shape. */
@@ -34,12 +36,19 @@ type End = (chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerRe
  * inside the key's transaction, which `transactionOf(req)` gives. What it answers is
  * captured, stored with the key and committed before a byte is sent.
  *
+ * The route's handlers after it are guarded, on Express 4 as on Express 5: a rejected
+ * promise goes to `next(error)` (Express 4 drops it, and the request would hold its
+ * transaction for good), and an error that reaches Express's default error page is
+ * answered as a 500 problem instead. An async handler is waited for when the signal
+ * (`idempotencyOf(req).signal`) aborts; a handler that has returned without answering is
+ * given up then, and rolled back.
+ *
  * `res.write()`, `res.flushHeaders()` and piping (streams, `res.sendFile`) are refused:
  * the transaction is rolled back and a 500 problem is answered.
  *
  * @example
  * ```ts
- * const idempotency = createIdempotency<DB, ExpressRequestLike>({ db, consumer: 'payments-api' })
+ * const idempotency = createIdempotency<DB, ExpressRequestLike>({ db, consumer: 'payments-api', principal: (req) => req.user?.id })
  * app.post('/charges', express.json(), idempotent(idempotency), async (req, res) => {
  *   const trx = transactionOf<DB>(req)
  *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()
@@ -64,9 +73,27 @@ export function idempotent<DB = unknown>(
       writeParts(res, store.problem(reading.error));
       return;
     }
+    guardRouteHandlers(req, idempotencyMiddleware);
     const key = reading.key;
     const before = res.getHeaders();
     const capture = new ResponseCapture(res);
+    const gone = watchResponse(res);
+    const failed = (error: unknown) => {
+      logger?.error(
+        { err: error, method: req.method, url: req.originalUrl ?? req.url },
+        'inboxkit/http: idempotent route failed; rolled back, nothing stored',
+      );
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      resetHeaders(res, before);
+      const detail =
+        error instanceof StreamingResponseError
+          ? error.message
+          : 'The request failed and was rolled back; nothing was stored. It may be retried with the same key.';
+      writeParts(res, store.problem(new HandlerFailedError(detail, { cause: error })));
+    };
     store
       .execute(
         route,
@@ -81,10 +108,11 @@ export function idempotent<DB = unknown>(
             const value = req.headers[name];
             return Array.isArray(value) ? value.join(', ') : value;
           },
+          signal: gone.signal,
         },
         (trx, context) => {
           enterHandler(req, trx, context);
-          const captured = capture.start();
+          const captured = capture.start(req, context.signal);
           next();
           return captured.finally(() => leaveHandler(req));
         },
@@ -92,7 +120,13 @@ export function idempotent<DB = unknown>(
       .then(
         (answer) => {
           capture.restore();
+          gone.dispose();
           if (answer.kind === 'fresh') {
+            // Express's own error page (finalhandler): no error handler of the app answered.
+            if (!answer.stored && isDefaultErrorPage(answer.response)) {
+              failed(capture.routeError ?? new Error(`the route answered Express's ${answer.response.status} page`));
+              return;
+            }
             capture.release(answer.response.body);
             return;
           }
@@ -101,23 +135,101 @@ export function idempotent<DB = unknown>(
         },
         (error: unknown) => {
           capture.restore();
-          logger?.error(
-            { err: error, method: req.method, url: req.originalUrl ?? req.url },
-            'inboxkit/http: idempotent route failed; rolled back, nothing stored',
-          );
-          if (res.headersSent) {
-            res.destroy();
-            return;
-          }
-          resetHeaders(res, before);
-          const detail =
-            error instanceof StreamingResponseError
-              ? error.message
-              : 'The request failed and was rolled back; nothing was stored. It may be retried with the same key.';
-          writeParts(res, store.problem(new HandlerFailedError(detail, { cause: error })));
+          gone.dispose();
+          failed(error);
         },
       );
   };
+}
+
+/** Handlers already guarded (a route's layers are guarded once, by the first request). */
+const guardedHandlers = new WeakSet<object>();
+/** The capture of each request whose route runs in a key's transaction. */
+const captures = new WeakMap<object, ResponseCapture>();
+
+type RouteHandler = (this: unknown, ...args: unknown[]) => unknown;
+
+/**
+ * Guards the route's handlers that come after the middleware. Express 4 drops the promise
+ * an async handler returns, so one that rejects never answers and its request holds the
+ * transaction, connection and key for good: a guarded handler's rejection goes to
+ * `next(error)` as Express 5 does, and the capture waits for the promise before giving up
+ * on an aborted request. Returns nothing, so Express 5 does not handle the promise twice.
+ */
+function guardRouteHandlers(req: ExpressRequestLike, middleware: object): void {
+  const stack = req.route?.stack;
+  if (!Array.isArray(stack)) return;
+  const layers = stack as { handle?: unknown }[];
+  const index = layers.findIndex((layer) => layer?.handle === middleware);
+  if (index === -1) return;
+  for (const layer of layers.slice(index + 1)) {
+    const handle = layer.handle;
+    if (typeof handle !== 'function' || guardedHandlers.has(handle)) continue;
+    const guarded = guard(handle as RouteHandler);
+    guardedHandlers.add(guarded);
+    layer.handle = guarded;
+  }
+}
+
+/** Keeps the arity: Express tells error handlers (four parameters) from others by it. */
+function guard(handle: RouteHandler): RouteHandler {
+  if (handle.length === 4) {
+    return function guardedErrorHandler(this: unknown, error: unknown, req: unknown, res: unknown, next: unknown) {
+      watch(
+        call(() => handle.call(this, error, req, res, next), req),
+        req,
+        next,
+      );
+    };
+  }
+  return function guardedHandler(this: unknown, req: unknown, res: unknown, next: unknown) {
+    watch(
+      call(() => handle.call(this, req, res, next), req),
+      req,
+      next,
+    );
+  };
+}
+
+/** Calls a handler; what it throws is noted for the log, then left to Express (`next(error)`). */
+function call(run: () => unknown, req: unknown): unknown {
+  try {
+    return run();
+  } catch (error) {
+    if (typeof req === 'object' && req !== null) captures.get(req)?.noteError(error);
+    throw error;
+  }
+}
+
+function watch(returned: unknown, req: unknown, next: unknown): void {
+  if (!isThenable(returned)) return;
+  const settled = Promise.resolve(returned).then(
+    () => undefined,
+    (error: unknown) => {
+      const failure = error ?? new Error('Rejected promise');
+      if (typeof req === 'object' && req !== null) captures.get(req)?.noteError(failure);
+      if (typeof next === 'function') next(failure);
+    },
+  );
+  if (typeof req === 'object' && req !== null) captures.get(req)?.track(settled);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/**
+ * Express's default error page, written by finalhandler when no error handler of the app
+ * answered: HTML with the security headers only it sets together.
+ */
+function isDefaultErrorPage(response: HttpResponseParts): boolean {
+  if (response.status < 500) return false;
+  const header = (name: string) => response.headers.find(([n]) => n === name)?.[1];
+  return (
+    header('content-security-policy') === "default-src 'none'" &&
+    header('x-content-type-options') === 'nosniff' &&
+    (header('content-type') ?? '').startsWith('text/html')
+  );
 }
 
 /**
@@ -130,15 +242,44 @@ class ResponseCapture {
   readonly #saved = new Map<string, PropertyDescriptor | undefined>();
   #pendingCallback: (() => void) | undefined;
   #settled = false;
+  #request: object | undefined;
+  #stopWatching: (() => void) | undefined;
+  /** Async handlers of the route still running. */
+  #running = 0;
+  /** Run once no async handler is running. */
+  #whenIdle: (() => void)[] = [];
   started = false;
+  /** The last error a guarded handler rejected with. */
+  routeError: unknown;
 
   constructor(res: ServerResponse) {
     this.#res = res;
   }
 
-  /** Starts capturing; the promise settles with the whole response, or fails on streaming. */
-  start(): Promise<HttpResponseParts & { readonly encoding: BufferEncoding | undefined }> {
+  /** An async handler of the route is running until `settled` settles. */
+  track(settled: Promise<void>): void {
+    this.#running++;
+    void settled.finally(() => {
+      if (--this.#running > 0) return;
+      for (const callback of this.#whenIdle.splice(0)) callback();
+    });
+  }
+
+  noteError(error: unknown): void {
+    this.routeError = error;
+  }
+
+  /**
+   * Starts capturing; the promise settles with the whole response, or fails on streaming,
+   * or with the signal's reason once it aborts and no async handler is running.
+   */
+  start(
+    req: object,
+    signal: AbortSignal,
+  ): Promise<HttpResponseParts & { readonly encoding: BufferEncoding | undefined }> {
     this.started = true;
+    this.#request = req;
+    captures.set(req, this);
     const res = this.#res;
     return new Promise((resolve, reject) => {
       const settle = (action: () => void): boolean => {
@@ -147,6 +288,16 @@ class ResponseCapture {
         action();
         return true;
       };
+      const giveUp = () => settle(() => reject(signal.reason));
+      const onAbort = () => {
+        if (this.#running === 0) giveUp();
+        else this.#whenIdle.push(giveUp);
+      };
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.#stopWatching = () => signal.removeEventListener('abort', onAbort);
+      }
       const streaming = (what: string) =>
         settle(() => reject(new StreamingResponseError(`the handler called ${what}, which sends the body in parts.`)));
       this.#patch('writeHead', function writeHead(statusCode: number, ...rest: unknown[]) {
@@ -189,6 +340,8 @@ class ResponseCapture {
 
   /** Puts the response's own methods back. */
   restore(): void {
+    this.#stopWatching?.();
+    if (this.#request !== undefined) captures.delete(this.#request);
     for (const [name, descriptor] of this.#saved) {
       if (descriptor === undefined) Reflect.deleteProperty(this.#res, name);
       else Object.defineProperty(this.#res, name, descriptor);

@@ -3,6 +3,7 @@
 import { ConfigurationError } from '@inboxkit/core';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { Transaction } from 'kysely';
+import { watchResponse } from './client-gone.js';
 import { StreamingResponseError } from './errors.js';
 import { createIdempotency, Idempotency, type IdempotencyContext } from './idempotency.js';
 import type { IdempotencyOptions, RouteConfig, RouteIdempotencyOptions } from './idempotency-options.js';
@@ -43,7 +44,7 @@ type Handler = RouteOptions['handler'];
  *
  * @example
  * ```ts
- * await app.register(fastifyIdempotency, { db, consumer: 'payments-api' })
+ * await app.register(fastifyIdempotency, { db, consumer: 'payments-api', principal: (request) => request.user?.id })
  * app.post('/charges', { config: { idempotency: true } }, async (request, reply) => {
  *   const trx = transactionOf<DB>(request)
  *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()
@@ -125,22 +126,26 @@ async function handleIdempotent(
   if (reading.error !== undefined) return sendParts(reply, store.problem(reading.error));
   const before = reply.getHeaders();
   let ran = false;
-  const answer = await store.execute(
-    route,
-    {
-      request,
-      key: reading.key,
-      method: request.method.toUpperCase(),
-      route: request.routeOptions.url ?? request.url,
-      path: request.url,
-      body: request.body,
-      header: (name) => headerValue(request.headers[name]),
-    },
-    (trx, context) => {
-      ran = true;
-      return runHandler(instance, handler, request, reply, trx, context);
-    },
-  );
+  const gone = watchResponse(reply.raw);
+  const answer = await store
+    .execute(
+      route,
+      {
+        request,
+        key: reading.key,
+        method: request.method.toUpperCase(),
+        route: request.routeOptions.url ?? request.url,
+        path: request.url,
+        body: request.body,
+        header: (name) => headerValue(request.headers[name]),
+        signal: gone.signal,
+      },
+      (trx, context) => {
+        ran = true;
+        return runHandler(instance, handler, request, reply, trx, context);
+      },
+    )
+    .finally(() => gone.dispose());
   if (answer.kind === 'fresh') {
     const body = toBuffer(answer.response.body);
     return reply.send(body.length === 0 ? undefined : body);
@@ -190,15 +195,18 @@ async function runHandler(
   enterHandler(request, trx, context);
   let payload: unknown;
   try {
+    // A handler that has returned but not sent yet sends later, from a callback: wait for
+    // it, unless the signal aborts (the time is up, the client is gone), which rolls back.
+    const later = () => untilAborted(sent, context.signal);
     const returned: unknown = handler.call(instance, request, reply);
     if (isThenable(returned)) {
       const value = await returned;
       if (sendCalled) payload = sentPayload;
-      else if (value === reply) payload = await sent;
+      else if (value === reply) payload = await later();
       else payload = value;
     } else if (sendCalled) payload = sentPayload;
     else if (returned !== undefined && returned !== reply) payload = returned;
-    else payload = await sent;
+    else payload = await later();
   } finally {
     leaveHandler(request);
     Reflect.deleteProperty(reply, 'send');
@@ -253,6 +261,25 @@ function sendParts(reply: FastifyReply, response: HttpResponseParts): FastifyRep
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** The promise's value, or a rejection with the signal's reason if it aborts first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

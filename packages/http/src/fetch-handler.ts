@@ -1,5 +1,6 @@
 import { ConfigurationError } from '@inboxkit/core';
 import type { Transaction } from 'kysely';
+import { watchRequestSignal } from './client-gone.js';
 import { StreamingResponseError } from './errors.js';
 import { createIdempotency, Idempotency, type IdempotencyContext } from './idempotency.js';
 import type { IdempotencyOptions, RouteIdempotencyOptions } from './idempotency-options.js';
@@ -35,9 +36,13 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
  *   body) is stored with the key in that transaction, which commits, then it is answered;
  * - a completed key: the stored response, with `Idempotent-Replayed: true`, without running
  *   the handler; the same key with a different request: 422 (or 409);
- * - a key in flight: waits up to `inFlightWaitMs`, then 409 with `Retry-After`;
+ * - a key in flight: waits up to `inFlightWaitMs` (without a connection), then 409 with `Retry-After`;
  * - a handler that throws: rolled back, nothing stored, the error is rethrown for the
- *   server's own error handling; a 5xx response: rolled back, nothing stored, answered.
+ *   server's own error handling; a 5xx response: rolled back, nothing stored, answered;
+ * - a handler past `handlerTimeoutMs`: rolled back, answered 503 (`handler-timeout`).
+ *
+ * The request the handler gets carries `context.signal`, aborted at `handlerTimeoutMs` and
+ * when the client goes away (the server's `request.signal` aborts).
  *
  * The response body must be complete when the handler returns (a string, bytes, JSON, a
  * Blob, form data): a body that has to wait for I/O or timers is a streaming body, and is
@@ -50,7 +55,7 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
  *   const charge = await trx.insertInto('charges').values({ amount_cents: amountCents })
  *     .returningAll().executeTakeFirstOrThrow()
  *   return Response.json(charge, { status: 201 })
- * }, { db, consumer: 'payments-api', route: '/charges' })
+ * }, { db, consumer: 'payments-api', route: '/charges', principal: clientIdOf })
  * ```
  */
 export function idempotent<DB>(handler: FetchIdempotentHandler<DB>, options: IdempotentFetchOptions<DB>): FetchHandler {
@@ -84,35 +89,39 @@ export function idempotent<DB>(handler: FetchIdempotentHandler<DB>, options: Ide
     if (reading.error !== undefined) return toFetchResponse(store.problem(reading.error));
     const url = new URL(request.url);
     const body = request.body === null ? null : new Uint8Array(await request.arrayBuffer());
-    const answer = await store.execute(
-      route,
-      {
-        request,
-        key: reading.key,
-        method: request.method.toUpperCase(),
-        route: url.pathname,
-        path: url.pathname + url.search,
-        body,
-        header: (name) => request.headers.get(name) ?? undefined,
-      },
-      async (trx, context) => {
-        const response = await handler(
-          trx,
-          new Request(request, body === null ? {} : { body: bodyInit(body) }),
-          context,
-        );
-        if (!(response instanceof Response)) {
-          throw new TypeError(`An idempotent Fetch handler must return a Response, got ${describe(response)}.`);
-        }
-        return {
-          status: response.status,
-          statusText: response.statusText,
-          headers: headerPairs(response.headers),
-          allHeaders: response.headers,
-          body: await readWholeBody(response),
-        };
-      },
-    );
+    const gone = watchRequestSignal(request.signal);
+    const answer = await store
+      .execute(
+        route,
+        {
+          request,
+          key: reading.key,
+          method: request.method.toUpperCase(),
+          route: url.pathname,
+          path: url.pathname + url.search,
+          body,
+          header: (name) => request.headers.get(name) ?? undefined,
+          signal: gone.signal,
+        },
+        async (trx, context) => {
+          const response = await handler(
+            trx,
+            new Request(request, { signal: context.signal, ...(body === null ? {} : { body: bodyInit(body) }) }),
+            context,
+          );
+          if (!(response instanceof Response)) {
+            throw new TypeError(`An idempotent Fetch handler must return a Response, got ${describe(response)}.`);
+          }
+          return {
+            status: response.status,
+            statusText: response.statusText,
+            headers: headerPairs(response.headers),
+            allHeaders: response.headers,
+            body: await readWholeBody(response),
+          };
+        },
+      )
+      .finally(() => gone.dispose());
     if (answer.kind === 'fresh') {
       const { status, statusText, allHeaders, body: responseBody } = answer.response;
       return new Response(NULL_BODY_STATUSES.has(status) ? null : bodyInit(responseBody), {

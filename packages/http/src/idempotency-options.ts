@@ -20,7 +20,7 @@ export interface FingerprintOptions {
 /**
  * Returns the authenticated principal a request runs for (a user id, an API key id), or
  * `undefined` for an anonymous request. Keys are scoped by it: two clients can never see
- * each other's responses, even with the same key.
+ * each other's responses, even with the same key. Anonymous requests share one scope.
  */
 export type PrincipalResolver<Req> = (request: Req) => string | undefined | Promise<string | undefined>;
 
@@ -31,8 +31,14 @@ export interface RouteIdempotencyOptions<Req = Request> {
    * (Fastify, Express), or the URL path (Fetch).
    */
   readonly route?: string;
-  /** See {@link PrincipalResolver}. Default: none, keys are global (plus method and route). */
-  readonly principal?: PrincipalResolver<Req>;
+  /**
+   * Required (here or in the store's options): whose keys these are. A
+   * {@link PrincipalResolver} scopes keys by the authenticated principal, so a client can
+   * never be answered another client's stored response. `false` opts out: keys are shared
+   * by all clients (plus method and route), and any client that sends another's key gets
+   * its stored response; only for APIs with a single client, or with keys that are secrets.
+   */
+  readonly principal?: PrincipalResolver<Req> | false;
   /**
    * Scope keys by method and route as well as by principal: the same key sent to two
    * routes is two operations. With `false` a key is shared by all routes, and using it on
@@ -70,18 +76,27 @@ export interface IdempotencyOptions<DB, Req = Request> extends RouteIdempotencyO
   /** Isolation level of the handler's transaction. Default `'read committed'`. */
   readonly isolationLevel?: InboxIsolationLevel;
   /**
-   * How long a key and its response are kept, in milliseconds. A key older than this
-   * behaves as new even before `purge()` deletes it; `purge()` deletes keys older than
-   * this. Default 24 hours (`86_400_000`).
+   * How long a key and its response are kept, in milliseconds, counted from the start of
+   * the request that stored them. A key older than this behaves as new (even with another
+   * body) before `purge()` deletes it; `purge()` deletes keys older than this. It must be
+   * longer than `handlerTimeoutMs`. Default 24 hours (`86_400_000`).
    */
   readonly retentionMs?: number;
   /**
    * How long a request waits for another in-flight request with the same key, in
    * milliseconds, before it is answered 409 with `Retry-After`. If the first one finishes
-   * within this time, the waiting one gets its stored response. It is the transaction's
-   * `lock_timeout`, so it bounds the handler's own lock waits too. Default `5000`.
+   * within this time, the waiting one gets its stored response. It waits without holding a
+   * pool connection: it checks the key again now and then, each check a short transaction.
+   * It is also the `lock_timeout` of the handler's statements. Default `5000`.
    */
   readonly inFlightWaitMs?: number;
+  /**
+   * Longest time a handler may run, in milliseconds (core's `handlerTimeoutMs`). When it
+   * runs out, the handler's `signal` is aborted, the statement it is running is cancelled,
+   * and once it returns or throws, its transaction is rolled back and the request is
+   * answered 503 (`handler-timeout`, with `Retry-After`); nothing is stored. Default: no limit.
+   */
+  readonly handlerTimeoutMs?: number;
   /** `Retry-After` of the 409 (in flight) and 503 (database unavailable) answers, in seconds. Default `1`. */
   readonly retryAfterSeconds?: number;
   /** The request header that carries the key. Default `'Idempotency-Key'`. */
@@ -111,7 +126,8 @@ export interface IdempotencyOptions<DB, Req = Request> extends RouteIdempotencyO
 /** A route's options, checked and merged with the store's. */
 export interface RouteConfig<Req> {
   readonly route: string | undefined;
-  readonly principal: PrincipalResolver<Req> | undefined;
+  /** Always set on a route's config; `undefined` only in store defaults that leave it to the routes. */
+  readonly principal: PrincipalResolver<Req> | false | undefined;
   readonly scopeByRoute: boolean;
   readonly fingerprint: Required<FingerprintOptions>;
   readonly storeClientErrors: boolean;
@@ -127,6 +143,7 @@ export interface IdempotencyConfig<DB, Req> {
   readonly isolationLevel: InboxIsolationLevel | undefined;
   readonly retentionMs: number;
   readonly inFlightWaitMs: number;
+  readonly handlerTimeoutMs: number | undefined;
   readonly retryAfterSeconds: number;
   readonly headerName: string;
   /** `headerName` in lower case, as Node.js keys `request.headers`. */
@@ -186,6 +203,7 @@ const STORE_KEYS = [
   'isolationLevel',
   'retentionMs',
   'inFlightWaitMs',
+  'handlerTimeoutMs',
   'retryAfterSeconds',
   'headerName',
   'maxKeyLength',
@@ -254,14 +272,25 @@ export function compileIdempotencyOptions<DB, Req>(options: IdempotencyOptions<D
       }
     }
   }
+  const handlerTimeoutMs =
+    options.handlerTimeoutMs === undefined
+      ? undefined
+      : positiveInteger('handlerTimeoutMs', options.handlerTimeoutMs, 0, 2_147_483_647);
+  const retentionMs = positiveInteger('retentionMs', options.retentionMs, DAY_MS);
+  if (handlerTimeoutMs !== undefined && retentionMs <= handlerTimeoutMs) {
+    throw new ConfigurationError(
+      `\`retentionMs\` (${retentionMs} ms) must be longer than \`handlerTimeoutMs\` (${handlerTimeoutMs} ms): a key's window starts with its request, so a request that takes that long would store a response that has already expired, and a retry would run it again.`,
+    );
+  }
   return Object.freeze({
     db: options.db,
     consumer,
     schema: options.schema,
     table: options.table,
     isolationLevel: options.isolationLevel,
-    retentionMs: positiveInteger('retentionMs', options.retentionMs, DAY_MS),
+    retentionMs,
     inFlightWaitMs: positiveInteger('inFlightWaitMs', options.inFlightWaitMs, 5000, 24 * 60 * 60 * 1000),
+    handlerTimeoutMs,
     retryAfterSeconds: positiveInteger('retryAfterSeconds', options.retryAfterSeconds, 1, 86_400),
     headerName,
     headerKey: headerName.toLowerCase(),
@@ -274,17 +303,29 @@ export function compileIdempotencyOptions<DB, Req>(options: IdempotencyOptions<D
   });
 }
 
-/** Checks a route's options and merges them over the store's. */
+/**
+ * Checks a route's options and merges them over the store's. A route must end up with a
+ * `principal` (a resolver, or `false` to opt out): keys shared by every client by mistake
+ * would let one client be answered another's response.
+ */
 export function compileRouteOptions<Req>(
   options: RouteIdempotencyOptions<Req> | undefined,
   defaults: RouteConfig<Req>,
 ): RouteConfig<Req> {
-  if (options === undefined) return defaults;
-  if (typeof options !== 'object' || options === null) {
-    throw new ConfigurationError('Expected the route options to be an object, e.g. { route: "/charges" }.');
+  let route = defaults;
+  if (options !== undefined) {
+    if (typeof options !== 'object' || options === null) {
+      throw new ConfigurationError('Expected the route options to be an object, e.g. { route: "/charges" }.');
+    }
+    checkKeys('route.', options, ROUTE_KEYS);
+    route = compileRoute('route.', options, defaults, true);
   }
-  checkKeys('route.', options, ROUTE_KEYS);
-  return compileRoute('route.', options, defaults, true);
+  if (route.principal === undefined) {
+    throw new ConfigurationError(
+      "The `principal` option is required: give `principal: (request) => request.user?.id` (the authenticated client) so that keys are scoped per client, or `principal: false` to share keys among all clients, where any client that sends another's key is answered its stored response.",
+    );
+  }
+  return route;
 }
 
 function compileRoute<Req>(
@@ -302,9 +343,9 @@ function compileRoute<Req>(
       '`route` names one route: give it in the route options (or leave it out to use the route pattern), not to createIdempotency().',
     );
   }
-  if (options.principal !== undefined && typeof options.principal !== 'function') {
+  if (options.principal !== undefined && options.principal !== false && typeof options.principal !== 'function') {
     throw new ConfigurationError(
-      `Expected \`${prefix}principal\` to be a function (request) => string | undefined, e.g. (req) => req.user?.id.`,
+      `Expected \`${prefix}principal\` to be a function (request) => string | undefined, e.g. (req) => req.user?.id, or false.`,
     );
   }
   const mismatchStatus = options.mismatchStatus ?? defaults.mismatchStatus;

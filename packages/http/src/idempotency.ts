@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import {
   createInbox,
   databaseFailure,
+  hasCode,
   type Inbox,
   NonRetryableError,
   type PurgeOptions,
@@ -13,6 +14,7 @@ import {
   IdempotencyKeyReusedError,
   type IdempotencyProblemError,
   IdempotencyStoreUnavailableError,
+  RequestTimeoutError,
   StoredResponseError,
 } from './errors.js';
 import { type KeyReading, readIdempotencyKey } from './idempotency-key.js';
@@ -27,6 +29,7 @@ import {
 import { problemResponse } from './problem.js';
 import { type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
 import { compileForgetExpiredKey, type QueryRunner } from './sql/forget-expired-key.js';
+import { compileSetLockTimeout } from './sql/set-lock-timeout.js';
 import { fromStoredJson, type HttpResponseParts, toStoredJson } from './stored-response.js';
 
 /** One request, as an adapter describes it to {@link Idempotency.execute}. */
@@ -37,6 +40,8 @@ export interface IdempotentCall<Req> extends FingerprintSource {
   readonly key: string;
   /** The route's name in the key scope when the route options give none: its pattern, or the URL path. */
   readonly route: string;
+  /** Aborted when the client goes away (reason: `ClientDisconnectedError`); the handler's signal follows it. */
+  readonly signal?: AbortSignal;
 }
 
 /** What the handler is told besides its transaction and request. */
@@ -45,6 +50,13 @@ export interface IdempotencyContext {
   readonly key: string;
   /** The key's id in the inbox table (`message_id`): principal, method, route and key. */
   readonly messageId: string;
+  /**
+   * Aborted when the handler runs past `handlerTimeoutMs` (reason: core's
+   * `HandlerTimeoutError`) or when the client goes away (reason: `ClientDisconnectedError`).
+   * Pass it to outside calls (`fetch(url, { signal })`). A handler that stops on it is rolled
+   * back; one that completes after the client left is committed, and the retry replays it.
+   */
+  readonly signal: AbortSignal;
 }
 
 /** Runs the handler in the key's transaction and returns its whole response. */
@@ -80,6 +92,15 @@ class UnstoredResponse extends NonRetryableError {
 const TRY_AGAIN_STATUSES = new Set([408, 425, 429]);
 /** Longest `message_id` written as readable JSON; longer ones (long principals or routes) are hashed. */
 const READABLE_ID_LIMIT = 1024;
+/**
+ * How long the claim of a key waits for a request in flight with it (ms). Short, so that a
+ * waiting request holds a pool connection for a moment only; it then waits outside any
+ * transaction and checks again, until `inFlightWaitMs` is spent.
+ */
+const CLAIM_WAIT_MS = 10;
+/** Pauses between two checks of a key in flight (ms): doubling from the first to the last. */
+const FIRST_RECHECK_MS = 25;
+const LAST_RECHECK_MS = 500;
 
 /**
  * Creates the idempotency store: the Idempotency-Key workflow on core's inbox. One store
@@ -87,7 +108,7 @@ const READABLE_ID_LIMIT = 1024;
  *
  * @example
  * ```ts
- * const idempotency = createIdempotency({ db, consumer: 'payments-api' })
+ * const idempotency = createIdempotency({ db, consumer: 'payments-api', principal: clientIdOf })
  * const charge = idempotent(handler, { idempotency, route: '/charges' })
  * setInterval(() => idempotency.purge(), 60_000)
  * ```
@@ -106,9 +127,10 @@ export function createIdempotency<DB, Req = Request>(options: IdempotencyOptions
  *    stores with the key, and the transaction commits. A 5xx (or, by option, a 4xx) is
  *    thrown out of the transaction instead, which rolls everything back: nothing is kept.
  * 3. A key already there is a replay of its stored response; with another fingerprint, a
- *    reuse (422 or 409). A key held by a request in flight makes this one wait on the
- *    unique index up to `inFlightWaitMs`: it then replays the first one's response, or
- *    runs if the first rolled back, or gets 409 with `Retry-After` if it is still running.
+ *    reuse (422 or 409); older than `retentionMs`, it is deleted and the request runs as
+ *    new. A key held by a request in flight makes this one wait up to `inFlightWaitMs`,
+ *    outside any transaction, checking the key now and then: it then replays the first
+ *    one's response, or runs if the first rolled back, or gets 409 with `Retry-After`.
  */
 export class Idempotency<DB, Req = Request> {
   /** The options, checked and compiled. */
@@ -116,25 +138,34 @@ export class Idempotency<DB, Req = Request> {
   /** The core inbox the keys live in (consumer `config.consumer`). */
   readonly inbox: Inbox<DB>;
   readonly #forgetExpiredKey;
+  /** Gives the handler's statements `inFlightWaitMs` as their lock_timeout, or `undefined` when the claim's is that already. */
+  readonly #setLockTimeout;
 
   /** @internal Use {@link createIdempotency}. */
   constructor(config: IdempotencyConfig<DB, Req>) {
     this.config = config;
+    const claimWaitMs = Math.min(CLAIM_WAIT_MS, config.inFlightWaitMs);
     this.inbox = createInbox<DB>({
       db: config.db,
       consumer: config.consumer,
       schema: config.schema,
       table: config.table,
       isolationLevel: config.isolationLevel,
-      lockTimeoutMs: config.inFlightWaitMs,
+      lockTimeoutMs: claimWaitMs,
       maxIdLength: READABLE_ID_LIMIT + 64,
-      retentionMs: config.retentionMs,
+      // Core checks its window against broker redeliveries and message retries, which HTTP
+      // does not have (its own rule is checked with the options); core's window only serves
+      // as purge()'s default, which this class always sets.
+      retentionMs: Math.max(config.retentionMs, (config.handlerTimeoutMs ?? 0) + claimWaitMs + 1),
+      ...(config.handlerTimeoutMs === undefined ? {} : { handlerTimeoutMs: config.handlerTimeoutMs }),
       // A failed request is retried by its client, with the same key; never in process.
       retry: { retries: 0 },
       storeResults: true,
       fingerprintPayloads: true,
     });
     this.#forgetExpiredKey = compileForgetExpiredKey(this.inbox.config.tables.qualified);
+    this.#setLockTimeout =
+      claimWaitMs === config.inFlightWaitMs ? undefined : compileSetLockTimeout(config.inFlightWaitMs);
   }
 
   /** Checks one route's options and merges them over the store's. Throws `ConfigurationError`. */
@@ -161,19 +192,28 @@ export class Idempotency<DB, Req = Request> {
     call: IdempotentCall<Req>,
     produce: ResponseProducer<DB, C>,
   ): Promise<IdempotencyAnswer<C>> {
-    const principal = route.principal === undefined ? undefined : await route.principal(call.request);
+    const principal = typeof route.principal === 'function' ? await route.principal(call.request) : undefined;
     if (principal !== undefined && typeof principal !== 'string') {
       throw new TypeError(`The \`principal\` option returned a ${typeof principal}; return a string, or undefined.`);
     }
     const messageId = scopedId(principal, route.scopeByRoute ? [call.method, route.route ?? call.route] : [], call.key);
     const message = { id: messageId, payload: requestFingerprint(route.fingerprint, call) };
-    const context: IdempotencyContext = { key: call.key, messageId };
-    const { retentionMs, storedHeaders } = this.config;
+    const { inFlightWaitMs, storedHeaders } = this.config;
+    const deadline = performance.now() + inFlightWaitMs;
+    let recheckMs = FIRST_RECHECK_MS;
+    // Set once the key was seen in flight: the response it then gets is the answer to this
+    // very retry, however old its key, so it is replayed, never taken as expired.
+    let waited = false;
+    let forgotten = 0;
 
-    for (let round = 1; ; round++) {
+    for (;;) {
       let produced: C | undefined;
-      const outcome = await this.inbox.process(message, async (trx) => {
-        const response = await produce(trx, context);
+      const outcome = await this.inbox.process(message, async (trx, _message, { signal: timeout }) => {
+        if (this.#setLockTimeout !== undefined) await this.#setLockTimeout(trx as unknown as QueryRunner);
+        const signal = call.signal === undefined ? timeout : AbortSignal.any([timeout, call.signal]);
+        // The client left while this request waited: nobody is to be answered, run nothing.
+        if (signal.aborted) throw signal.reason;
+        const response = await produce(trx, { key: call.key, messageId, signal });
         produced = response;
         if (!this.#stored(response.status, route)) throw new UnstoredResponse(response);
         return toStoredJson(response, storedHeaders);
@@ -182,29 +222,55 @@ export class Idempotency<DB, Req = Request> {
         case 'processed':
           return { kind: 'fresh', response: produced as C, stored: true };
         case 'duplicate': {
-          const { processedAt } = outcome;
-          if (processedAt !== undefined && Date.now() - processedAt.getTime() >= retentionMs && round < 3) {
-            const failed = await this.#forget(messageId, new Date(Date.now() - retentionMs));
+          if (!waited && forgotten < 2 && this.#expired(outcome.processedAt)) {
+            const failed = await this.#forget(messageId);
             if (failed !== undefined) return failed;
+            forgotten++;
             continue;
           }
           const stored = outcome.previousStatus === 'processed' ? fromStoredJson(outcome.result) : undefined;
           if (stored === undefined) return this.#problem(new StoredResponseError(messageId));
           return { kind: 'replay', response: this.#replayed(stored) };
         }
-        case 'conflict':
+        case 'conflict': {
+          // Another request's key, unless it has expired: then this request is new.
+          if (!waited && forgotten < 2) {
+            const expired = await this.#storedExpired(messageId);
+            if (typeof expired === 'object') return expired;
+            if (expired) {
+              const failed = await this.#forget(messageId);
+              if (failed !== undefined) return failed;
+              forgotten++;
+              continue;
+            }
+          }
           return this.#problem(new IdempotencyKeyReusedError(this.config.headerName, route.mismatchStatus));
-        case 'retry_later':
+        }
+        case 'retry_later': {
+          if (outcome.reason === 'lock_timeout') {
+            // In flight: wait without a connection, then check again.
+            waited = true;
+            const left = deadline - performance.now();
+            if (left > 0) {
+              await delay(Math.min(left, jitter(recheckMs)));
+              recheckMs = Math.min(recheckMs * 2, LAST_RECHECK_MS);
+              continue;
+            }
+          }
           this.config.logger?.warn(
             { consumer: this.config.consumer, messageId, reason: outcome.reason, err: outcome.error },
             'inboxkit/http: request not run; answered with a retryable problem',
           );
           return outcome.reason === 'lock_timeout'
-            ? this.#problem(new IdempotencyKeyInFlightError(this.config.headerName, this.config.inFlightWaitMs))
+            ? this.#problem(new IdempotencyKeyInFlightError(this.config.headerName, inFlightWaitMs))
             : this.#problem(new IdempotencyStoreUnavailableError({ cause: outcome.error }));
+        }
         case 'dead_letter':
           if (outcome.error instanceof UnstoredResponse) {
             return { kind: 'fresh', response: outcome.error.response as C, stored: false };
+          }
+          if (hasCode(outcome.error, 'INBOX_HANDLER_TIMEOUT')) {
+            return this.#problem(new RequestTimeoutError(this.config.handlerTimeoutMs ?? 0, { cause: outcome.error }));
           }
           throw outcome.error;
       }
@@ -216,7 +282,7 @@ export class Idempotency<DB, Req = Request> {
    * process at a time does it. Run it on a schedule. This is core's `purge()`.
    */
   purge(options?: PurgeOptions): Promise<PurgeResult> {
-    return this.inbox.purge(options);
+    return this.inbox.purge({ olderThanMs: this.config.retentionMs, ...options });
   }
 
   #stored(status: number, route: RouteConfig<Req>): boolean {
@@ -235,14 +301,31 @@ export class Idempotency<DB, Req = Request> {
     return { kind: 'problem', response: this.problem(error), error };
   }
 
+  /** Whether a key stored at `processedAt` is past its retention window. */
+  #expired(processedAt: Date | undefined): boolean {
+    return processedAt !== undefined && Date.now() - processedAt.getTime() >= this.config.retentionMs;
+  }
+
+  /** Whether the key's stored row has expired (read on the conflict path only); a problem answer when the database cannot be reached. */
+  async #storedExpired(messageId: string): Promise<boolean | IdempotencyAnswer<never>> {
+    try {
+      return this.#expired((await this.inbox.find(messageId))?.processedAt);
+    } catch (error) {
+      if (databaseFailure(error) !== undefined) {
+        return this.#problem(new IdempotencyStoreUnavailableError({ cause: error }));
+      }
+      throw error;
+    }
+  }
+
   /** Deletes an expired key; a problem answer when the database cannot be reached. */
-  async #forget(messageId: string, expiredBefore: Date): Promise<IdempotencyAnswer<never> | undefined> {
+  async #forget(messageId: string): Promise<IdempotencyAnswer<never> | undefined> {
     try {
       await this.#forgetExpiredKey(
         this.config.db as unknown as QueryRunner,
         this.config.consumer,
         messageId,
-        expiredBefore,
+        new Date(Date.now() - this.config.retentionMs),
       );
       return undefined;
     } catch (error) {
@@ -261,4 +344,13 @@ export class Idempotency<DB, Req = Request> {
 function scopedId(principal: string | undefined, scope: readonly string[], key: string): string {
   const id = JSON.stringify([principal ?? null, ...scope, key]);
   return id.length <= READABLE_ID_LIMIT ? id : `sha256:${createHash('sha256').update(id).digest('hex')}`;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Up to a fifth off, so that many requests waiting on one key do not check it in step. */
+function jitter(ms: number): number {
+  return ms * (0.8 + Math.random() * 0.2);
 }

@@ -3,6 +3,7 @@
 // (@inboxkit/http/fastify, @inboxkit/http/express).
 
 export {
+  ClientDisconnectedError,
   HandlerFailedError,
   IdempotencyKeyInFlightError,
   IdempotencyKeyMissingError,
@@ -11,6 +12,7 @@ export {
   IdempotencyStoreUnavailableError,
   InvalidIdempotencyKeyError,
   NoIdempotencyContextError,
+  RequestTimeoutError,
   StoredResponseError,
   StreamingResponseError,
 } from './errors.js';

@@ -9,7 +9,8 @@ import { FRAMEWORKS, type Harness, startHarness } from './support/harness.ts';
 
 let t: TestDatabase;
 beforeAll(async () => {
-  t = await createTestDatabase('http_behaviour', { poolSize: 30 });
+  // pg's default pool size (10): requests waiting on a key in flight hold no connection.
+  t = await createTestDatabase('http_behaviour');
 });
 afterAll(async () => {
   await t?.dispose();
@@ -74,6 +75,17 @@ describe.each(FRAMEWORKS)('%s', (framework) => {
     const quoted = await post(h.url, '/charges', { key: `"${key}"` });
     expect(quoted.headers.get('idempotent-replayed')).toBe('true');
     expect(quoted.text).toBe(first.text);
+  });
+
+  it('reads an sf-string key with parameters as the key, the parameters ignored', async () => {
+    const key = newKey();
+    const first = await post(h.url, '/charges', { key: `"${key}";a=1` });
+    expect(first.status).toBe(201);
+    const again = await post(h.url, '/charges', { key: `"${key}"; v=?1;by="x;y";n=-1.5;t=tok/en` });
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.text).toBe(first.text);
+    const bare = await post(h.url, '/charges', { key });
+    expect(bare.headers.get('idempotent-replayed')).toBe('true');
   });
 
   it('runs a new key once and stores status, the headers that matter and the body with it, in the same transaction', async () => {
@@ -246,6 +258,15 @@ describe.each(FRAMEWORKS)('%s', (framework) => {
     expect(again.text).not.toBe(first.text);
     const [row] = await keyRows(t, h.consumer, key);
     expect(Date.now() - (row?.processed_at.getTime() ?? 0)).toBeLessThan(60_000);
+
+    // Expired, so new: another body under the key is a new request too, not a reuse.
+    const reused = newKey();
+    await post(h.url, '/charges', { key: reused, body: { amountCents: 100 } });
+    await sql`UPDATE processed_messages SET processed_at = now() - interval '25 hours'
+      WHERE consumer = ${h.consumer} AND strpos(message_id, ${reused}) > 0`.execute(t.db);
+    const other = await post(h.url, '/charges', { key: reused, body: { amountCents: 555 } });
+    expect(other.status).toBe(201);
+    expect((other.json() as { amountCents: number }).amountCents).toBe(555);
 
     const old = newKey();
     await post(h.url, '/charges', { key: old });

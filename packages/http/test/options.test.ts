@@ -11,11 +11,13 @@ import {
   readIdempotencyKey,
   StreamingResponseError,
 } from '@inboxkit/http';
+import { idempotent as expressIdempotent } from '@inboxkit/http/express';
 import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
 import Fastify from 'fastify';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
-import { post } from './support/client.ts';
+import { post, waitFor } from './support/client.ts';
 import { serveFetch } from './support/harness.ts';
 
 let t: TestDatabase;
@@ -33,6 +35,9 @@ describe('options are checked at construction, and errors name the option', () =
     [{ lockTimeoutMs: 5 }, /Unknown option `lockTimeoutMs`/],
     [{ inFlightWaitMs: -1 }, /`inFlightWaitMs`/],
     [{ retentionMs: 1.5 }, /`retentionMs`/],
+    [{ handlerTimeoutMs: 0 }, /`handlerTimeoutMs`/],
+    [{ handlerTimeoutMs: 2000, retentionMs: 2000 }, /`retentionMs` \(2000 ms\).*`handlerTimeoutMs` \(2000 ms\)/],
+    [{ principal: true }, /`principal`/],
     [{ retryAfterSeconds: 0 }, /`retryAfterSeconds`/],
     [{ mismatchStatus: 418 }, /`mismatchStatus`/],
     [{ storedHeaders: ['content-length'] }, /`storedHeaders`.*content-length/],
@@ -53,7 +58,7 @@ describe('options are checked at construction, and errors name the option', () =
   });
 
   it('checks route options and names them with their prefix', () => {
-    const store = createIdempotency({ db: t.db });
+    const store = createIdempotency({ db: t.db, principal: false });
     expect(() => store.route({ mismatchStatus: 400 as 422 })).toThrow(/`route.mismatchStatus`/);
     expect(() => store.route({ fingerprint: { headers: ['ok', 'not ok'] } })).toThrow(/`route.fingerprint.headers`/);
     expect(() => store.route({ colour: 'red' } as never)).toThrow(/Unknown option `route.colour`/);
@@ -70,6 +75,84 @@ describe('options are checked at construction, and errors name the option', () =
   });
 });
 
+describe('principal: the safe choice is the easy one', () => {
+  const handler = async () => new Response('ok');
+
+  it('a route with no `principal` is refused at construction, naming the option and the opt-out', async () => {
+    const expected = /`principal`.*`principal: false`/s;
+    expect(() => idempotent(handler, { db: t.db })).toThrow(ConfigurationError);
+    expect(() => idempotent(handler, { db: t.db })).toThrow(expected);
+    expect(() => createIdempotency({ db: t.db }).route()).toThrow(expected);
+    expect(() => expressIdempotent({ db: t.db })).toThrow(expected);
+    const app = Fastify();
+    await app.register(fastifyIdempotency, { db: t.db as never });
+    expect(() => app.post('/charges', { config: { idempotency: true } }, async () => 'x')).toThrow(
+      /POST \/charges: .*`principal`/s,
+    );
+    await app.close();
+  });
+
+  it('`principal: false` (for the store or one route) opts out, and a route may still give its own', () => {
+    expect(createIdempotency({ db: t.db, principal: false }).route().principal).toBe(false);
+    expect(createIdempotency({ db: t.db }).route({ principal: false }).principal).toBe(false);
+    const resolver = () => 'user-1';
+    expect(createIdempotency({ db: t.db, principal: false }).route({ principal: resolver }).principal).toBe(resolver);
+    expect(() => idempotent(handler, { db: t.db, principal: false })).not.toThrow();
+  });
+});
+
+describe('inFlightWaitMs', () => {
+  it.each([
+    [7000, '7s'],
+    [5, '5ms'],
+  ])(
+    "is the lock_timeout of the handler's statements (%i ms), though the key's claim waits 10 ms at most",
+    async (inFlightWaitMs, shown) => {
+      const handler = idempotent<TestDB>(
+        async (trx) => {
+          const { rows } = await sql<{ value: string }>`SELECT current_setting('lock_timeout') AS value`.execute(trx);
+          return Response.json(rows[0]);
+        },
+        { db: t.db, consumer: `lock-timeout-${inFlightWaitMs}`, principal: false, inFlightWaitMs },
+      );
+      const s = await serveFetch(handler);
+      expect((await post(s.url, '/a', { key: randomUUID() })).json()).toEqual({ value: shown });
+      await s.close();
+    },
+  );
+});
+
+describe('retentionMs, as HTTP needs it', () => {
+  it('accepts a short window (1.5 s); a key older than that runs as new, even with another body', async () => {
+    let runs = 0;
+    const handler = idempotent<TestDB>(async () => Response.json({ run: ++runs }), {
+      db: t.db,
+      consumer: 'short-retention',
+      principal: false,
+      retentionMs: 1500,
+    });
+    const s = await serveFetch(handler);
+    const key = randomUUID();
+    const first = await post(s.url, '/a', { key });
+    expect((await post(s.url, '/a', { key })).headers.get('idempotent-replayed')).toBe('true');
+    const stored = Date.now();
+    await waitFor('the key to expire', () => Date.now() - stored > 1600);
+    const again = await post(s.url, '/a', { key, body: { amountCents: 5 } });
+    expect(again.status).toBe(200);
+    expect(again.headers.get('idempotent-replayed')).toBeNull();
+    expect(again.text).not.toBe(first.text);
+    expect(runs).toBe(2);
+    await s.close();
+  });
+
+  it('refuses a window no longer than handlerTimeoutMs, with a message about requests, not message retries', () => {
+    const make = () => createIdempotency({ db: t.db, retentionMs: 1000, handlerTimeoutMs: 5000 });
+    expect(make).toThrow(ConfigurationError);
+    expect(make).toThrow(/`retentionMs`/);
+    expect(make).not.toThrow(/retry span|retry options|7 days/i);
+  });
+});
+
 describe('the key', () => {
   it.each([
     ['8e03978e-40d5-43e8-bc93-6894a57f9324', '8e03978e-40d5-43e8-bc93-6894a57f9324'],
@@ -77,6 +160,11 @@ describe('the key', () => {
     ['"a\\"b\\\\c"', 'a"b\\c'],
     ['k', 'k'],
     ['~!#$%&*+-.^_`|', '~!#$%&*+-.^_`|'],
+    // RFC 8941 parameters after the sf-string are allowed and ignored (the draft's syntax is an Item).
+    ['"k1";a=1', 'k1'],
+    ['"k1"; a=1;b', 'k1'],
+    ['"k1";a="x;y\\"z";b=?0;c=:aGk=:;d=-1.5;e=tok/en:x;*f=2', 'k1'],
+    ['  "k1";a=1  ', 'k1'],
   ])('reads %s', (header, key) => {
     expect(readIdempotencyKey(header, 'Idempotency-Key', 255)).toEqual({ key });
   });
@@ -91,6 +179,12 @@ describe('the key', () => {
     ['tab\there', 'INBOX_HTTP_KEY_INVALID'],
     ['x'.repeat(256), 'INBOX_HTTP_KEY_INVALID'],
     [['a', 'b'], 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1";', 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1";A=1', 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1";a=', 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1";a="x', 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1" x', 'INBOX_HTTP_KEY_INVALID'],
+    ['"k1";a=1.23456', 'INBOX_HTTP_KEY_INVALID'],
   ])('refuses %j', (header, code) => {
     expect(readIdempotencyKey(header, 'Idempotency-Key', 255).error?.code).toBe(code);
   });
@@ -134,11 +228,14 @@ describe('Fastify registration', () => {
 describe('fingerprint and scope settings (Fetch handler behind node:http)', () => {
   async function serve(options: Parameters<typeof idempotent<TestDB>>[1]) {
     let runs = 0;
-    const handler = idempotent<TestDB>(async (trx) => {
-      runs++;
-      await trx.insertInto('ledger').values({ charge_id: 'x', amount_cents: 1 }).execute();
-      return Response.json({ run: runs });
-    }, options);
+    const handler = idempotent<TestDB>(
+      async (trx) => {
+        runs++;
+        await trx.insertInto('ledger').values({ charge_id: 'x', amount_cents: 1 }).execute();
+        return Response.json({ run: runs });
+      },
+      { principal: false, ...options },
+    );
     const server = await serveFetch(handler);
     return { ...server, runs: () => runs };
   }
@@ -207,7 +304,7 @@ describe('fingerprint and scope settings (Fetch handler behind node:http)', () =
   it('text/event-stream is refused as a streaming body', async () => {
     const handler = idempotent<TestDB>(
       async () => new Response('data: 1\n\n', { headers: { 'content-type': 'text/event-stream' } }),
-      { db: t.db, consumer: 'sse' },
+      { db: t.db, consumer: 'sse', principal: false },
     );
     const s = await serveFetch(handler);
     const reply = await post(s.url, '/events', { key: randomUUID() });
@@ -219,7 +316,7 @@ describe('fingerprint and scope settings (Fetch handler behind node:http)', () =
 
 describe("the store's inbox events", () => {
   it('show an unstored 5xx as a non-retryable dead-letter outcome named UnstoredResponse, and a stored answer as processed', async () => {
-    const idempotency = createIdempotency<TestDB>({ db: t.db, consumer: 'events' });
+    const idempotency = createIdempotency<TestDB>({ db: t.db, consumer: 'events', principal: false });
     const seen: string[] = [];
     idempotency.inbox.on('deadLetter', ({ reason, error }) => seen.push(`deadLetter ${reason} ${error.name}`));
     idempotency.inbox.on('processed', () => seen.push('processed'));
@@ -244,7 +341,7 @@ describe('an unreachable database', () => {
         runs++;
         return new Response('ran');
       },
-      { db, retryAfterSeconds: 7 },
+      { db, retryAfterSeconds: 7, principal: false },
     );
     const s = await serveFetch(handler);
     const reply = await post(s.url, '/a', { key: randomUUID() });

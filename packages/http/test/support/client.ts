@@ -15,6 +15,8 @@ export interface PostOptions {
   readonly key?: string | readonly string[];
   readonly body?: unknown;
   readonly headers?: Record<string, string>;
+  /** Aborts the request (the client goes away). */
+  readonly signal?: AbortSignal;
 }
 
 export async function post(baseUrl: string, path: string, options: PostOptions = {}): Promise<Reply> {
@@ -30,6 +32,7 @@ export async function post(baseUrl: string, path: string, options: PostOptions =
     method: 'POST',
     headers,
     body: JSON.stringify(options.body ?? { amountCents: 100 }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   const text = await response.text();
   return {
@@ -56,3 +59,21 @@ export async function keyRows(t: TestDatabase, consumer: string, key: string): P
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `condition` holds, checking every 20 ms; fails with `what` after `timeoutMs`. */
+export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Settles with the promise, or rejects naming `what` if it has not settled within `timeoutMs`. */
+export function within<T>(what: string, promise: Promise<T>, timeoutMs = 60_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}

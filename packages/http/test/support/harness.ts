@@ -1,21 +1,32 @@
 // One set of routes served three ways (the Fetch handler behind node:http, the Fastify
 // plugin, the Express middleware), so that one table-driven suite runs against all three.
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { createIdempotency, type Idempotency, type IdempotencyOptions, idempotent } from '@inboxkit/http';
-import { type ExpressRequestLike, idempotent as expressIdempotent, transactionOf } from '@inboxkit/http/express';
-import { fastifyIdempotency, transactionOf as fastifyTransactionOf } from '@inboxkit/http/fastify';
+import {
+  type ExpressRequestLike,
+  idempotent as expressIdempotent,
+  idempotencyOf,
+  transactionOf,
+} from '@inboxkit/http/express';
+import {
+  fastifyIdempotency,
+  idempotencyOf as fastifyIdempotencyOf,
+  transactionOf as fastifyTransactionOf,
+} from '@inboxkit/http/fastify';
 import express from 'express';
+import express4 from 'express4';
 import Fastify, { type FastifyRequest } from 'fastify';
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { TestDB } from '../../../../test/support/postgres.ts';
 
-export type Framework = 'fetch' | 'fastify' | 'express';
-export const FRAMEWORKS: readonly Framework[] = ['fetch', 'fastify', 'express'];
+/** `express4` is Express 4 (an alias in package.json), whose router drops a handler's rejected promise. */
+export type Framework = 'fetch' | 'fastify' | 'express' | 'express4';
+export const FRAMEWORKS: readonly Framework[] = ['fetch', 'fastify', 'express', 'express4'];
 
-/** Store options the harness may be given (the db is its own). */
+/** Store options the harness may be given (the db is its own; keys are shared, `principal: false`, but on `/tenant/charges`). */
 export type HarnessOptions = Omit<IdempotencyOptions<TestDB>, 'db' | 'principal'>;
 
 export interface Harness {
@@ -24,6 +35,10 @@ export interface Harness {
   readonly consumer: string;
   /** Handler runs per route name. */
   readonly runs: Map<string, number>;
+  /** Requests that reached the idempotency layer (its principal resolver) on `/gated/:name`. */
+  readonly arrivals: Map<string, number>;
+  /** The gate of `/gated/:name`: its handler inserts a row, then waits for `open()` or its signal. */
+  gate(name: string): Gate;
   /** The next answer is dropped (the socket destroyed) after its transaction committed. */
   dropNextAnswer(): void;
   purge(olderThanMs?: number): Promise<number>;
@@ -37,6 +52,58 @@ interface Answer {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Holds the handlers of `/gated/:name` until the test opens it. A handler gives up when
+ * its signal aborts (it throws the signal's reason), unless the gate ignores signals.
+ */
+export class Gate {
+  /** Handler calls that reached the gate. */
+  entered = 0;
+  /** Reasons of the signals that aborted a waiting handler. */
+  readonly aborts: unknown[] = [];
+  /** Handler calls that passed the open gate. */
+  passed = 0;
+  ignoreSignal = false;
+  #open!: () => void;
+  readonly #opened = new Promise<void>((resolve) => {
+    this.#open = resolve;
+  });
+
+  open(): void {
+    this.#open();
+  }
+
+  async wait(signal: AbortSignal | undefined): Promise<void> {
+    this.entered++;
+    if (this.ignoreSignal || signal === undefined) {
+      await this.#opened;
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          this.aborts.push(signal.reason);
+          reject(signal.reason);
+        };
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.#opened.then(() => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        });
+      });
+    }
+    this.passed++;
+  }
+}
+
+function gates() {
+  const all = new Map<string, Gate>();
+  return (name: string): Gate => {
+    let gate = all.get(name);
+    if (gate === undefined) all.set(name, (gate = new Gate()));
+    return gate;
+  };
+}
 
 /**
  * The routes' business logic, framework-neutral. Each inserts one row in `charges` through
@@ -91,6 +158,18 @@ function business(runs: Map<string, number>) {
       await insert(trx, body, data.length);
       return { status: 201, headers: {}, json: { size: data.length, run, data } };
     },
+    async gated(gate: Gate, trx: Transaction<TestDB>, body: unknown, signal: AbortSignal | undefined): Promise<Answer> {
+      const run = count('/gated');
+      const charge = await insert(trx, body);
+      await gate.wait(signal);
+      return { status: 201, headers: {}, json: { ...charge, run } };
+    },
+    /** A statement that would run for an hour, on the key's transaction; ignores the signal. */
+    async pgSleep(route: string, trx: Transaction<TestDB>): Promise<Answer> {
+      const run = count(route);
+      await sql`SELECT pg_sleep(3600)`.execute(trx);
+      return { status: 201, headers: {}, json: { run } };
+    },
     async binary(route: string, trx: Transaction<TestDB>): Promise<Uint8Array> {
       count(route);
       await insert(trx, {});
@@ -107,24 +186,46 @@ function business(runs: Map<string, number>) {
 const principalHeader = (value: string | string[] | null | undefined) =>
   typeof value === 'string' && value.length > 0 ? value : undefined;
 
+/** Counts the requests that reached the idempotency layer of `/gated/:name`, by name. */
+function arrivalCounter(arrivals: Map<string, number>) {
+  return (path: string): string => {
+    const name = gateName(path);
+    arrivals.set(name, (arrivals.get(name) ?? 0) + 1);
+    return 'gated-client';
+  };
+}
+
+function gateName(path: string): string {
+  return decodeURIComponent(new URL(path, 'http://x').pathname.split('/')[2] ?? '');
+}
+
+/** What each server is given besides the db. */
+interface ServerState {
+  readonly runs: Map<string, number>;
+  readonly arrivals: Map<string, number>;
+  readonly gate: (name: string) => Gate;
+  drop: boolean;
+}
+
 export async function startHarness(
   framework: Framework,
   db: Kysely<TestDB>,
   options: HarnessOptions = {},
 ): Promise<Harness> {
   const consumer = options.consumer ?? `http-${framework}-${randomUUID().slice(0, 8)}`;
-  const runs = new Map<string, number>();
-  const state = { drop: false };
+  const state: ServerState = { runs: new Map(), arrivals: new Map(), gate: gates(), drop: false };
   const store: Idempotency<TestDB, unknown> = createIdempotency<TestDB, unknown>({ ...options, db, consumer });
   let started: { url: string; close(): Promise<void> };
-  if (framework === 'fetch') started = await startFetch(db, { ...options, consumer }, runs, state);
-  else if (framework === 'fastify') started = await startFastify(db, { ...options, consumer }, runs, state);
-  else started = await startExpress(db, { ...options, consumer }, runs, state);
+  if (framework === 'fetch') started = await startFetch(db, { ...options, consumer }, state);
+  else if (framework === 'fastify') started = await startFastify(db, { ...options, consumer }, state);
+  else started = await startExpress(db, { ...options, consumer }, state, framework === 'express4' ? express4 : express);
   return {
     framework,
     url: started.url,
     consumer,
-    runs,
+    runs: state.runs,
+    arrivals: state.arrivals,
+    gate: state.gate,
     dropNextAnswer() {
       state.drop = true;
     },
@@ -140,14 +241,10 @@ export async function startHarness(
 // Fetch, behind a node:http bridge
 // ---------------------------------------------------------------------------------------
 
-async function startFetch(
-  db: Kysely<TestDB>,
-  options: HarnessOptions & { consumer: string },
-  runs: Map<string, number>,
-  state: { drop: boolean },
-) {
-  const b = business(runs);
-  const store = createIdempotency<TestDB, Request>({ ...options, db });
+async function startFetch(db: Kysely<TestDB>, options: HarnessOptions & { consumer: string }, state: ServerState) {
+  const b = business(state.runs);
+  const arrived = arrivalCounter(state.arrivals);
+  const store = createIdempotency<TestDB, Request>({ principal: false, ...options, db });
   const tenant = createIdempotency<TestDB, Request>({
     ...options,
     db,
@@ -194,6 +291,15 @@ async function startFetch(
       ),
     ],
     ['/fail', idempotent<TestDB>(async (trx, r) => b.fail('/fail', trx, await json(r)), { idempotency: store })],
+    [
+      '/gated',
+      idempotent<TestDB>(
+        async (trx, r, context) =>
+          reply(await b.gated(state.gate(gateName(r.url)), trx, await json(r), context.signal)),
+        { idempotency: store, route: '/gated/:name', principal: (r) => arrived(r.url) },
+      ),
+    ],
+    ['/pg-sleep', idempotent<TestDB>(async (trx) => reply(await b.pgSleep('/pg-sleep', trx)), { idempotency: store })],
     ['/plain', idempotent<TestDB>(async () => new Response(b.plain('/plain')), { idempotency: store })],
     [
       '/large',
@@ -240,8 +346,8 @@ async function startFetch(
     );
     routes.set(prefix, handler);
   }
-  return serveNode(async (incoming, body) => {
-    const request = toRequest(incoming, body);
+  return serveNode(async (incoming, res, body) => {
+    const request = toRequest(incoming, res, body);
     const path = new URL(request.url).pathname;
     const handler = routes.get(path) ?? routes.get(path.slice(0, path.lastIndexOf('/')));
     if (handler === undefined) return new Response('not found', { status: 404 });
@@ -257,9 +363,9 @@ async function startFetch(
 /** Serves a Fetch handler on 127.0.0.1 (a free port) through node:http. */
 export function serveFetch(handler: (request: Request) => Promise<Response>) {
   return serveNode(
-    async (incoming, body) => {
+    async (incoming, res, body) => {
       try {
-        return await handler(toRequest(incoming, body));
+        return await handler(toRequest(incoming, res, body));
       } catch (error) {
         const e = error as { message?: string; code?: string };
         return Response.json({ error: e.message, code: e.code }, { status: 500 });
@@ -269,17 +375,27 @@ export function serveFetch(handler: (request: Request) => Promise<Response>) {
   );
 }
 
-function toRequest(incoming: IncomingMessage, body: Buffer | undefined): Request {
+/** The Fetch request of a node:http request; its signal aborts when the client goes away before the answer. */
+function toRequest(incoming: IncomingMessage, res: ServerResponse, body: Buffer | undefined): Request {
   const headers = new Headers();
   for (let i = 0; i + 1 < incoming.rawHeaders.length; i += 2) {
     headers.append(incoming.rawHeaders[i] as string, incoming.rawHeaders[i + 1] as string);
   }
-  return new Request(`http://127.0.0.1${incoming.url}`, { method: incoming.method, headers, body });
+  const gone = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) gone.abort(new Error('the client went away'));
+  });
+  return new Request(`http://127.0.0.1${incoming.url}`, {
+    method: incoming.method,
+    headers,
+    body,
+    signal: gone.signal,
+  });
 }
 
 /** Serves a Fetch handler with node:http; `state.drop` destroys the socket instead of answering. */
 async function serveNode(
-  handle: (incoming: IncomingMessage, body: Buffer | undefined) => Promise<Response>,
+  handle: (incoming: IncomingMessage, res: ServerResponse, body: Buffer | undefined) => Promise<Response>,
   state: { drop: boolean },
 ) {
   const server = createServer((incoming, res) => {
@@ -287,7 +403,7 @@ async function serveNode(
     incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
     incoming.on('end', () => {
       const body = incoming.method === 'GET' || incoming.method === 'HEAD' ? undefined : Buffer.concat(chunks);
-      handle(incoming, body).then(async (response) => {
+      handle(incoming, res, body).then(async (response) => {
         if (state.drop) {
           state.drop = false;
           incoming.socket.destroy();
@@ -323,13 +439,9 @@ async function listen(server: Server) {
 // Fastify
 // ---------------------------------------------------------------------------------------
 
-async function startFastify(
-  db: Kysely<TestDB>,
-  options: HarnessOptions & { consumer: string },
-  runs: Map<string, number>,
-  state: { drop: boolean },
-) {
-  const b = business(runs);
+async function startFastify(db: Kysely<TestDB>, options: HarnessOptions & { consumer: string }, state: ServerState) {
+  const b = business(state.runs);
+  const arrived = arrivalCounter(state.arrivals);
   const app = Fastify({ bodyLimit: 64 * 1024 * 1024 });
   app.addHook('onSend', async (request, _reply, payload) => {
     if (state.drop) {
@@ -338,7 +450,7 @@ async function startFastify(
     }
     return payload;
   });
-  await app.register(fastifyIdempotency, { ...options, db: db as Kysely<unknown> });
+  await app.register(fastifyIdempotency, { principal: false, ...options, db: db as Kysely<unknown> });
   const trx = (request: FastifyRequest) => fastifyTransactionOf<TestDB>(request);
   const send = (answer: Answer) => (_request: FastifyRequest, reply: import('fastify').FastifyReply) =>
     reply.code(answer.status).headers(answer.headers).send(answer.json);
@@ -357,6 +469,22 @@ async function startFastify(
     send(await b.charge('/slow', trx(request), request.body, Number(request.query.ms)))(request, reply),
   );
   app.post('/fail', { config: { idempotency: true } }, async (request) => b.fail('/fail', trx(request), request.body));
+  app.post<{ Params: { name: string } }>(
+    '/gated/:name',
+    { config: { idempotency: { principal: (request) => arrived(request.url) } } },
+    async (request, reply) =>
+      send(
+        await b.gated(
+          state.gate(request.params.name),
+          trx(request),
+          request.body,
+          fastifyIdempotencyOf(request).signal,
+        ),
+      )(request, reply),
+  );
+  app.post('/pg-sleep', { config: { idempotency: true } }, async (request, reply) =>
+    send(await b.pgSleep('/pg-sleep', trx(request)))(request, reply),
+  );
   app.post('/plain', { config: { idempotency: true } }, async () => b.plain('/plain'));
   app.post('/large', { config: { idempotency: true } }, async (request, reply) =>
     send(await b.large('/large', trx(request), request.body))(request, reply),
@@ -389,17 +517,18 @@ async function startFastify(
 async function startExpress(
   db: Kysely<TestDB>,
   options: HarnessOptions & { consumer: string },
-  runs: Map<string, number>,
-  state: { drop: boolean },
+  state: ServerState,
+  expressModule: typeof express,
 ) {
-  const b = business(runs);
-  const store = createIdempotency<TestDB, ExpressRequestLike>({ ...options, db });
+  const b = business(state.runs);
+  const arrived = arrivalCounter(state.arrivals);
+  const store = createIdempotency<TestDB, ExpressRequestLike>({ principal: false, ...options, db });
   const tenant = createIdempotency<TestDB, ExpressRequestLike>({
     ...options,
     db,
     principal: (req) => principalHeader(req.headers['x-user']),
   });
-  const app = express();
+  const app = expressModule();
   app.use((req, res, next) => {
     if (state.drop) {
       state.drop = false;
@@ -414,7 +543,7 @@ async function startExpress(
     }
     next();
   });
-  app.use(express.json({ limit: '64mb' }));
+  app.use(expressModule.json({ limit: '64mb' }));
   const trx = (req: express.Request) => transactionOf<TestDB>(req);
   const send = (res: express.Response, answer: Answer) =>
     res.status(answer.status).set(answer.headers).json(answer.json);
@@ -432,6 +561,17 @@ async function startExpress(
   });
   app.post('/fail', expressIdempotent(store), async (req) => {
     await b.fail('/fail', trx(req), req.body);
+  });
+  app.post(
+    '/gated/:name',
+    expressIdempotent(store, { principal: (req) => arrived(req.originalUrl ?? req.url ?? '/') }),
+    async (req, res) => {
+      const gate = state.gate(String(req.params.name));
+      send(res, await b.gated(gate, trx(req), req.body, idempotencyOf(req).signal));
+    },
+  );
+  app.post('/pg-sleep', expressIdempotent(store), async (req, res) => {
+    send(res, await b.pgSleep('/pg-sleep', trx(req)));
   });
   app.post('/plain', expressIdempotent(store), (_req, res) => {
     res.type('text/plain').send(b.plain('/plain'));
@@ -458,4 +598,9 @@ async function startExpress(
   });
   const server = createServer(app);
   return listen(server);
+}
+
+/** Serves an Express app (4 or 5) on 127.0.0.1, a free port. */
+export function listenExpress(app: (req: IncomingMessage, res: ServerResponse) => void) {
+  return listen(createServer(app));
 }
