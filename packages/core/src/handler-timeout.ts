@@ -15,8 +15,8 @@ export interface TimedCall {
  * commits.
  *
  * A handler stuck in a statement is not cancelled from here: the claim set the
- * transaction's `statement_timeout` to the same limit, so Postgres itself cancels the
- * statement (57014) without a second connection, which a pool whose every connection is
+ * transaction's `statement_timeout` to the limit plus a short grace (`statementGraceMs`),
+ * so Postgres itself cancels the statement (57014) without a second connection, which a pool whose every connection is
  * held by a stuck handler could not give (docs/design.md, "Liveness").
  *
  * It waits for the handler to settle on purpose: rejecting earlier would let Kysely roll
@@ -39,8 +39,8 @@ export async function runTimed<R>(call: TimedCall, run: (signal: AbortSignal) =>
   try {
     result = await run(controller.signal);
   } catch (error) {
-    // The server's statement_timeout fires `limit` after the statement began, which can be
-    // a moment before our timer on a busy event loop: the same timeout either way.
+    // The server's statement_timeout fires a grace after `limit`, counted from when the
+    // statement began; should it still beat a late timer, it is the same timeout.
     if (timedOut === undefined && isStatementTimeout(error) && performance.now() - started >= limit - 5) {
       timedOut = new HandlerTimeoutError(call.messageId, limit);
       controller.abort(timedOut);

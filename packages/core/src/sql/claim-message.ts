@@ -52,6 +52,20 @@ RETURNING 1 AS claimed`;
  */
 export function transactionSettings(lockTimeoutMs: number, handlerTimeoutMs: number | undefined): string[] {
   const settings = [`set_config('lock_timeout', '${lockTimeoutMs}ms', true)`];
-  if (handlerTimeoutMs !== undefined) settings.push(`set_config('statement_timeout', '${handlerTimeoutMs}ms', true)`);
+  if (handlerTimeoutMs !== undefined) {
+    settings.push(
+      `set_config('statement_timeout', '${handlerTimeoutMs + statementGraceMs(handlerTimeoutMs)}ms', true)`,
+    );
+  }
   return settings;
+}
+
+/**
+ * How much later than `handlerTimeoutMs` Postgres cuts a statement: the handler's signal
+ * should abort first (a framework that answers a failed statement itself must already see
+ * the timeout), even when a busy event loop fires the timer late. 10% of the limit, from
+ * 250 ms to 2 s.
+ */
+export function statementGraceMs(handlerTimeoutMs: number): number {
+  return Math.min(2000, Math.max(250, Math.round(handlerTimeoutMs / 10)));
 }
