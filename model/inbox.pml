@@ -350,10 +350,13 @@ end_loop:
          :: running[c] -> running[c] = false; inHandler--
          :: else -> skip
          fi;
+#ifdef CHECK_CRASH_COUNT
          if
-         :: counted[c] -> realCrashes++; counted[c] = false
+         :: counted[c] -> realCrashes++
          :: else -> skip
          fi;
+#endif
+         counted[c] = false;
          if
          :: live(0, c) -> bstate[0] = READY; redelivered[0] = true
          :: else -> skip
