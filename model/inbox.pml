@@ -17,6 +17,8 @@
  *   -DKEY_AFTER_COMMIT       check the key, commit the handler's write, then store the key
  *   -DNO_RECORD_DEAD_LETTER  ack a dead letter without recording it in the inbox
  *   -DRECORD_BEFORE_PUBLISH  record the dead letter before its publish was confirmed
+ *   -DACK_ON_LOCK_TIMEOUT    take a claim that timed out waiting for a duplicate, and ack it
+ *   -DNO_RETRY_BUDGET        hand a failing message back for ever instead of dead-lettering it
  * Crash-loop counting (issue 10, case 7):
  *   default                  count a suspect's attempt before its claim (the code today)
  *   -DCOUNT_AFTER_CLAIM      count it after the claim succeeded
@@ -37,8 +39,9 @@
 #ifndef MAXLOSS
 #define MAXLOSS 1       /* deliveries taken from a consumer that keeps running */
 #endif
-#ifndef MAXTIMEOUT
-#define MAXTIMEOUT 1    /* claims given up at lock_timeout (nack with requeue) */
+#ifndef MAXLATER
+#define MAXLATER 1      /* deliveries handed back (retry_later): a claim given up at lock_timeout,
+                           a dead-letter publish not confirmed, Postgres not answering */
 #endif
 
 #define NC 2            /* consumers */
@@ -71,7 +74,7 @@ bool running[NC];       /* this consumer is inside the handler */
 bool holds[NC];         /* this consumer's open transaction holds the key */
 
 /* ---- environment ----------------------------------------------------------------- */
-byte crashes, losses, timeouts;
+byte crashes, losses, later;
 bool crashReq[NC];
 bool ownRequeue[NC];    /* RabbitMQ adapter's ownRequeues: this process requeued M itself */
 
@@ -81,7 +84,7 @@ bool ownRequeue[NC];    /* RabbitMQ adapter's ownRequeues: this process requeued
 #define O_DUP    2      /* duplicate (of processed or dead_lettered) */
 #define O_DEAD   3      /* dead_letter: retries exhausted */
 #define O_LOOP   4      /* dead_letter: crash_loop */
-#define O_LATER  5      /* retry_later: lock timeout */
+#define O_LATER  5      /* retry_later: handed back to the broker */
 
 #define live(d, c)  (bstate[d] == UNACKED && holder[d] == c)
 
@@ -147,8 +150,14 @@ inline claim(c, out) {
        :: key != NONE -> out = O_DUP
        :: else -> lockOwner = c + 1; holds[c] = true
        fi }
-  :: atomic { lockOwner != 0 && lockOwner != c + 1 && timeouts < MAXTIMEOUT ->
-       timeouts++; out = O_LATER }
+  :: atomic { lockOwner != 0 && lockOwner != c + 1 && later < MAXLATER ->
+       later++;
+#ifndef ACK_ON_LOCK_TIMEOUT
+       out = O_LATER
+#else
+       out = O_DUP      /* taken for a duplicate: acked */
+#endif
+     }
   fi
 }
 
@@ -166,6 +175,25 @@ inline countAttempt(c, out) {
     :: else -> skip
     fi
   }
+}
+
+/* Publish to the dead-letter target and wait for the broker's confirm. (A publish not
+ * confirmed hands the delivery back: for the protocol's state that is a crash at this
+ * point, which the model has, minus the restart.) */
+inline publishDeadLetter() {
+  atomic { dlq++ }
+}
+
+/* recordDeadLetter: INSERT ... status dead_lettered ON CONFLICT DO NOTHING (a key already
+ * there is left as it is; a key in another open transaction is waited for), clearing the
+ * crash-loop count. (Postgres not answering hands the delivery back: as above.) */
+inline recordDeadLetter() {
+  atomic { lockOwner == 0 ->
+    if
+    :: key == NONE -> key = DEAD
+    :: else -> skip
+    fi;
+    attempts = 0 }
 }
 
 /* Crashes and lost deliveries, at any moment, bounded. */
@@ -196,7 +224,10 @@ end_loop:
          fi;
          bstate[d] = UNACKED; holder[d] = c;
          suspect = redelivered[d] && !ownRequeue[c];
-         ownRequeue[c] = false;
+         if
+         :: redelivered[d] -> ownRequeue[c] = false    /* ownRequeues.take(id) */
+         :: else -> skip
+         fi;
          out = O_NONE; try = 1; cleared = false
        }
 
@@ -304,7 +335,7 @@ end_loop:
        if
        :: out == O_DONE || out == O_DUP -> ack(d, c)
        :: out == O_LATER ->
-          /* nack with requeue after a backoff */
+          /* nack with requeue after a backoff (Kafka: pause the partition, seek back) */
           atomic {
             if
             :: live(d, c) -> bstate[d] = READY; redelivered[d] = true; ownRequeue[c] = true
@@ -313,14 +344,12 @@ end_loop:
           }
        :: out == O_DEAD || out == O_LOOP ->
 #ifdef RECORD_BEFORE_PUBLISH
-          atomic { lockOwner == 0 -> if :: key == NONE -> key = DEAD :: else -> skip fi; attempts = 0 };
-          atomic { dlq++ };
+          recordDeadLetter();
+          publishDeadLetter();
 #else
-          /* publish to the dead-letter target, wait for the broker's confirm */
-          atomic { dlq++ };
+          publishDeadLetter();
 #ifndef NO_RECORD_DEAD_LETTER
-          /* recordDeadLetter: INSERT status dead_lettered ON CONFLICT DO NOTHING, clears attempts */
-          atomic { lockOwner == 0 -> if :: key == NONE -> key = DEAD :: else -> skip fi; attempts = 0 };
+          recordDeadLetter();
 #endif
 #endif
           atomic {
@@ -372,6 +401,6 @@ end_loop:
   od
 }
 
-/* P4, liveness: under weak fairness, with bounded crashes, losses and lock timeouts, every
+/* P4, liveness: under weak fairness, with bounded crashes, losses and hand-backs, every
  * delivery ends acked (processed, duplicate or dead-lettered). Check with pan -a -f. */
 ltl settles { <> (bstate[0] == ACKED && bstate[1] == ACKED) }

@@ -45,6 +45,7 @@ checks=(
   "broken-key-after-commit|safety|-DKEY_AFTER_COMMIT|assertion violated (effect<=1)"
   "broken-no-record-dead-letter|safety|-DNO_RECORD_DEAD_LETTER|assertion violated  !(dlAcked)"
   "broken-record-before-publish|safety|-DRECORD_BEFORE_PUBLISH|assertion violated ((effect==1)||(dlq>0))"
+  "broken-ack-on-lock-timeout|safety|-DACK_ON_LOCK_TIMEOUT|assertion violated (key!=0)"
   "broken-no-retry-budget|liveness|-DNO_RETRY_BUDGET -DMAXCRASH=1|acceptance cycle"
   "today-crash-count-before-claim|safety|-DCHECK_CRASH_COUNT|assertion violated (realCrashes>="
   "broken-count-after-claim-only|safety|-DCOUNT_AFTER_CLAIM -DCHECK_CRASH_COUNT|assertion violated (realCrashes>="

@@ -54,6 +54,7 @@ describe('the inbox protocol, model-checked with spin', () => {
     ['broken-key-after-commit', 'assertion violated (effect<=1)'],
     ['broken-no-record-dead-letter', 'assertion violated  !(dlAcked)'],
     ['broken-record-before-publish', 'assertion violated ((effect==1)||(dlq>0))'],
+    ['broken-ack-on-lock-timeout', 'assertion violated (key!=0)'],
     ['broken-no-retry-budget', 'acceptance cycle'],
   ])('catches the broken variant %s', (name, violation) => {
     expect(line(name)).toMatch(new RegExp(`^ok +${name} +caught: `));
