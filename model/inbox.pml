@@ -40,8 +40,7 @@
 #define MAXLOSS 1       /* deliveries taken from a consumer that keeps running */
 #endif
 #ifndef MAXLATER
-#define MAXLATER 1      /* deliveries handed back (retry_later): a claim given up at lock_timeout,
-                           a dead-letter publish not confirmed, Postgres not answering */
+#define MAXLATER 1      /* claims given up at lock_timeout: retry_later, handed back */
 #endif
 
 #define NC 2            /* consumers */
