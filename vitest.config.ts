@@ -44,6 +44,14 @@ export default defineConfig({
         },
       },
       {
+        // spin on the protocol's model (model/inbox.pml): no services needed.
+        extends: true,
+        test: {
+          name: 'model',
+          include: ['test/model/**/*.test.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'http',

@@ -9,6 +9,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$INBOXKIT_ROOT"
 
+# The protocol's model check (project `model`) runs spin: install it on a fresh machine.
+if ! command -v spin >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "inboxkit: installing spin (model checker)" >&2
+  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spin >/dev/null; } ||
+    echo "inboxkit: could not install spin; the model project will fail" >&2
+fi
+
 echo "inboxkit: installing dependencies" >&2
 if [ -n "${CI:-}" ]; then pnpm install --frozen-lockfile --reporter=silent; else pnpm install --reporter=silent; fi
 echo "inboxkit: building" >&2
