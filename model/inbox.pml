@@ -19,12 +19,20 @@
  *   -DRECORD_BEFORE_PUBLISH  record the dead letter before its publish was confirmed
  *   -DACK_ON_LOCK_TIMEOUT    take a claim that timed out waiting for a duplicate, and ack it
  *   -DNO_RETRY_BUDGET        hand a failing message back for ever instead of dead-lettering it
- * Crash-loop counting (issue 10, case 7):
- *   default                  count a suspect's attempt before its claim (the code today)
- *   -DCOUNT_AFTER_CLAIM      count it after the claim succeeded
- *   -DUNCOUNT_ON_END         and take it back when the attempt ends without a crash
- *   -DCHECK_CRASH_COUNT      assert that only real crashes reach the crash-loop limit
+ * Crash-loop counting. The code (and so the default): a suspect's attempt is counted after
+ * its claim succeeded, at every attempt, and taken back, with the key still held, when the
+ * attempt ends without a crash; P7 (only real crashes reach the crash-loop limit) is
+ * asserted. Variants that break P7:
+ *   -DCOUNT_BEFORE_CLAIM     count it before the claim, once per delivery
+ *   -DNO_UNCOUNT_ON_END      count it after the claim, but never take it back
  */
+#ifndef COUNT_BEFORE_CLAIM
+#define COUNT_AFTER_CLAIM
+#ifndef NO_UNCOUNT_ON_END
+#define UNCOUNT_ON_END
+#endif
+#endif
+#define CHECK_CRASH_COUNT
 
 /* ---- bounds ---------------------------------------------------------------------- */
 #ifndef MAXTRY
@@ -269,7 +277,7 @@ end_loop:
           fi;
 #ifdef COUNT_AFTER_CLAIM
           if
-          :: suspect && try == 1 ->
+          :: suspect ->
              countAttempt(c, out);
              if
              :: out == O_LOOP -> rollback(c); break

@@ -39,7 +39,6 @@ cp "$model" "$work/inbox.pml"
 checks=(
   "real-safety|safety||verified"
   "real-liveness|liveness|-DMAXCRASH=1|verified"
-  "fix-crash-count-after-claim|safety|-DCOUNT_AFTER_CLAIM -DUNCOUNT_ON_END -DCHECK_CRASH_COUNT|verified"
   "broken-ack-before-commit|safety|-DACK_BEFORE_COMMIT|assertion violated (key!=0)"
   "broken-claim-after-handler|safety|-DCLAIM_AFTER_HANDLER|assertion violated (inHandler<=1)"
   "broken-key-after-commit|safety|-DKEY_AFTER_COMMIT|assertion violated (effect<=1)"
@@ -47,8 +46,8 @@ checks=(
   "broken-record-before-publish|safety|-DRECORD_BEFORE_PUBLISH|assertion violated ((effect==1)||(dlq>0))"
   "broken-ack-on-lock-timeout|safety|-DACK_ON_LOCK_TIMEOUT|assertion violated (key!=0)"
   "broken-no-retry-budget|liveness|-DNO_RETRY_BUDGET -DMAXCRASH=1|acceptance cycle"
-  "today-crash-count-before-claim|safety|-DCHECK_CRASH_COUNT|assertion violated (realCrashes>="
-  "broken-count-after-claim-only|safety|-DCOUNT_AFTER_CLAIM -DCHECK_CRASH_COUNT|assertion violated (realCrashes>="
+  "broken-count-before-claim|safety|-DCOUNT_BEFORE_CLAIM|assertion violated (realCrashes>="
+  "broken-no-uncount-on-end|safety|-DNO_UNCOUNT_ON_END|assertion violated (realCrashes>="
 )
 
 total=0

@@ -181,6 +181,19 @@ class HookFailed extends Error {
   }
 }
 
+/** A suspect's attempt found its count past `crashLoopLimit`: dead-letter it unrun. */
+class CrashLoopDetected extends Error {
+  readonly crashes: number;
+  readonly firstAttemptAt: Date;
+  constructor(crashes: number, firstAttemptAt: Date) {
+    super('inboxkit: crash loop');
+    this.crashes = crashes;
+    this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+const SIDE_TIMEOUT: unique symbol = Symbol('side connection timeout');
+
 /** How long lock contention is waited out in process before the message is handed back. */
 const CONTENTION_WAIT_MS = 10_000;
 /** How long the database has to answer the reachability probe. */
@@ -317,15 +330,7 @@ export class Inbox<DB> {
         const early = await this.#lookUpFirst(id, hash);
         if (early !== undefined) return early;
       }
-      let counted = false;
-      if (suspect) {
-        const verdict = await this.#countSuspect(id, hash);
-        if (verdict !== 'counted' && verdict !== 'not_counted') return verdict;
-        counted = verdict === 'counted';
-      }
       const outcome = await this.#processWithRetries(message, id, hash, handler, suspect, options.beforeAttempt);
-      // The process is alive to see this outcome, so the attempt did not crash it.
-      if (counted && outcome.status === 'retry_later') await this.#uncount(id);
       if (outcome.status === 'processed') {
         this.#events.emit('processed', {
           consumer: this.consumer,
@@ -341,7 +346,18 @@ export class Inbox<DB> {
     }
   }
 
-  /** One attempt: one transaction. Throws the handler's error (or our own statements'). */
+  /**
+   * One attempt: one transaction. Throws the handler's error (or our own statements'), or
+   * {@link CrashLoopDetected} for a suspect past `crashLoopLimit`.
+   *
+   * A suspect's attempt is counted once its claim went through, so waiting on a key that
+   * another delivery holds never counts, and the count is committed before the handler
+   * runs, so it survives the process dying. It is written on a second connection, since
+   * the claim's transaction cannot commit it early. An attempt that fails without a crash
+   * takes its count back while its key is still held: only a real crash stays counted,
+   * and no other delivery of the id ever sees the count of an attempt still running
+   * (docs/design.md, "Crash loops"; model/inbox.pml checks this).
+   */
   async #attempt<M extends InboxMessage, R>(
     message: M,
     id: string,
@@ -350,7 +366,7 @@ export class Inbox<DB> {
     attempt: number,
     suspect: boolean,
   ): Promise<ProcessedOutcome<R> | DuplicateOutcome | ConflictOutcome> {
-    const { db, consumer, isolationLevel, storeResults } = this.config;
+    const { db, consumer, isolationLevel, storeResults, crashLoopLimit } = this.config;
     return db
       .transaction()
       .setIsolationLevel(isolationLevel)
@@ -363,15 +379,27 @@ export class Inbox<DB> {
           }
           return this.#fromStored(id, hash, stored);
         }
-        const result = await runTimed(this.#timedCall(id), (signal) =>
-          handler(trx, message, { attempt, consumer, signal }),
-        );
-        if (suspect) await this.#clearAttempts(runner, consumer, id);
-        if (storeResults) {
-          const json = resultJson(result);
-          if (json !== undefined) await this.#storeResults(runner, consumer, [id], [json]);
+        if (suspect) {
+          const counted = await this.#onSideConnection((side) => this.#recordAttempt(side, consumer, id));
+          if (counted.attempts > crashLoopLimit) {
+            await this.#onSideConnection((side) => this.#uncountAttempt(side, consumer, id)).catch(() => {});
+            throw new CrashLoopDetected(counted.attempts - 1, counted.firstAttemptAt);
+          }
         }
-        return { status: 'processed', messageId: id, result, attempts: attempt } as const;
+        try {
+          const result = await runTimed(this.#timedCall(id), (signal) =>
+            handler(trx, message, { attempt, consumer, signal }),
+          );
+          if (suspect) await this.#clearAttempts(runner, consumer, id);
+          if (storeResults) {
+            const json = resultJson(result);
+            if (json !== undefined) await this.#storeResults(runner, consumer, [id], [json]);
+          }
+          return { status: 'processed', messageId: id, result, attempts: attempt } as const;
+        } catch (error) {
+          if (suspect) await this.#uncount(id);
+          throw error;
+        }
       });
   }
 
@@ -405,6 +433,7 @@ export class Inbox<DB> {
     let lastKind = 'transient' as FailureKind;
     let lastError: Error | undefined;
     let refused = false;
+    let crashLoop: CrashLoopDetected | undefined;
     try {
       const outcome = await pRetry(
         async (attemptNumber) => {
@@ -414,6 +443,10 @@ export class Inbox<DB> {
             try {
               return await this.#attempt(message, id, hash, handler, attemptNumber, suspect);
             } catch (thrown) {
+              if (thrown instanceof CrashLoopDetected) {
+                crashLoop = thrown;
+                throw new AbortError(thrown);
+              }
               const error = toError(thrown);
               lastError = error;
               lastKind = await this.#classify(error);
@@ -455,6 +488,10 @@ export class Inbox<DB> {
       return outcome;
     } catch (thrown) {
       if (thrown instanceof HookFailed) throw thrown.error;
+      if (crashLoop !== undefined) {
+        const { crashes, firstAttemptAt } = crashLoop;
+        return this.#deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, firstAttemptAt);
+      }
       const error = lastError ?? toError(thrown);
       switch (lastKind) {
         case 'unavailable':
@@ -500,48 +537,48 @@ export class Inbox<DB> {
     }
   }
 
-  /**
-   * Crash-loop protection for a suspect: its attempt is counted and committed *before*
-   * the handler runs, so the count survives the process dying, but only once its claim
-   * went through: a key held by another delivery (a Kafka partition's former owner, a
-   * requeue on another RabbitMQ consumer) is waited on and never counted as a crash. The
-   * claim is made in a savepoint and rolled back, so the key is free again for the
-   * attempt that follows; an attempt that then does not run is taken back
-   * ({@link #uncount}). Past `crashLoopLimit` the message is dead-lettered unrun.
-   */
-  async #countSuspect(id: string, hash: Buffer | null): Promise<'counted' | 'not_counted' | ProcessOutcome<never>> {
-    const { db, consumer, crashLoopLimit } = this.config;
-    let verdict: 'counted' | 'not_counted' | { attempts: number; firstAttemptAt: Date };
-    try {
-      verdict = await db.transaction().execute(async (trx) => {
-        const runner = trx as unknown as QueryRunner;
-        await SAVEPOINT.execute(trx);
-        if (!(await this.#claim(runner, id, hash))) return 'not_counted';
-        await ROLLBACK_TO_SAVEPOINT.execute(trx);
-        const counted = await this.#recordAttempt(runner, consumer, id);
-        return counted.attempts > crashLoopLimit ? counted : 'counted';
-      });
-    } catch (thrown) {
-      const error = toError(thrown);
-      const kind = await this.#classify(error);
-      if (kind === 'unavailable') return this.#retryLater(id, 'database_unavailable', unavailable(error), 0);
-      if (kind === 'lock_timeout' || kind === 'contention') return this.#retryLater(id, 'lock_timeout', error, 0);
-      return 'not_counted';
-    }
-    if (typeof verdict === 'string') return verdict;
-    const crashes = verdict.attempts - 1;
-    return this.#deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, verdict.firstAttemptAt);
-  }
-
-  /** Takes back a suspect's counted attempt (best effort: a failure leaves one count too many). */
+  /** Takes back a suspect's counted attempt (best effort: a failure leaves one count too many, logged). */
   async #uncount(id: string): Promise<void> {
     try {
-      await this.#uncountAttempt(this.config.db as unknown as QueryRunner, this.consumer, id);
+      await this.#onSideConnection((side) => this.#uncountAttempt(side, this.consumer, id));
     } catch (error) {
       this.config.logger.warn(
         { consumer: this.consumer, messageId: id, err: error },
-        'inboxkit: could not take back a crash-loop attempt that did not run',
+        'inboxkit: could not take back the crash-loop count of an attempt that did not crash',
       );
+    }
+  }
+
+  /**
+   * Runs one autocommit statement on a connection other than the attempt's (the crash-loop
+   * count). Waiting for it is bounded: with every pool connection taken it fails as
+   * {@link DatabaseUnavailableError} after `max(lockTimeoutMs, 1 s)` instead of waiting
+   * forever, and a pool of one connection can never give it.
+   */
+  async #onSideConnection<T>(work: (runner: QueryRunner) => Promise<T>): Promise<T> {
+    const { db, lockTimeoutMs } = this.config;
+    const call: { state: 'waiting' | 'running' | 'abandoned' } = { state: 'waiting' };
+    const done = db.connection().execute(async (connection) => {
+      if (call.state === 'abandoned') return undefined as T;
+      call.state = 'running';
+      return work(connection as unknown as QueryRunner);
+    });
+    const waitMs = Math.max(lockTimeoutMs, 1000);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<typeof SIDE_TIMEOUT>((resolve) => {
+      timer = setTimeout(() => resolve(SIDE_TIMEOUT), waitMs);
+    });
+    try {
+      const first = await Promise.race([done, timedOut]);
+      if (first !== SIDE_TIMEOUT) return first;
+      if (call.state === 'running') return await done;
+      call.state = 'abandoned';
+      done.catch(() => {});
+      throw new DatabaseUnavailableError(
+        `No second pool connection within ${waitMs} ms for the crash-loop count of a redelivered message: every connection is busy (crash-loop protection needs a pool of at least two).`,
+      );
+    } finally {
+      clearTimeout(timer);
     }
   }
 
