@@ -1,8 +1,8 @@
-import { CLEAN_METADATA } from '@inboxkit/kafka';
 import { Kafka, logLevel } from 'kafkajs';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { type PaymentsRun, run } from '../../examples/kafka-payments/main.ts';
+import { CLEAN_METADATA } from '../kafka/support/handover-metadata.ts';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
 
 let t: TestDatabase;

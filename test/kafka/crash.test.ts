@@ -1,10 +1,11 @@
 // A consumer process killed with SIGKILL in the middle of a run, then restarted in the same
 // group: no id lost, none applied twice. The second run is killed between the database
 // commit of a record and the commit of its offset.
-import { RUNNING_METADATA } from '@inboxkit/kafka';
+
 import { describe, expect, inject, it } from 'vitest';
 import { startChildConsumer } from './support/child-consumer.ts';
 import { seedDuplicateCharges, setUpKafkaFile } from './support/file-setup.ts';
+import { RUNNING_METADATA } from './support/handover-metadata.ts';
 import { ledgerTotals } from './support/inbox-consumer.ts';
 import { topicSize, waitFor, waitForCommittedToEnd } from './support/kafka-testkit.ts';
 

@@ -1,12 +1,6 @@
-// @inboxkit/core: the public API, listed. Anything not exported here is internal.
+// @inboxkit/core: the public API, listed: what an application imports. What adapters
+// need besides is on `@inboxkit/core/adapter`; anything exported from neither is internal.
 
-export {
-  DEAD_LETTER_HEADER_PREFIX,
-  DEAD_LETTER_HEADERS,
-  type DeadLetterFailure,
-  deadLetterFailure,
-} from './dead-letter.js';
-export { databaseFailure } from './error-classification.js';
 export {
   ConfigurationError,
   CrashLoopError,
@@ -19,7 +13,6 @@ export {
   LockTimeoutError,
   NonRetryableError,
   PayloadConflictError,
-  toError,
 } from './errors.js';
 export type {
   DeadLetterReason,
@@ -29,7 +22,6 @@ export type {
   RetryLaterReason,
   StoredStatus,
 } from './events.js';
-export { SafeEmitter } from './events.js';
 export type { Payload } from './fingerprint.js';
 export {
   type BatchHandler,
@@ -48,21 +40,17 @@ export type { InboxMessage } from './inbox-message.js';
 export type { InboxConfig, InboxIsolationLevel, InboxOptions } from './inbox-options.js';
 export type { InboxLogger } from './logger.js';
 export { type InboxSchemaOptions, inboxMigrations, inboxSchemaSql, migrateInbox } from './migrations.js';
-export { bool, checkLogger, positiveInteger } from './option-checks.js';
-export {
-  type ConflictOutcome,
-  type DeadLetterOutcome,
-  type DuplicateOutcome,
-  isSettled,
-  type ProcessedOutcome,
-  type ProcessOutcome,
-  type RetryLaterOutcome,
+export type {
+  ConflictOutcome,
+  DeadLetterOutcome,
+  DuplicateOutcome,
+  ProcessedOutcome,
+  ProcessOutcome,
+  RetryLaterOutcome,
 } from './outcome.js';
-export {
-  type RetryDecisionContext,
-  type RetryOptions,
-  type RetryPolicy,
-  retryDelayMs,
-  retrySpanMs,
+export type {
+  RetryDecisionContext,
+  RetryOptions,
+  RetryPolicy,
 } from './retry-policy.js';
 export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';

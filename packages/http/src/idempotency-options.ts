@@ -1,4 +1,5 @@
-import { bool, ConfigurationError, type InboxIsolationLevel, type InboxLogger, positiveInteger } from '@inboxkit/core';
+import { ConfigurationError, type InboxIsolationLevel, type InboxLogger } from '@inboxkit/core';
+import { bool, positiveInteger } from '@inboxkit/core/adapter';
 import type { Kysely } from 'kysely';
 
 /** Which parts of a request make its fingerprint: the same key with another fingerprint is a reuse. */

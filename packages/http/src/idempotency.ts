@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import {
   createInbox,
-  databaseFailure,
   hasCode,
   type Inbox,
   NonRetryableError,
   type PurgeOptions,
   type PurgeResult,
 } from '@inboxkit/core';
+import { databaseFailure } from '@inboxkit/core/adapter';
 import type { Transaction } from 'kysely';
 import {
   IdempotencyKeyInFlightError,

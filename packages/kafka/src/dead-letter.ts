@@ -1,10 +1,9 @@
+import type { ConflictOutcome, DeadLetterOutcome } from '@inboxkit/core';
 import {
   DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS,
-  type ConflictOutcome,
   DEAD_LETTER_HEADER_PREFIX,
-  type DeadLetterOutcome,
   deadLetterFailure,
-} from '@inboxkit/core';
+} from '@inboxkit/core/adapter';
 import { DeadLetterPublishError } from './dead-letter-error.js';
 import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';

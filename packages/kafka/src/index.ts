@@ -1,6 +1,6 @@
 // @inboxkit/kafka: the public API, listed. Anything not exported here is internal.
 
-export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core';
+export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';
 export {
   DEAD_LETTER_HEADERS,
   type DeadLetterContext,
@@ -8,7 +8,6 @@ export {
   deadLetterHeaders,
 } from './dead-letter.js';
 export { DeadLetterPublishError } from './dead-letter-error.js';
-export { CLEAN_METADATA, RUNNING_METADATA } from './handover.js';
 export {
   type InboxEachBatchHandler,
   type InboxEachBatchOptions,

@@ -1,10 +1,5 @@
-import {
-  type ConflictOutcome,
-  type DeadLetterOutcome,
-  type InboxLogger,
-  type ProcessOutcome,
-  SafeEmitter,
-} from '@inboxkit/core';
+import type { ConflictOutcome, DeadLetterOutcome, InboxLogger, ProcessOutcome } from '@inboxkit/core';
+import { SafeEmitter } from '@inboxkit/core/adapter';
 import type { KafkaOffsetCommit } from './kafka-client.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 

@@ -2,9 +2,9 @@
 // finishes, every settled offset is committed, and the member leaves the group, so the next
 // consumer starts right where this one stopped, with no replay and no session-timeout wait.
 
-import { CLEAN_METADATA } from '@inboxkit/kafka';
 import { describe, expect, it } from 'vitest';
 import { setUpKafkaFile } from '../../../test/kafka/support/file-setup.ts';
+import { CLEAN_METADATA } from '../../../test/kafka/support/handover-metadata.ts';
 import {
   consumeToEnd,
   ledgerHandler,

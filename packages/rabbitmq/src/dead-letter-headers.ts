@@ -1,4 +1,4 @@
-import { DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS, type DeadLetterFailure } from '@inboxkit/core';
+import { DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS, type DeadLetterFailure } from '@inboxkit/core/adapter';
 import type { AmqpDelivery, AmqpPublishOptions } from './amqp-client.js';
 
 /**

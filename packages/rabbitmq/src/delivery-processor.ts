@@ -1,11 +1,10 @@
 import {
   type DeadLetterOutcome,
   type DeadLetterReason,
-  deadLetterFailure,
   InvalidMessageError,
   type ProcessOutcome,
-  toError,
 } from '@inboxkit/core';
+import { deadLetterFailure, toError } from '@inboxkit/core/adapter';
 import { sleep } from './backoff.js';
 import { BatchCollector } from './batch-collector.js';
 import type { ConfirmPublisher } from './confirm-publisher.js';

@@ -1,6 +1,6 @@
 // @inboxkit/rabbitmq: the public API, listed. Anything not exported here is internal.
 
-export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core';
+export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';
 export type {
   AmqpAssertQueueOptions,
   AmqpChannel,

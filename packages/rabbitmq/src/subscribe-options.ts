@@ -1,4 +1,5 @@
-import { ConfigurationError, checkLogger, type Inbox, type InboxLogger } from '@inboxkit/core';
+import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
+import { checkLogger } from '@inboxkit/core/adapter';
 import type { AmqpConnection } from './amqp-client.js';
 import type { Backoff, BackoffOptions } from './backoff.js';
 import { compileDecoder, DECODE_NAMES, type Decode, type Decoder } from './decode.js';

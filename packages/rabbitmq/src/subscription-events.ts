@@ -1,4 +1,5 @@
-import { type DeadLetterReason, type InboxLogger, type RetryLaterReason, SafeEmitter } from '@inboxkit/core';
+import type { DeadLetterReason, InboxLogger, RetryLaterReason } from '@inboxkit/core';
+import { SafeEmitter } from '@inboxkit/core/adapter';
 
 /** Why a delivery was handed back to the queue (nack with requeue) instead of being acked. */
 export type RequeueReason = RetryLaterReason | 'publish_failed' | 'unexpected_error';

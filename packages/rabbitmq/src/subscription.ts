@@ -1,4 +1,5 @@
-import { ConfigurationError, toError } from '@inboxkit/core';
+import { ConfigurationError } from '@inboxkit/core';
+import { toError } from '@inboxkit/core/adapter';
 import type { AmqpConnection, AmqpDelivery } from './amqp-client.js';
 import { backoffDelayMs, sleep } from './backoff.js';
 import { BrokerUnavailableError } from './broker-unavailable-error.js';

@@ -1,0 +1,32 @@
+// @inboxkit/core/adapter: what the broker and HTTP adapters need and an application does
+// not. An adapter only translates: a broker message in, an `InboxMessage` out; an outcome
+// in, the broker's ack, commit, publish or hand-back out (docs/design.md, "Adapters").
+// Its contents may change between minor versions while the project is 0.x.
+
+export { type Backoff, type BackoffOptions, backoffDelayMs, compileBackoff } from './backoff.js';
+export {
+  DEAD_LETTER_HEADER_PREFIX,
+  DEAD_LETTER_HEADERS,
+  type DeadLetterFailure,
+  deadLetterFailure,
+} from './dead-letter.js';
+export { databaseFailure } from './error-classification.js';
+export { toError } from './errors.js';
+export { SafeEmitter } from './events.js';
+export { forgetExpiredKey } from './forget-expired-key.js';
+export { bool, checkLogger, positiveInteger } from './option-checks.js';
+export { isSettled } from './outcome.js';
+export { retryDelayMs, retrySpanMs } from './retry-policy.js';
+export {
+  asDeadLetter,
+  type DeadLetterEntry,
+  type DeadLetterRecorder,
+  type HandBackReason,
+  invalidMessageOutcome,
+  type Settlement,
+  type SettleOutcomeSteps,
+  type SettleOutcomesSteps,
+  settleOutcome,
+  settleOutcomes,
+} from './settle-outcome.js';
+export { truncateUtf8 } from './truncate.js';
