@@ -300,7 +300,7 @@ async function measure(name: string, mode: Mode): Promise<number> {
     process.stderr.write(`    ${name}: ${JSON.stringify(incidents)}\n`);
   }
   cpuPerRecord.set(name, [...(cpuPerRecord.get(name) ?? []), (cpu.user + cpu.system) / N]);
-  if (control !== undefined) await control.shutdown();
+  if (control !== undefined) await control.close();
   else await consumer.disconnect();
   const { rows } = await db.executeQuery<{ n: string }>(CompiledQuery.raw('SELECT count(*) AS n FROM bench_rows'));
   if (Number(rows[0]?.n) !== N) throw new Error(`${name}: ${rows[0]?.n} rows instead of ${N}`);

@@ -96,7 +96,7 @@ if (config.broker === 'kafka') {
     logger,
   });
   stop = async () => {
-    await control.shutdown();
+    await control.close();
     await Promise.all([producer.disconnect(), admin.disconnect()]);
   };
 } else {

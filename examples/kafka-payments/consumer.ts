@@ -178,7 +178,7 @@ export async function startPaymentsConsumer(config: ConsumerConfig): Promise<Pay
     stop() {
       stopping ??= (async () => {
         try {
-          await control.shutdown(); // pause, drain, commit offsets (inboxkit:clean), disconnect
+          await control.close(); // pause, drain, commit offsets (inboxkit:clean), disconnect
         } finally {
           await Promise.allSettled([producer.disconnect(), admin.disconnect()]);
           await db.destroy();

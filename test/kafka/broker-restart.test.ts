@@ -72,7 +72,7 @@ describe('broker down while a record is dead-lettered', () => {
       await broker.restart();
       await waitForCommittedToEnd(kit.admin, groupId, topic, 120_000);
     } finally {
-      await control.shutdown();
+      await control.close();
     }
     expect(await ledgerTotals(t.db)).toEqual({ rows: 200, distinct: 200, twice: [] });
     const dead = await readTopic(kit.kafka, `${topic}.dlq`, 1);

@@ -42,7 +42,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       server.start();
       await waitForCommittedToEnd(kit.admin, groupId, topic);
     } finally {
-      await control.shutdown();
+      await control.close();
     }
     expect(paused.every((event) => event.reason === 'database_unavailable')).toBe(true);
     expect(paused[0]?.error).toMatchObject({ code: 'INBOX_DATABASE_UNAVAILABLE' });

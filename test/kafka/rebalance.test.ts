@@ -58,7 +58,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       await waitForCommittedToEnd(kit.admin, groupId, topic);
       lastAssignment = consumers.map((c) => c.control.assignment());
     } finally {
-      for (const running of consumers) await running.control.shutdown();
+      for (const running of consumers) await running.control.close();
     }
     expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
     expect(await topicSize(kit.admin, `${topic}.dlq`)).toBe(0);

@@ -76,7 +76,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
       try {
         await waitForCommittedToEnd(kit.admin, groupId, topic, 120_000);
       } finally {
-        await control.shutdown();
+        await control.close();
       }
       expect(await ledgerTotals(t.db)).toEqual({ rows: 20, distinct: 20, twice: [] });
     } finally {

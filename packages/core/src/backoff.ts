@@ -20,10 +20,15 @@ export interface Backoff {
 const KEYS = new Set(['minDelayMs', 'maxDelayMs', 'factor']);
 
 /**
- * Checks a backoff option named `option` (e.g. `pause`), filling in `defaults`. Errors name
- * the option: "Expected `pause.minDelayMs` to be ...".
+ * Checks a backoff option named `option` (e.g. `pause`), filling in `defaults`; delays may
+ * not exceed `limitMs`. Errors name the option: "Expected `pause.minDelayMs` to be ...".
  */
-export function compileBackoff(option: string, options: BackoffOptions | undefined, defaults: Backoff): Backoff {
+export function compileBackoff(
+  option: string,
+  options: BackoffOptions | undefined,
+  defaults: Backoff,
+  limitMs = Number.MAX_SAFE_INTEGER,
+): Backoff {
   if (options === undefined) return defaults;
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError(`Expected \`${option}\` to be an object.`);
@@ -33,24 +38,23 @@ export function compileBackoff(option: string, options: BackoffOptions | undefin
       throw new ConfigurationError(`Unknown option \`${option}.${key}\`; known: ${[...KEYS].join(', ')}.`);
     }
   }
-  const check = (name: string, value: number | undefined, fallback: number, min: number): number => {
+  const check = (name: string, value: number | undefined, fallback: number, max: number): number => {
     if (value === undefined) return fallback;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
-      throw new ConfigurationError(
-        `Expected \`${option}.${name}\` to be a finite number of at least ${min}, got ${String(value)}.`,
-      );
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? 'of at least 1' : `from 1 to ${max}`;
+      throw new ConfigurationError(`Expected \`${option}.${name}\` to be a number ${range}, got ${String(value)}.`);
     }
     return value;
   };
-  const minDelayMs = check('minDelayMs', options.minDelayMs, defaults.minDelayMs, 1);
-  const maxDelayMs = check('maxDelayMs', options.maxDelayMs, Math.max(defaults.maxDelayMs, minDelayMs), 1);
-  const factor = check('factor', options.factor, defaults.factor, 1);
+  const minDelayMs = check('minDelayMs', options.minDelayMs, defaults.minDelayMs, limitMs);
+  const maxDelayMs = check('maxDelayMs', options.maxDelayMs, Math.max(defaults.maxDelayMs, minDelayMs), limitMs);
+  const factor = check('factor', options.factor, defaults.factor, Number.MAX_SAFE_INTEGER);
   if (maxDelayMs < minDelayMs) {
     throw new ConfigurationError(
       `\`${option}.maxDelayMs\` (${maxDelayMs}) must not be smaller than \`${option}.minDelayMs\` (${minDelayMs}).`,
     );
   }
-  return { minDelayMs, maxDelayMs, factor };
+  return Object.freeze({ minDelayMs, maxDelayMs, factor });
 }
 
 /**

@@ -7,7 +7,7 @@ import {
   type PurgeOptions,
   type PurgeResult,
 } from '@inboxkit/core';
-import { databaseFailure } from '@inboxkit/core/adapter';
+import { databaseFailure, forgetExpiredKey } from '@inboxkit/core/adapter';
 import type { Transaction } from 'kysely';
 import {
   IdempotencyKeyInFlightError,
@@ -28,8 +28,7 @@ import {
 } from './idempotency-options.js';
 import { problemResponse } from './problem.js';
 import { type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
-import { compileForgetExpiredKey, type QueryRunner } from './sql/forget-expired-key.js';
-import { compileSetLockTimeout } from './sql/set-lock-timeout.js';
+import { compileSetLockTimeout, type QueryRunner } from './sql/set-lock-timeout.js';
 import { fromStoredJson, type HttpResponseParts, toStoredJson } from './stored-response.js';
 
 /** One request, as an adapter describes it to {@link Idempotency.execute}. */
@@ -137,7 +136,6 @@ export class Idempotency<DB, Req = Request> {
   readonly config: IdempotencyConfig<DB, Req>;
   /** The core inbox the keys live in (consumer `config.consumer`). */
   readonly inbox: Inbox<DB>;
-  readonly #forgetExpiredKey;
   /** Gives the handler's statements `inFlightWaitMs` as their lock_timeout, or `undefined` when the claim's is that already. */
   readonly #setLockTimeout;
 
@@ -163,7 +161,6 @@ export class Idempotency<DB, Req = Request> {
       storeResults: true,
       fingerprintPayloads: true,
     });
-    this.#forgetExpiredKey = compileForgetExpiredKey(this.inbox.config.tables.qualified);
     this.#setLockTimeout =
       claimWaitMs === config.inFlightWaitMs ? undefined : compileSetLockTimeout(config.inFlightWaitMs);
   }
@@ -321,12 +318,7 @@ export class Idempotency<DB, Req = Request> {
   /** Deletes an expired key; a problem answer when the database cannot be reached. */
   async #forget(messageId: string): Promise<IdempotencyAnswer<never> | undefined> {
     try {
-      await this.#forgetExpiredKey(
-        this.config.db as unknown as QueryRunner,
-        this.config.consumer,
-        messageId,
-        new Date(Date.now() - this.config.retentionMs),
-      );
+      await forgetExpiredKey(this.inbox, messageId, new Date(Date.now() - this.config.retentionMs));
       return undefined;
     } catch (error) {
       if (databaseFailure(error) !== undefined) {

@@ -1,18 +1,19 @@
-import type { ConflictOutcome, DeadLetterOutcome } from '@inboxkit/core';
 import {
   DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS,
+  type DeadLetterEntry as CoreDeadLetterEntry,
   DEAD_LETTER_HEADER_PREFIX,
   deadLetterFailure,
+  truncateUtf8,
 } from '@inboxkit/core/adapter';
-import { DeadLetterPublishError } from './dead-letter-error.js';
 import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
+import { PublishError } from './publish-error.js';
 
 /**
  * The headers of a dead-lettered record, besides the record's own (which are kept): core's
  * common set (reason, error, attempts, message id, consumer, times) plus where the record
  * came from. All values are UTF-8 text; the error message and stack are cut to
- * `maxErrorMessageLength` and `maxStackLength` characters.
+ * `maxErrorMessageLength` and `maxStackLength` bytes.
  */
 export const DEAD_LETTER_HEADERS = {
   ...CORE_DEAD_LETTER_HEADERS,
@@ -28,10 +29,7 @@ export const DEAD_LETTER_HEADERS = {
 } as const;
 
 /** One record to dead-letter and what became of it. */
-export interface DeadLetterEntry {
-  readonly message: KafkaInboxMessage;
-  readonly outcome: DeadLetterOutcome | ConflictOutcome;
-}
+export type DeadLetterEntry = CoreDeadLetterEntry<KafkaInboxMessage>;
 
 /** Who dead-letters, for the headers. */
 export interface DeadLetterContext {
@@ -53,8 +51,8 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   const H = DEAD_LETTER_HEADERS;
   headers[H.reason] = failure.reason;
   headers[H.errorName] = failure.error.name;
-  headers[H.errorMessage] = bounded(failure.error.message, context.maxErrorMessageLength);
-  headers[H.errorStack] = bounded(failure.error.stack ?? '', context.maxStackLength);
+  headers[H.errorMessage] = truncateUtf8(failure.error.message, context.maxErrorMessageLength);
+  headers[H.errorStack] = truncateUtf8(failure.error.stack ?? '', context.maxStackLength);
   if (failure.errorCode !== undefined) headers[H.errorCode] = failure.errorCode;
   headers[H.attempts] = String(failure.attempts);
   if (failure.messageId !== undefined) headers[H.messageId] = failure.messageId;
@@ -70,13 +68,6 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   return headers;
 }
 
-/** At most `limit` characters, with a marker when cut. */
-function bounded(text: string, limit: number): string {
-  if (text.length <= limit) return text;
-  const marker = `... [${text.length - limit} more characters]`;
-  return text.slice(0, Math.max(0, limit - marker.length)) + marker;
-}
-
 /** Options of {@link publishDeadLetters}. */
 export interface DeadLetterPublishOptions {
   readonly producer: KafkaProducer;
@@ -88,7 +79,7 @@ export interface DeadLetterPublishOptions {
 /**
  * Publishes records to their dead-letter topics (one `send` per topic) and resolves once the
  * broker acknowledged all of them (with the producer's acks: kafkajs sends with `acks: -1`,
- * every in-sync replica, unless told otherwise). Rejects with {@link DeadLetterPublishError}:
+ * every in-sync replica, unless told otherwise). Rejects with {@link PublishError}:
  * the caller must then not move the offsets.
  */
 export async function publishDeadLetters(
@@ -128,7 +119,7 @@ async function withTimeout(send: Promise<unknown>, timeoutMs: number, topic: str
     timer = setTimeout(
       () =>
         reject(
-          new DeadLetterPublishError(
+          new PublishError(
             topic,
             `Publishing to dead-letter topic ${JSON.stringify(topic)} was not acknowledged within deadLetterTimeoutMs (${timeoutMs} ms).`,
           ),
@@ -139,15 +130,11 @@ async function withTimeout(send: Promise<unknown>, timeoutMs: number, topic: str
   try {
     await Promise.race([send, timeout]);
   } catch (error) {
-    if (error instanceof DeadLetterPublishError) throw error;
+    if (error instanceof PublishError) throw error;
     const reason = error instanceof Error ? error.message : String(error);
-    throw new DeadLetterPublishError(
-      topic,
-      `Publishing to dead-letter topic ${JSON.stringify(topic)} failed: ${reason}`,
-      {
-        cause: error,
-      },
-    );
+    throw new PublishError(topic, `Publishing to dead-letter topic ${JSON.stringify(topic)} failed: ${reason}`, {
+      cause: error,
+    });
   } finally {
     clearTimeout(timer);
   }

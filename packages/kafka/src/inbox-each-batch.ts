@@ -5,15 +5,11 @@ import {
   type MessageHandler,
   type ProcessOutcome,
 } from '@inboxkit/core';
+import { positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
-import {
-  COMMON_OPTIONS,
-  compileKafkaInboxOptions,
-  type KafkaInboxOptions,
-  positiveInteger,
-} from './kafka-inbox-options.js';
+import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
 import {
   type KafkaInboxControl,
   KafkaInboxRuntime,

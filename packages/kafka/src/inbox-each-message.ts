@@ -31,7 +31,7 @@ export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Pro
  * - Postgres unreachable, or a dead-letter publish failing: the partition is paused and
  *   sought back to the record, and resumes after a backoff. Nothing is skipped.
  * - After a partition is assigned, its first record not yet in the inbox runs as a
- *   crash-loop suspect (DESIGN.md section 4).
+ *   crash-loop suspect (docs/design.md, "Crash loops").
  *
  * @example
  * ```ts
@@ -40,7 +40,7 @@ export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Pro
  * } })
  * await consumer.run({ autoCommit: false, eachMessage })
  * process.once('SIGTERM', async () => {
- *   await eachMessage.shutdown() // the consumer only
+ *   await eachMessage.close() // the consumer only
  *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
  * })
  * ```

@@ -1,5 +1,6 @@
 // @inboxkit/kafka: the public API, listed. Anything not exported here is internal.
 
+export type { BackoffOptions } from '@inboxkit/core/adapter';
 export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';
 export {
   DEAD_LETTER_HEADERS,
@@ -7,7 +8,6 @@ export {
   type DeadLetterEntry,
   deadLetterHeaders,
 } from './dead-letter.js';
-export { DeadLetterPublishError } from './dead-letter-error.js';
 export {
   type InboxEachBatchHandler,
   type InboxEachBatchOptions,
@@ -44,7 +44,7 @@ export type {
 } from './kafka-inbox-events.js';
 export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaInboxOptions } from './kafka-inbox-options.js';
-export type { KafkaInboxControl, ShutdownOptions } from './kafka-inbox-runtime.js';
+export type { CloseOptions, KafkaInboxControl, ShutdownOptions } from './kafka-inbox-runtime.js';
 export {
   type KafkaStartupRetry,
   type KafkaStartupStep,
@@ -53,6 +53,6 @@ export {
 } from './kafka-startup.js';
 export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
 export type { PausedPartition } from './partition-pauses.js';
-export type { PauseBackoffOptions } from './pause-backoff.js';
+export { PublishError } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';
 export type { KafkaRecordContext, ValueDecoding } from './value-decoder.js';

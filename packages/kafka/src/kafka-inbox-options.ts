@@ -1,7 +1,7 @@
 import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
+import { type Backoff, type BackoffOptions, compileBackoff, positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaAdmin, KafkaConsumer, KafkaProducer } from './kafka-client.js';
 import { compileMessageId, type MessageIdReader, type MessageIdSource } from './message-id.js';
-import { compilePauseBackoff, type PauseBackoff, type PauseBackoffOptions } from './pause-backoff.js';
 import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './value-decoder.js';
 
 /** Options shared by {@link inboxEachMessage} and {@link inboxEachBatch}. */
@@ -51,8 +51,8 @@ export interface KafkaInboxOptions<DB, V> {
    * always on shutdown. `0` commits after every record or batch. Default `1000`.
    */
   readonly commitIntervalMs?: number;
-  /** How long a partition stays paused after an infrastructure error. See {@link PauseBackoffOptions}. */
-  readonly pause?: PauseBackoffOptions;
+  /** How long a partition stays paused after an infrastructure error. Exponential with jitter; default `{ minDelayMs: 1000, maxDelayMs: 30000, factor: 2 }`. */
+  readonly pause?: BackoffOptions;
   /** A pino-compatible logger. Default: the inbox's. */
   readonly logger?: InboxLogger;
 }
@@ -61,6 +61,8 @@ export interface KafkaInboxOptions<DB, V> {
 export interface KafkaInboxConfig<DB, V> {
   readonly consumer: KafkaConsumer;
   readonly inbox: Inbox<DB>;
+  /** The inbox's longest id: a longer one is dead-lettered without naming it. */
+  readonly maxIdLength: number;
   readonly producer: KafkaProducer;
   readonly admin: KafkaAdmin | undefined;
   readonly groupId: string | undefined;
@@ -72,7 +74,7 @@ export interface KafkaInboxConfig<DB, V> {
   readonly maxStackLength: number;
   readonly maxErrorMessageLength: number;
   readonly commitIntervalMs: number;
-  readonly pause: PauseBackoff;
+  readonly pause: Backoff;
   readonly logger: InboxLogger;
 }
 
@@ -92,6 +94,8 @@ export const COMMON_OPTIONS: readonly string[] = [
   'pause',
   'logger',
 ];
+
+const PAUSE_DEFAULTS: Backoff = Object.freeze({ minDelayMs: 1000, maxDelayMs: 30_000, factor: 2 });
 
 /** Checks the shared options; `known` lists every option the entry point accepts. */
 export function compileKafkaInboxOptions<DB, V>(
@@ -138,6 +142,7 @@ export function compileKafkaInboxOptions<DB, V>(
   return Object.freeze({
     consumer: options.consumer,
     inbox: options.inbox,
+    maxIdLength: options.inbox.config.maxIdLength,
     producer: options.producer,
     admin: options.admin,
     groupId: options.groupId,
@@ -149,7 +154,7 @@ export function compileKafkaInboxOptions<DB, V>(
     maxStackLength: positiveInteger('maxStackLength', options.maxStackLength, 4000),
     maxErrorMessageLength: positiveInteger('maxErrorMessageLength', options.maxErrorMessageLength, 2000),
     commitIntervalMs: nonNegativeInteger('commitIntervalMs', options.commitIntervalMs, 1000),
-    pause: compilePauseBackoff(options.pause),
+    pause: compileBackoff('pause', options.pause, PAUSE_DEFAULTS),
     logger: options.logger ?? options.inbox.config.logger,
   });
 }
@@ -169,14 +174,6 @@ function compileDeadLetterTopic(option: string | ((topic: string) => string) | u
     };
   }
   throw new ConfigurationError('Expected `deadLetterTopic` to be a topic name or a function (topic) => name.');
-}
-
-export function positiveInteger(option: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new ConfigurationError(`Expected \`${option}\` to be a positive whole number, got ${String(value)}.`);
-  }
-  return value;
 }
 
 function nonNegativeInteger(option: string, value: unknown, fallback: number): number {

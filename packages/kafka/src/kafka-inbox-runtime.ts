@@ -1,6 +1,13 @@
-import { type ConflictOutcome, type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import { type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import {
+  type DeadLetterEntry,
+  type HandBackReason,
+  invalidMessageOutcome,
+  settleOutcomes,
+  toError,
+} from '@inboxkit/core/adapter';
 import { AssignmentTracker } from './assignment-tracker.js';
-import { type DeadLetterEntry, publishDeadLetters } from './dead-letter.js';
+import { publishDeadLetters } from './dead-letter.js';
 import { HandoverCheck } from './handover.js';
 import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from './kafka-client.js';
 import {
@@ -28,7 +35,9 @@ export interface KafkaInboxControl {
    * It closes the consumer only: the producer, the admin client and the database pool are
    * the caller's (and may be shared), and keep the process alive until closed too.
    */
-  shutdown(options?: ShutdownOptions): Promise<void>;
+  close(options?: CloseOptions): Promise<void>;
+  /** @deprecated Use {@link KafkaInboxControl.close} (the same call, RabbitMQ's word for it). */
+  shutdown(options?: CloseOptions): Promise<void>;
   /** Commits the offsets of every settled record now. */
   commit(): Promise<void>;
   /** Adds an event listener; returns a function that removes it. */
@@ -39,11 +48,14 @@ export interface KafkaInboxControl {
   assignment(): { topic: string; partitions: number[] }[];
 }
 
-/** Options of {@link KafkaInboxControl.shutdown}. */
-export interface ShutdownOptions {
+/** Options of {@link KafkaInboxControl.close}. */
+export interface CloseOptions {
   /** Disconnect the consumer (which stops it and leaves the group) after the final commit. Default `true`. */
   readonly disconnect?: boolean;
 }
+
+/** @deprecated Use {@link CloseOptions}. */
+export type ShutdownOptions = CloseOptions;
 
 /** A record turned into an inbox message; `invalid` when it cannot be processed at all. */
 export interface PreparedRecord<V> {
@@ -72,7 +84,7 @@ export class KafkaInboxRuntime<DB, V> {
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
   #stopping = false;
-  #shutdown: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
   #detach: (() => void) | undefined;
 
   constructor(config: KafkaInboxConfig<DB, V>, suspectWindowSize: number) {
@@ -85,7 +97,7 @@ export class KafkaInboxRuntime<DB, V> {
     this.#detach = listenToJoins(config.consumer, (event) => this.#joined(event));
   }
 
-  /** True once shutdown started: no new record is taken. */
+  /** True once `close()` started: no new record is taken. */
   get stopping(): boolean {
     return this.#stopping;
   }
@@ -146,110 +158,67 @@ export class KafkaInboxRuntime<DB, V> {
       record,
     };
     if (problem === undefined) return { message, invalid: undefined };
-    const usableId = id.length > 0 && id.length <= this.config.inbox.config.maxIdLength ? id : undefined;
-    return {
-      message,
-      invalid: {
-        status: 'dead_letter',
-        messageId: usableId,
-        reason: 'invalid_message',
-        error: problem,
-        attempts: 0,
-        firstSeenAt: new Date(),
-      },
-    };
+    const usableId = id.length <= this.config.maxIdLength ? id : undefined;
+    return { message, invalid: invalidMessageOutcome(problem, usableId) };
   }
 
   /**
-   * Settles a partition's outcomes in order: dead letters are published (and acknowledged)
-   * and recorded, then the offset after the last settled record is marked for commit. Stops
-   * at the first record that cannot be settled now (database unavailable, lock timeout,
-   * dead-letter publish failed): the partition is paused and sought back to it. Returns how
-   * many records, from the first, are settled.
+   * Settles a partition's outcomes in order (core's `settleOutcomes`): dead letters are
+   * published (and acknowledged) and recorded, then the offset after the last settled record
+   * is marked for commit. Stops at the first record that cannot be settled now (database
+   * unavailable, lock timeout, dead-letter publish or record failed): the partition is
+   * paused and sought back to it. Returns how many records, from the first, are settled.
    */
-  async settle(
+  settle(
     topic: string,
     partition: number,
     items: readonly SettleItem[],
     resolveOffset?: (offset: string) => void,
   ): Promise<number> {
-    let stop = items.length;
-    let reason: PauseReason = 'unexpected_error';
-    let error: Error | undefined;
-    let deadLetters: (DeadLetterEntry & { index: number })[] | undefined;
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i] as SettleItem;
-      const outcome = item.outcome;
-      if (outcome.status === 'retry_later') {
-        stop = i;
-        reason = outcome.reason;
-        error = outcome.error;
-        break;
-      }
-      if (outcome.status === 'dead_letter' || outcome.status === 'conflict') {
-        (deadLetters ??= []).push({ message: item.message, outcome, index: i });
-      }
-    }
-    if (deadLetters !== undefined) {
-      const failed = await this.#deadLetter(deadLetters);
-      if (failed !== undefined && failed.index < stop) {
-        stop = failed.index;
-        reason = 'dead_letter_failed';
-        error = failed.error;
-      }
-    }
-    if (stop > 0) {
-      if (this.events.has('settled')) {
-        for (let i = 0; i < stop; i++) this.events.emit('settled', items[i] as SettleItem);
-      }
-      const last = (items[stop - 1] as SettleItem).message.offset;
-      resolveOffset?.(last);
-      this.committer.mark(topic, partition, (BigInt(last) + 1n).toString());
-      this.pauses.succeeded(topic, partition);
-    }
-    if (stop < items.length) {
-      const offset = (items[stop] as SettleItem).message.offset;
-      this.pauses.pause(topic, partition, offset, reason, error ?? new Error('record could not be settled'));
-    }
-    return stop;
+    let topics: Map<DeadLetterEntry, string> | undefined;
+    return settleOutcomes(this.config.inbox, items, {
+      publishDeadLetters: async (entries) => {
+        topics = await this.#publishDeadLetters(entries);
+      },
+      deadLettered: (entry) => {
+        this.events.emit('deadLettered', {
+          message: entry.message,
+          outcome: entry.outcome,
+          deadLetterTopic: topics?.get(entry) ?? '',
+        });
+      },
+      ack: (count) => {
+        if (this.events.has('settled')) {
+          for (let i = 0; i < count; i++) this.events.emit('settled', items[i] as SettleItem);
+        }
+        const last = (items[count - 1] as SettleItem).message.offset;
+        resolveOffset?.(last);
+        this.committer.mark(topic, partition, (BigInt(last) + 1n).toString());
+        this.pauses.succeeded(topic, partition);
+      },
+      handBack: (index, reason, error) => {
+        const offset = (items[index] as SettleItem).message.offset;
+        this.pauses.pause(topic, partition, offset, pauseReason(reason), error);
+      },
+    });
   }
 
-  /** Publishes and records dead letters; returns the first one that could not be settled. */
-  async #deadLetter(
-    entries: readonly (DeadLetterEntry & { index: number })[],
-  ): Promise<{ index: number; error: Error } | undefined> {
+  /** Publishes dead letters, each to its topic; resolves once the broker acknowledged them all. */
+  #publishDeadLetters(entries: readonly DeadLetterEntry<KafkaInboxMessage>[]): Promise<Map<DeadLetterEntry, string>> {
     const { producer, deadLetterTopic, deadLetterTimeoutMs, maxStackLength, maxErrorMessageLength, inbox } =
       this.config;
-    let topics: Map<DeadLetterEntry, string>;
-    try {
-      topics = await publishDeadLetters(entries, {
-        producer,
-        topicFor: deadLetterTopic,
-        timeoutMs: deadLetterTimeoutMs,
-        context: {
-          groupId: this.assignments.groupId,
-          memberId: this.assignments.memberId,
-          consumer: inbox.consumer,
-          maxStackLength,
-          maxErrorMessageLength,
-        },
-      });
-    } catch (thrown) {
-      return { index: (entries[0] as { index: number }).index, error: toError(thrown) };
-    }
-    for (const entry of entries) {
-      try {
-        if (recordable(entry.message, entry.outcome)) await inbox.recordDeadLetter(entry.message, entry.outcome);
-      } catch (thrown) {
-        return { index: entry.index, error: toError(thrown) };
-      }
-      this.events.emit('deadLettered', {
-        message: entry.message,
-        outcome: entry.outcome,
-        deadLetterTopic: topics.get(entry) ?? '',
-      });
-    }
-    return undefined;
+    return publishDeadLetters(entries, {
+      producer,
+      topicFor: deadLetterTopic,
+      timeoutMs: deadLetterTimeoutMs,
+      context: {
+        groupId: this.assignments.groupId,
+        memberId: this.assignments.memberId,
+        consumer: inbox.consumer,
+        maxStackLength,
+        maxErrorMessageLength,
+      },
+    });
   }
 
   /** Something outside the handler failed (a bug, a client error): pause, seek back, log. */
@@ -281,7 +250,8 @@ export class KafkaInboxRuntime<DB, V> {
 
   control(): KafkaInboxControl {
     return {
-      shutdown: (options) => this.shutdown(options),
+      close: (options) => this.close(options),
+      shutdown: (options) => this.close(options),
       commit: () => this.committer.flush(),
       on: (event, listener) => this.events.on(event, listener),
       paused: () => this.pauses.list(),
@@ -289,9 +259,9 @@ export class KafkaInboxRuntime<DB, V> {
     };
   }
 
-  shutdown(options: ShutdownOptions = {}): Promise<void> {
-    this.#shutdown ??= this.#stop(options.disconnect ?? true);
-    return this.#shutdown;
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#stop(options.disconnect ?? true);
+    return this.#closing;
   }
 
   async #stop(disconnect: boolean): Promise<void> {
@@ -313,9 +283,9 @@ export class KafkaInboxRuntime<DB, V> {
         errors.push(error);
       }
     }
-    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer shut down');
+    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer closed');
     if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: shutting the Kafka consumer down failed');
+    if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: closing the Kafka consumer failed');
   }
 
   /** Stops fetching: every partition of every known topic is paused. */
@@ -362,14 +332,9 @@ function listenToJoins(
   }
 }
 
-/**
- * Whether a dead letter is recorded in the inbox (so a redelivery is a duplicate): only under
- * the record's own, valid id. Conflicts keep their key's first content.
- */
-function recordable(message: KafkaInboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): boolean {
-  return outcome.status === 'dead_letter' && outcome.messageId !== undefined && outcome.messageId === message.id;
-}
-
-function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
+/** A partition's pause reason for a message core hands back. */
+function pauseReason(reason: HandBackReason): PauseReason {
+  return reason === 'dead_letter_publish_failed' || reason === 'dead_letter_record_failed'
+    ? 'dead_letter_failed'
+    : reason;
 }

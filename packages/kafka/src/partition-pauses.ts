@@ -1,8 +1,8 @@
 import type { InboxLogger } from '@inboxkit/core';
+import { type Backoff, backoffDelayMs } from '@inboxkit/core/adapter';
 import type { KafkaConsumer } from './kafka-client.js';
 import type { KafkaInboxEmitter, PauseReason } from './kafka-inbox-events.js';
 import { partitionKey } from './offset-committer.js';
-import { type PauseBackoff, pauseDelayMs } from './pause-backoff.js';
 
 interface Paused {
   readonly topic: string;
@@ -35,7 +35,7 @@ export interface PausedPartition {
  */
 export class PartitionPauses {
   readonly #consumer: KafkaConsumer;
-  readonly #backoff: PauseBackoff;
+  readonly #backoff: Backoff;
   readonly #logger: InboxLogger;
   readonly #events: KafkaInboxEmitter;
   readonly #paused = new Map<string, Paused>();
@@ -43,7 +43,7 @@ export class PartitionPauses {
   readonly #failures = new Map<string, number>();
   #closed = false;
 
-  constructor(consumer: KafkaConsumer, backoff: PauseBackoff, logger: InboxLogger, events: KafkaInboxEmitter) {
+  constructor(consumer: KafkaConsumer, backoff: Backoff, logger: InboxLogger, events: KafkaInboxEmitter) {
     this.#consumer = consumer;
     this.#backoff = backoff;
     this.#logger = logger;
@@ -55,7 +55,7 @@ export class PartitionPauses {
     const key = partitionKey(topic, partition);
     const failures = (this.#failures.get(key) ?? 0) + 1;
     this.#failures.set(key, failures);
-    const delayMs = pauseDelayMs(this.#backoff, failures);
+    const delayMs = backoffDelayMs(this.#backoff, failures);
     const previous = this.#paused.get(key);
     if (previous !== undefined) clearTimeout(previous.timer);
     const timer = setTimeout(() => this.#resume(key), delayMs);

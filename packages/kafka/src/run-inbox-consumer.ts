@@ -46,7 +46,7 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  * (`autoCommit: false`, `eachBatchAutoResolve: false`), and resolves once the consumer runs.
  * With the `subscribe` option it connects the clients and subscribes first, waiting for a
  * broker that is not up yet.
- * Returns the controls: `shutdown()` for SIGTERM, `on(...)` for events.
+ * Returns the controls: `close()` for SIGTERM, `on(...)` for events.
  *
  * @example
  * ```ts
@@ -58,7 +58,7 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  *   bulkHandler: async (trx, messages) => { ... },
  * })
  * process.once('SIGTERM', async () => {
- *   await running.shutdown() // the consumer only
+ *   await running.close() // the consumer only
  *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
  * })
  * ```
@@ -106,6 +106,7 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
 
 function controlsOf(handler: KafkaInboxControl): KafkaInboxControl {
   return {
+    close: handler.close,
     shutdown: handler.shutdown,
     commit: handler.commit,
     on: handler.on,

@@ -39,7 +39,7 @@ describe('options', () => {
       void realConsumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
     };
     expect(typeof run).toBe('function');
-    expect(typeof eachMessage.shutdown).toBe('function');
+    expect(typeof eachMessage.close).toBe('function');
     expect(eachBatch.paused()).toEqual([]);
   });
 

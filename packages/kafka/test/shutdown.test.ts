@@ -19,7 +19,7 @@ import { gate } from '../../../test/support/gate.ts';
 const setup = setUpKafkaFile('kafka_shutdown');
 
 describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
-  it('shutdown() finishes the record in flight, commits, leaves the group; the next consumer replays nothing', async () => {
+  it('close() finishes the record in flight, commits, leaves the group; the next consumer replays nothing', async () => {
     const { t, kit } = setup;
     await t.db.deleteFrom('ledger').execute();
     const { topic, groupId } = await createFreshTopic(kit.admin, {
@@ -53,10 +53,11 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
     });
     await inFlight.promise;
     let stopped = false;
-    const shutdown = control.shutdown().then(() => {
+    const shutdown = control.close().then(() => {
       stopped = true;
     });
-    expect(control.shutdown()).toBe(control.shutdown());
+    expect(control.close()).toBe(control.close());
+    expect(control.shutdown()).toBe(control.close()); // the deprecated name is the same call
     await sleep(500);
     expect(stopped).toBe(false); // waits for the record in flight
     released.open();
@@ -92,7 +93,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
     expect(duplicates).toBe(0);
     // A clean handover: the next consumer read `inboxkit:clean` and skipped the crash-loop window.
     expect(logged.filter((m) => m.includes('without a clean handover'))).toEqual([]);
-    expect(logged.filter((m) => m.includes('shut down'))).toHaveLength(1);
+    expect(logged.filter((m) => m.includes('Kafka consumer closed'))).toHaveLength(1);
     expect(firstSettledAfterMs).toBeLessThan(5000); // under the 6 s session timeout
     expect(await ledgerTotals(t.db)).toEqual({ rows: 50, distinct: 50, twice: [] });
   });

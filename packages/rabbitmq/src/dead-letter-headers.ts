@@ -1,4 +1,8 @@
-import { DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS, type DeadLetterFailure } from '@inboxkit/core/adapter';
+import {
+  DEAD_LETTER_HEADERS as CORE_DEAD_LETTER_HEADERS,
+  type DeadLetterFailure,
+  truncateUtf8,
+} from '@inboxkit/core/adapter';
 import type { AmqpDelivery, AmqpPublishOptions } from './amqp-client.js';
 
 /**
@@ -92,17 +96,6 @@ export function republishOptions(
     headers: merged,
     ...overrides,
   };
-}
-
-/** `text` cut to at most `maxBytes` bytes of UTF-8, never inside a character. */
-export function truncateUtf8(text: string, maxBytes: number): string {
-  if (Buffer.byteLength(text, 'utf8') <= maxBytes) return text;
-  const marker = '…[truncated]';
-  const room = maxBytes - Buffer.byteLength(marker, 'utf8');
-  let cut = Buffer.from(text, 'utf8').subarray(0, Math.max(0, room)).toString('utf8');
-  // A cut inside a multi-byte character decodes to U+FFFD; drop it.
-  if (cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
-  return cut + marker;
 }
 
 function asString(value: unknown): string | undefined {

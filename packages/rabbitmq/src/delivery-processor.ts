@@ -1,11 +1,19 @@
-import {
-  type DeadLetterOutcome,
-  type DeadLetterReason,
-  InvalidMessageError,
-  type ProcessOutcome,
+import type {
+  ConflictOutcome,
+  DeadLetterOutcome,
+  DuplicateOutcome,
+  ProcessedOutcome,
+  ProcessOutcome,
 } from '@inboxkit/core';
-import { deadLetterFailure, toError } from '@inboxkit/core/adapter';
-import { sleep } from './backoff.js';
+import {
+  asDeadLetter,
+  deadLetterFailure,
+  type HandBackReason,
+  invalidMessageOutcome,
+  settleOutcome,
+  toError,
+  truncateUtf8,
+} from '@inboxkit/core/adapter';
 import { BatchCollector } from './batch-collector.js';
 import type { ConfirmPublisher } from './confirm-publisher.js';
 import {
@@ -14,7 +22,6 @@ import {
   failureHeaders,
   originalAddress,
   republishOptions,
-  truncateUtf8,
 } from './dead-letter-headers.js';
 import { decodeBody } from './decode.js';
 import type { Delivery } from './delivery.js';
@@ -22,10 +29,17 @@ import { FailureStreak } from './failure-streak.js';
 import { readMessageId } from './message-id.js';
 import type { OwnRequeues } from './own-requeues.js';
 import type { RabbitMessage } from './rabbit-message.js';
+import { sleep } from './sleep.js';
 import type { SubscriptionConfig } from './subscribe-options.js';
 import type { RequeueReason, SubscriptionEmitter } from './subscription-events.js';
 
 const EMPTY_HEADERS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/** The error message travelling with a retry, in bytes of UTF-8. */
+const ERROR_MESSAGE_BYTES = 1024;
+
+/** What is settled: the message, or only its id and content when it could not be read. */
+type SettledMessage = { readonly id: string; readonly payload: Buffer };
 
 /** Headers of a reply. */
 export const REPLY_HEADERS = {
@@ -37,7 +51,7 @@ export const REPLY_HEADERS = {
 
 /**
  * Turns one delivery into one inbox call and its outcome into exactly one ack or nack
- * (DESIGN.md sections 4 and 6):
+ * (docs/design.md, "Failures" and "Adapters"):
  *
  * | outcome | what the broker is told |
  * | --- | --- |
@@ -98,7 +112,7 @@ export class DeliveryProcessor<DB, T, R> {
     try {
       id = readMessageId(raw, this.#config.messageId);
     } catch (error) {
-      return this.#deadLetter(delivery, invalid(undefined, error), undefined);
+      return this.#settleOutcome(delivery, { id: '', payload: raw.content }, invalidMessageOutcome(error, undefined));
     }
     delivery.id = id;
     let body: T;
@@ -139,36 +153,73 @@ export class DeliveryProcessor<DB, T, R> {
     return (await inbox.processBatch(messages, handler)).outcomes;
   }
 
+  /**
+   * The RabbitMQ side of an outcome: a message that failed for good goes through the retry
+   * queue while broker-delayed retries are left, and its attempts add up across them.
+   */
   async #settle(delivery: Delivery, message: RabbitMessage<T>, outcome: ProcessOutcome<R>): Promise<void> {
+    if (outcome.status !== 'dead_letter') return this.#settleOutcome(delivery, message, outcome, message);
+    const headers = message.headers;
+    const retries = numberHeader(headers[DEAD_LETTER_HEADERS.retries]);
+    const earlier = numberHeader(headers[DEAD_LETTER_HEADERS.attempts]);
+    const firstSeen = dateHeader(headers[DEAD_LETTER_HEADERS.firstSeenAt]) ?? outcome.firstSeenAt;
+    const retry = this.#config.delayedRetry;
+    const delayMs = retry?.delaysMs[retries];
+    if (retry !== undefined && delayMs !== undefined && outcome.reason === 'retries_exhausted') {
+      return this.#scheduleRetry(delivery, message, outcome, retry.queue, retries + 1, delayMs, earlier, firstSeen);
+    }
+    const total = { ...outcome, attempts: earlier + outcome.attempts, firstSeenAt: firstSeen };
+    return this.#settleOutcome(delivery, message, total, message);
+  }
+
+  /**
+   * Core's settling sequence with RabbitMQ's verbs: ack; publish a dead letter with the
+   * failure headers and wait for the broker's confirm, record it, ack; or nack with requeue
+   * after a backoff. With `deadLetter: 'nack'` the broker dead-letters it instead.
+   */
+  #settleOutcome(
+    delivery: Delivery,
+    message: SettledMessage,
+    outcome: ProcessOutcome<R>,
+    rabbit?: RabbitMessage<T>,
+  ): Promise<void> {
+    if (
+      this.#config.deadLetter.kind === 'nack' &&
+      (outcome.status === 'dead_letter' || outcome.status === 'conflict')
+    ) {
+      return this.#nackDeadLetter(delivery, message, asDeadLetter(outcome));
+    }
+    let route: { exchange: string; routingKey: string } | undefined;
+    return settleOutcome(this.#config.inbox, message, outcome, {
+      publishDeadLetter: async (entry) => {
+        route = await this.#publishDeadLetter(delivery, entry.outcome);
+      },
+      ack: (settled) => this.#ack(delivery, settled, rabbit, route),
+      handBack: (reason, error) => this.#requeueLater(delivery, requeueReason(reason), error),
+    });
+  }
+
+  async #ack(
+    delivery: Delivery,
+    outcome: ProcessedOutcome<R> | DuplicateOutcome | DeadLetterOutcome | ConflictOutcome,
+    message: RabbitMessage<T> | undefined,
+    route: { exchange: string; routingKey: string } | undefined,
+  ): Promise<void> {
     switch (outcome.status) {
       case 'processed':
         this.#streak.reset();
+        if (message === undefined) break;
         return this.#done(delivery, message, outcome.result, false);
       case 'duplicate':
         this.#streak.reset();
-        if (outcome.previousStatus === 'dead_lettered') {
-          delivery.ack();
-          return;
-        }
+        if (message === undefined || outcome.previousStatus === 'dead_lettered') break;
         return this.#done(delivery, message, outcome.result, true);
-      case 'conflict':
-        return this.#deadLetter(
-          delivery,
-          {
-            status: 'dead_letter',
-            messageId: outcome.messageId,
-            reason: 'payload_conflict',
-            error: outcome.error,
-            attempts: 0,
-            firstSeenAt: new Date(),
-          },
-          undefined,
-        );
-      case 'dead_letter':
-        return this.#failed(delivery, message, outcome);
-      case 'retry_later':
-        return this.#requeueLater(delivery, outcome.reason, outcome.error);
+      default:
+        delivery.ack();
+        this.#deadLettered(asDeadLetter(outcome), route?.exchange ?? '', route?.routingKey ?? '');
+        return;
     }
+    delivery.ack();
   }
 
   /** Processed or a duplicate: reply when asked, then ack. */
@@ -197,24 +248,6 @@ export class DeliveryProcessor<DB, T, R> {
     delivery.ack();
   }
 
-  /** The handler failed for good: a broker-delayed retry when one is left, else the dead-letter target. */
-  async #failed(delivery: Delivery, message: RabbitMessage<T>, outcome: DeadLetterOutcome): Promise<void> {
-    const headers = message.headers;
-    const retries = numberHeader(headers[DEAD_LETTER_HEADERS.retries]);
-    const earlier = numberHeader(headers[DEAD_LETTER_HEADERS.attempts]);
-    const firstSeen = dateHeader(headers[DEAD_LETTER_HEADERS.firstSeenAt]) ?? outcome.firstSeenAt;
-    const retry = this.#config.delayedRetry;
-    const delayMs = retry?.delaysMs[retries];
-    if (retry !== undefined && delayMs !== undefined && outcome.reason === 'retries_exhausted') {
-      return this.#scheduleRetry(delivery, message, outcome, retry.queue, retries + 1, delayMs, earlier, firstSeen);
-    }
-    return this.#deadLetter(
-      delivery,
-      { ...outcome, attempts: earlier + outcome.attempts, firstSeenAt: firstSeen },
-      message,
-    );
-  }
-
   async #scheduleRetry(
     delivery: Delivery,
     message: RabbitMessage<T>,
@@ -241,7 +274,7 @@ export class DeliveryProcessor<DB, T, R> {
             [DEAD_LETTER_HEADERS.originalExchange]: original.exchange,
             [DEAD_LETTER_HEADERS.originalRoutingKey]: original.routingKey,
             [DEAD_LETTER_HEADERS.errorName]: outcome.error.name,
-            [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(outcome.error.message, 1024),
+            [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(outcome.error.message, ERROR_MESSAGE_BYTES),
           },
           { expiration: String(delayMs), mandatory: true },
         ),
@@ -273,37 +306,22 @@ export class DeliveryProcessor<DB, T, R> {
         return;
       }
     }
-    return this.#deadLetter(delivery, invalid(id, error), message);
+    return this.#settleOutcome(delivery, message, invalidMessageOutcome(error, id));
   }
 
   /**
-   * Publishes the message to the dead-letter target with the failure headers and waits
-   * for the broker's confirm, records it in the inbox (a redelivery is then a duplicate),
-   * then acks. With `deadLetter: 'nack'`, rejects it to the queue's dead-letter exchange.
+   * Publishes the message to the dead-letter target with the failure headers and waits for
+   * the broker's confirm; returns where it went. Throws when it was not confirmed, or when
+   * the channel is gone (the hand-back then abandons the delivery: the broker redelivers it).
    */
-  async #deadLetter(
+  async #publishDeadLetter(
     delivery: Delivery,
-    outcome: DeadLetterOutcome,
-    message: { readonly id: string; readonly payload: Buffer } | undefined,
-  ): Promise<void> {
+    outcome: DeadLetterOutcome | ConflictOutcome,
+  ): Promise<{ exchange: string; routingKey: string }> {
     const route = this.#config.deadLetter;
+    if (route.kind === 'nack') throw new Error('deadLetter is nack: the broker dead-letters the message');
+    if (!delivery.live) throw new Error('the channel of the delivery is gone');
     const raw = delivery.raw;
-    if (route.kind === 'nack') {
-      if (!delivery.nack(false)) return;
-      this.#deadLettered(outcome, '', raw.fields.routingKey);
-      // After the nack: had we recorded it first and died before the nack, the
-      // redelivery would be acked as a duplicate and never reach the dead-letter exchange.
-      if (message !== undefined) {
-        await this.#record(message, outcome).catch((error: unknown) => {
-          this.#config.logger.warn(
-            { err: error, messageId: message.id },
-            'inboxkit: dead letter nacked but not recorded; a redelivery of the same id would be handled again',
-          );
-        });
-      }
-      return;
-    }
-    if (!delivery.live) return delivery.abandon();
     const routingKey = route.routingKey ?? originalAddress(raw).routingKey;
     const failedAt = new Date();
     const info: FailureInfo = {
@@ -312,30 +330,32 @@ export class DeliveryProcessor<DB, T, R> {
       consumer: this.#config.consumer,
       queue: this.#config.queue,
     };
-    try {
-      await this.#publisher.publish({
-        exchange: route.exchange,
-        routingKey,
-        content: raw.content,
-        options: republishOptions(raw, failureHeaders(raw, info), { mandatory: true }),
-      });
-    } catch (error) {
-      return this.#requeueLater(delivery, 'publish_failed', toError(error));
-    }
-    if (message !== undefined && outcome.reason !== 'payload_conflict') {
-      try {
-        await this.#record(message, outcome);
-      } catch (error) {
-        // Not recorded: do not ack. The redelivery is dead-lettered again (a second copy).
-        return this.#requeueLater(delivery, 'database_unavailable', toError(error));
-      }
-    }
-    delivery.ack();
-    this.#deadLettered(outcome, route.exchange, routingKey);
+    await this.#publisher.publish({
+      exchange: route.exchange,
+      routingKey,
+      content: raw.content,
+      options: republishOptions(raw, failureHeaders(raw, info), { mandatory: true }),
+    });
+    return { exchange: route.exchange, routingKey };
   }
 
-  #record(message: { readonly id: string; readonly payload: Buffer }, outcome: DeadLetterOutcome): Promise<void> {
-    return this.#config.inbox.recordDeadLetter(message, outcome);
+  /**
+   * `deadLetter: 'nack'`: rejects the message to the queue's dead-letter exchange, then
+   * records it. Recorded after the nack: had we recorded it first and died before the nack,
+   * the redelivery would be acked as a duplicate and never reach the dead-letter exchange.
+   */
+  async #nackDeadLetter(delivery: Delivery, message: SettledMessage, outcome: DeadLetterOutcome): Promise<void> {
+    if (!delivery.nack(false)) return;
+    this.#deadLettered(outcome, '', delivery.raw.fields.routingKey);
+    if (outcome.reason === 'payload_conflict' || outcome.messageId === undefined || outcome.messageId !== message.id) {
+      return;
+    }
+    await this.#config.inbox.recordDeadLetter(message, outcome).catch((error: unknown) => {
+      this.#config.logger.warn(
+        { err: error, messageId: message.id },
+        'inboxkit: dead letter nacked but not recorded; a redelivery of the same id would be handled again',
+      );
+    });
   }
 
   #deadLettered(outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
@@ -401,16 +421,11 @@ function canonical(_key: string, value: unknown): unknown {
   return value;
 }
 
-function invalid(messageId: string | undefined, error: unknown): DeadLetterOutcome {
-  const reason: DeadLetterReason = 'invalid_message';
-  return {
-    status: 'dead_letter',
-    messageId,
-    reason,
-    error: error instanceof InvalidMessageError ? error : toError(error),
-    attempts: 0,
-    firstSeenAt: new Date(),
-  };
+/** What core's hand-back reasons are called in the `requeued` event. */
+function requeueReason(reason: HandBackReason): RequeueReason {
+  if (reason === 'dead_letter_publish_failed') return 'publish_failed';
+  if (reason === 'dead_letter_record_failed') return 'database_unavailable';
+  return reason;
 }
 
 /** A quorum queue's `x-delivery-count`: how many times the message came back. */

@@ -1,4 +1,4 @@
-import { type Backoff, backoffDelayMs } from './backoff.js';
+import { type Backoff, backoffDelayMs } from '@inboxkit/core/adapter';
 
 /**
  * The backoff of a run of failures shared by concurrent deliveries (Postgres down fails all

@@ -1,5 +1,6 @@
 // @inboxkit/rabbitmq: the public API, listed. Anything not exported here is internal.
 
+export type { BackoffOptions } from '@inboxkit/core/adapter';
 export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';
 export type {
   AmqpAssertQueueOptions,
@@ -11,7 +12,6 @@ export type {
   AmqpMessageProperties,
   AmqpPublishOptions,
 } from './amqp-client.js';
-export type { BackoffOptions } from './backoff.js';
 export { BrokerUnavailableError } from './broker-unavailable-error.js';
 export { DEAD_LETTER_HEADERS } from './dead-letter-headers.js';
 export type { Decode } from './decode.js';

@@ -1,7 +1,6 @@
 import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
-import { checkLogger } from '@inboxkit/core/adapter';
+import { type Backoff, type BackoffOptions, checkLogger, compileBackoff } from '@inboxkit/core/adapter';
 import type { AmqpConnection } from './amqp-client.js';
-import type { Backoff, BackoffOptions } from './backoff.js';
 import { compileDecoder, DECODE_NAMES, type Decode, type Decoder } from './decode.js';
 import type { MessageIdOptions, MessageIdReader } from './message-id.js';
 import type { RabbitHandler } from './rabbit-message.js';
@@ -246,12 +245,22 @@ export function compileSubscribeOptions<DB, T, R>(options: SubscribeOptions<DB, 
     topology,
     delayedRetry: compileDelayedRetry(options.delayedRetry, queue),
     publishTimeoutMs: integer('publishTimeoutMs', options.publishTimeoutMs, 10_000, 1, MAX_DELAY_MS),
-    reconnect: compileBackoff('reconnect', options.reconnect, { minDelayMs: 100, maxDelayMs: 30_000, factor: 2 }),
-    requeueBackoff: compileBackoff('requeueBackoff', options.requeueBackoff, {
-      minDelayMs: 500,
-      maxDelayMs: 30_000,
-      factor: 2,
-    }),
+    reconnect: compileBackoff(
+      'reconnect',
+      options.reconnect,
+      { minDelayMs: 100, maxDelayMs: 30_000, factor: 2 },
+      MAX_DELAY_MS,
+    ),
+    requeueBackoff: compileBackoff(
+      'requeueBackoff',
+      options.requeueBackoff,
+      {
+        minDelayMs: 500,
+        maxDelayMs: 30_000,
+        factor: 2,
+      },
+      MAX_DELAY_MS,
+    ),
     drainTimeoutMs: integer('drainTimeoutMs', options.drainTimeoutMs, 30_000, 0, MAX_DELAY_MS),
     logger,
   });
@@ -405,36 +414,6 @@ function compileDelayedRetry(
     throw new ConfigurationError('`delayedRetry.queue` must not be the consumed queue itself.');
   }
   return Object.freeze({ queue: retryQueue, delaysMs: Object.freeze(delaysMs) });
-}
-
-function compileBackoff(option: string, value: BackoffOptions | undefined, defaults: Backoff): Backoff {
-  if (value === undefined) return defaults;
-  if (typeof value !== 'object' || value === null) {
-    throw new ConfigurationError(`Expected \`${option}\` to be an object: { minDelayMs?, maxDelayMs?, factor? }.`);
-  }
-  for (const key of Object.keys(value)) {
-    if (key !== 'minDelayMs' && key !== 'maxDelayMs' && key !== 'factor') {
-      throw new ConfigurationError(`Unknown option \`${option}.${key}\`; known: minDelayMs, maxDelayMs, factor.`);
-    }
-  }
-  const minDelayMs = integer(`${option}.minDelayMs`, value.minDelayMs, defaults.minDelayMs, 1, MAX_DELAY_MS);
-  const maxDelayMs = integer(
-    `${option}.maxDelayMs`,
-    value.maxDelayMs,
-    Math.max(defaults.maxDelayMs, minDelayMs),
-    1,
-    MAX_DELAY_MS,
-  );
-  if (maxDelayMs < minDelayMs) {
-    throw new ConfigurationError(
-      `\`${option}.maxDelayMs\` (${maxDelayMs}) must not be smaller than \`${option}.minDelayMs\` (${minDelayMs}).`,
-    );
-  }
-  const factor = value.factor ?? defaults.factor;
-  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1) {
-    throw new ConfigurationError(`Expected \`${option}.factor\` to be a number of at least 1, got ${String(factor)}.`);
-  }
-  return Object.freeze({ minDelayMs, maxDelayMs, factor });
 }
 
 function integer(option: string, value: unknown, fallback: number, min: number, max: number): number {

@@ -1,13 +1,13 @@
 import { ConfigurationError } from '@inboxkit/core';
-import { toError } from '@inboxkit/core/adapter';
+import { backoffDelayMs, toError } from '@inboxkit/core/adapter';
 import type { AmqpConnection, AmqpDelivery } from './amqp-client.js';
-import { backoffDelayMs, sleep } from './backoff.js';
 import { BrokerUnavailableError } from './broker-unavailable-error.js';
 import { ConfirmPublisher } from './confirm-publisher.js';
 import { ConsumerChannel } from './consumer-channel.js';
 import { Delivery } from './delivery.js';
 import { DeliveryProcessor } from './delivery-processor.js';
 import { OwnRequeues } from './own-requeues.js';
+import { sleep } from './sleep.js';
 import type { SubscriptionConfig } from './subscribe-options.js';
 import { SubscriptionEmitter, type SubscriptionEventName, type SubscriptionListener } from './subscription-events.js';
 import { assertTopology } from './topology.js';
@@ -41,7 +41,7 @@ interface LiveConnection {
  * {@link subscribe}; it connects, consumes and reconnects on its own until {@link close}.
  *
  * Reconnection is written here rather than borrowed from amqp-connection-manager or
- * amqplib's recovery because DESIGN.md section 9 needs control of it: a delivery is acked
+ * amqplib's recovery because it needs control of what they hide (docs/design.md, "Clients"): a delivery is acked
  * only on the channel it came on (never on its replacement), prefetch and the consumer are
  * set up again on every new channel, and a consumer cancelled by `close()` stays cancelled.
  */

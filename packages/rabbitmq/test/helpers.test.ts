@@ -1,21 +1,10 @@
-// The adapter's small pure pieces: backoff, the shared failure streak, the memory of its
-// own requeues, bounded header text.
+// The adapter's small pure pieces: the shared failure streak, the memory of its own
+// requeues. (The backoff and bounded header text are core's: packages/core/test/adapter.test.ts.)
 import { describe, expect, it } from 'vitest';
-import { backoffDelayMs } from '../src/backoff.ts';
-import { truncateUtf8 } from '../src/dead-letter-headers.ts';
 import { FailureStreak } from '../src/failure-streak.ts';
 import { OwnRequeues } from '../src/own-requeues.ts';
 
 const backoff = { minDelayMs: 100, maxDelayMs: 1_000, factor: 2 };
-
-describe('backoffDelayMs', () => {
-  it('grows exponentially, with equal jitter, and never exceeds maxDelayMs', () => {
-    expect([1, 2, 3, 4, 5, 10].map((n) => backoffDelayMs(backoff, n, () => 0))).toEqual([50, 100, 200, 400, 500, 500]);
-    expect([1, 2, 3, 4, 5, 10].map((n) => backoffDelayMs(backoff, n, () => 1))).toEqual([
-      100, 200, 400, 800, 1000, 1000,
-    ]);
-  });
-});
 
 describe('FailureStreak', () => {
   it('steps up once per backoff period however many deliveries fail together, and resets on success', () => {
@@ -53,14 +42,5 @@ describe('OwnRequeues', () => {
     expect(own.size).toBe(2);
     expect(own.take('x')).toBe(false);
     expect(own.take('z')).toBe(true);
-  });
-});
-
-describe('truncateUtf8', () => {
-  it('keeps short text, and cuts long text within the byte limit, never inside a character', () => {
-    expect(truncateUtf8('short', 10)).toBe('short');
-    const cut = truncateUtf8('€'.repeat(100), 50);
-    expect(Buffer.byteLength(cut)).toBeLessThanOrEqual(50);
-    expect(cut).toMatch(/^€+…\[truncated\]$/);
   });
 });

@@ -135,7 +135,7 @@ export async function consumeToEnd(
   try {
     await waitForCommittedToEnd(kit.admin, groupId, topic);
   } finally {
-    await control.shutdown();
+    await control.close();
   }
 }
 

@@ -1,5 +1,9 @@
-import { CompiledQuery } from 'kysely';
-import type { QueryRunner } from './forget-expired-key.js';
+import { CompiledQuery, type QueryResult } from 'kysely';
+
+/** The part of a Kysely transaction the statement needs. */
+export interface QueryRunner {
+  executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>>;
+}
 
 /**
  * Sets the transaction's `lock_timeout` for the handler's statements. The key is claimed
