@@ -7,15 +7,11 @@ import {
 } from '@inboxkit/core';
 import { positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
+import { ConsumerRuntime, type PreparedRecord, type SettleItem } from './internal/consumer-runtime.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
+import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
-import {
-  type KafkaInboxControl,
-  KafkaInboxRuntime,
-  type PreparedRecord,
-  type SettleItem,
-} from './kafka-inbox-runtime.js';
 
 /** Handles all of a batch's new records at once, typically with one bulk statement (see core's `BatchHandler`). */
 export type KafkaBulkHandler<DB, V, R> = BatchHandler<DB, KafkaInboxMessage<V>, R>;
@@ -94,7 +90,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
     throw new ConfigurationError('Expected `bulkHandler` to be a function (trx, messages, context) => results.');
   }
   const maxBatchSize = positiveInteger('maxBatchSize', options.maxBatchSize, 1000);
-  const runtime = new KafkaInboxRuntime(config, maxBatchSize);
+  const runtime = new ConsumerRuntime(config, maxBatchSize);
   const { inbox } = config;
   const single: MessageHandler<DB, KafkaInboxMessage<V>, R> = handler ??
   (async (trx, message, context) => {

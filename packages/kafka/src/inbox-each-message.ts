@@ -1,8 +1,9 @@
 import { ConfigurationError, type MessageHandler, type ProcessOutcome } from '@inboxkit/core';
+import { ConsumerRuntime } from './internal/consumer-runtime.js';
 import type { KafkaEachMessagePayload } from './kafka-client.js';
+import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
-import { type KafkaInboxControl, KafkaInboxRuntime } from './kafka-inbox-runtime.js';
 
 /** Handles one record inside its own transaction (see core's `MessageHandler`). */
 export type KafkaMessageHandler<DB, V, R> = MessageHandler<DB, KafkaInboxMessage<V>, R>;
@@ -53,7 +54,7 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
   if (typeof handler !== 'function') {
     throw new ConfigurationError('Expected `handler` to be a function (trx, message, context) => result.');
   }
-  const runtime = new KafkaInboxRuntime(config, 1);
+  const runtime = new ConsumerRuntime(config, 1);
   const { inbox } = config;
 
   const eachMessage = async ({

@@ -8,6 +8,7 @@ export {
   type DeadLetterEntry,
   deadLetterHeaders,
 } from './dead-letter.js';
+export type { KafkaRecordContext, ValueDecoding } from './decode.js';
 export {
   type InboxEachBatchHandler,
   type InboxEachBatchOptions,
@@ -36,15 +37,16 @@ export type {
   KafkaRunConfig,
   KafkaTopicPartitions,
 } from './kafka-client.js';
+export type { CloseOptions, KafkaInboxControl, ShutdownOptions } from './kafka-inbox-control.js';
 export type {
   KafkaInboxEventName,
   KafkaInboxEvents,
   KafkaInboxListener,
+  PausedPartition,
   PauseReason,
 } from './kafka-inbox-events.js';
 export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaInboxOptions } from './kafka-inbox-options.js';
-export type { CloseOptions, KafkaInboxControl, ShutdownOptions } from './kafka-inbox-runtime.js';
 export {
   type KafkaStartupRetry,
   type KafkaStartupStep,
@@ -52,7 +54,5 @@ export {
   KafkaUnavailableError,
 } from './kafka-startup.js';
 export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
-export type { PausedPartition } from './partition-pauses.js';
 export { PublishError } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';
-export type { KafkaRecordContext, ValueDecoding } from './value-decoder.js';

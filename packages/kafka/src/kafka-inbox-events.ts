@@ -14,6 +14,15 @@ export type PauseReason =
   /** Anything else that went wrong outside the handler (logged with the error). */
   | 'unexpected_error';
 
+/** A paused partition, as `paused()` reports it. */
+export interface PausedPartition {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly reason: PauseReason;
+  readonly resumeAt: Date;
+}
+
 /** The events of a Kafka inbox consumer, each with one payload object. */
 export interface KafkaInboxEvents {
   /**

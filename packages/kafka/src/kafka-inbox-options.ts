@@ -1,8 +1,8 @@
 import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
 import { type Backoff, type BackoffOptions, compileBackoff, positiveInteger } from '@inboxkit/core/adapter';
+import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './decode.js';
 import type { KafkaAdmin, KafkaConsumer, KafkaProducer } from './kafka-client.js';
 import { compileMessageId, type MessageIdReader, type MessageIdSource } from './message-id.js';
-import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './value-decoder.js';
 
 /** Options shared by {@link inboxEachMessage} and {@link inboxEachBatch}. */
 export interface KafkaInboxOptions<DB, V> {

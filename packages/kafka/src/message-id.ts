@@ -1,5 +1,5 @@
 import { ConfigurationError } from '@inboxkit/core';
-import type { KafkaRecordContext } from './value-decoder.js';
+import type { KafkaRecordContext } from './decode.js';
 
 /** Derives a message id from a record; `undefined` when the record carries none. */
 export type MessageIdFunction = (context: KafkaRecordContext) => string | undefined;

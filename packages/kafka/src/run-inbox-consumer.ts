@@ -2,7 +2,7 @@ import { ConfigurationError } from '@inboxkit/core';
 import { type InboxEachBatchOptions, inboxEachBatch } from './inbox-each-batch.js';
 import { type InboxEachMessageOptions, inboxEachMessage } from './inbox-each-message.js';
 import type { KafkaConsumer } from './kafka-client.js';
-import type { KafkaInboxControl } from './kafka-inbox-runtime.js';
+import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import { checkSubscribeOptions, connectAndSubscribe, type KafkaSubscribeOptions } from './kafka-startup.js';
 
 /** What `runInboxConsumer` adds to the wrappers' options. */

@@ -1,7 +1,7 @@
 import type { ProcessOutcome } from '@inboxkit/core';
 
 /**
- * Crash-loop protection for one partition (DESIGN.md section 4).
+ * Crash-loop protection for one partition (docs/design.md, "Crash loops").
  *
  * Whatever a crashed process had finished is in the inbox, so after a partition is
  * assigned the replayed records are duplicates until the one it died on. That one lies

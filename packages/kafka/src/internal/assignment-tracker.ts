@@ -1,4 +1,4 @@
-import type { KafkaGroupJoinEvent } from './kafka-client.js';
+import type { KafkaGroupJoinEvent } from '../kafka-client.js';
 import { partitionKey } from './offset-committer.js';
 import { SuspectWindow } from './suspect-window.js';
 

@@ -1,7 +1,7 @@
 import type { InboxLogger } from '@inboxkit/core';
 import { type Backoff, backoffDelayMs } from '@inboxkit/core/adapter';
-import type { KafkaConsumer } from './kafka-client.js';
-import type { KafkaInboxEmitter, PauseReason } from './kafka-inbox-events.js';
+import type { KafkaConsumer } from '../kafka-client.js';
+import type { KafkaInboxEmitter, PausedPartition, PauseReason } from '../kafka-inbox-events.js';
 import { partitionKey } from './offset-committer.js';
 
 interface Paused {
@@ -12,15 +12,6 @@ interface Paused {
   readonly reason: PauseReason;
   readonly resumeAt: number;
   readonly timer: NodeJS.Timeout;
-}
-
-/** A paused partition, as {@link PartitionPauses.list} reports it. */
-export interface PausedPartition {
-  readonly topic: string;
-  readonly partition: number;
-  readonly offset: string;
-  readonly reason: PauseReason;
-  readonly resumeAt: Date;
 }
 
 /**

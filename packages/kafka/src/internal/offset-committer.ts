@@ -1,7 +1,7 @@
 import type { InboxLogger } from '@inboxkit/core';
+import type { KafkaConsumer, KafkaOffsetCommit } from '../kafka-client.js';
+import type { KafkaInboxEmitter } from '../kafka-inbox-events.js';
 import { CLEAN_METADATA, RUNNING_METADATA } from './handover.js';
-import type { KafkaConsumer, KafkaOffsetCommit } from './kafka-client.js';
-import type { KafkaInboxEmitter } from './kafka-inbox-events.js';
 
 /**
  * Commits consumed offsets explicitly, never through the client's auto-commit (which, in

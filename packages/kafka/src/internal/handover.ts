@@ -1,5 +1,5 @@
 import type { InboxLogger } from '@inboxkit/core';
-import type { KafkaAdmin, KafkaCommittedOffset, KafkaConsumer } from './kafka-client.js';
+import type { KafkaAdmin, KafkaCommittedOffset, KafkaConsumer } from '../kafka-client.js';
 
 /** Offset metadata committed while a member works on a partition. */
 export const RUNNING_METADATA = 'inboxkit:running';
