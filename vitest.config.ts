@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Every test talks to real services (DESIGN.md section 7). Two workers at most: these are
+// Every test talks to real services (docs/design.md, "Tests and services"). Two workers at most: these are
 // 2-core machines, and fault tests start processes of their own. Each project resolves
 // only the services it needs.
 export default defineConfig({

@@ -1,4 +1,4 @@
-// Crash loop (DESIGN.md section 4): a record whose handler kills its own process every time.
+// Crash loop (docs/design.md, "Crash loops"): a record whose handler kills its own process every time.
 // The test restarts the consumer until that record is in the dead-letter topic; it must get
 // there after `crashLoopLimit` counted attempts, and no other record may.
 import { DEAD_LETTER_HEADERS } from '@inboxkit/kafka';

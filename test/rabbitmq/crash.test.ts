@@ -1,4 +1,4 @@
-// Consumers killed with SIGKILL (DESIGN.md sections 4 and 7): mid-run, between a commit
+// Consumers killed with SIGKILL (docs/design.md, "Crash loops" and "Tests and services"): mid-run, between a commit
 // and its ack, and by a message that kills the process every time it runs (crash loop).
 // Each consumer is a process of its own (support/consumer-child.ts).
 import { DEAD_LETTER_HEADERS } from '@inboxkit/rabbitmq';

@@ -1,6 +1,7 @@
-// Postgres goes away mid-run and comes back (a private cluster of this test's own,
-// DESIGN.md section 7): deliveries are requeued after a backoff, none is acked without its
-// commit, none is dead-lettered, and once the server is back the totals are exact.
+// Postgres goes away mid-run and comes back (a private cluster of this test's own:
+// docs/design.md, "Tests and services"): deliveries are requeued after a backoff, none is
+// acked without its commit, none is dead-lettered, and once the server is back the totals
+// are exact.
 import { createInbox } from '@inboxkit/core';
 import { subscribe } from '@inboxkit/rabbitmq';
 import { describe, expect, it } from 'vitest';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 /**
  * A Postgres cluster of one test's own, for tests that stop and restart the server
- * (DESIGN.md section 7): restarting the machine's shared server would break the test
+ * (docs/design.md, "Tests and services"): restarting the machine's shared server would break the test
  * files running beside it. Made with the machine's own server binaries in a temporary
  * folder, on a free port; as root, the cluster tools run as the `postgres` user.
  */

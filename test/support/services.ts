@@ -8,7 +8,7 @@ export interface ResolvedService {
 }
 
 /**
- * Postgres for the tests (DESIGN.md section 7): `DATABASE_URL` when set; else a
+ * Postgres for the tests (docs/design.md, "Tests and services"): `DATABASE_URL` when set; else a
  * testcontainers Postgres when a Docker engine answers; else the machine's own server on
  * 127.0.0.1:5432, started if it is down.
  */

@@ -10,8 +10,8 @@ export interface PgPoolOptions extends pg.PoolConfig {
 }
 
 /**
- * A node-postgres pool set up the way a long-running consumer needs it (DESIGN.md
- * section 9):
+ * A node-postgres pool set up the way a long-running consumer needs it (docs/design.md,
+ * "Clients"):
  * - an `error` listener on the pool and on every client, checked out or idle, so a
  *   connection dropped by the server (restart, failover, idle timeout) is logged instead of
  *   crashing the process with an unhandled `error` event;

@@ -1,6 +1,6 @@
 // Helpers of the Kafka tests: clients on the broker the global setup resolved, topics with a
 // random suffix, producing records with message-id headers, reading a dead-letter topic back,
-// and waiting for a condition. Every test talks to a real broker (DESIGN.md section 7).
+// and waiting for a condition. Every test talks to a real broker (docs/design.md, "Tests and services").
 import { randomBytes } from 'node:crypto';
 import { type Admin, type IHeaders, Kafka, type KafkaConfig, logLevel, type Producer } from 'kafkajs';
 
