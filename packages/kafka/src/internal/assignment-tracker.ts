@@ -1,18 +1,18 @@
 import type { KafkaGroupJoinEvent } from '../kafka-client.js';
+import { CrashLoopWindow } from './crash-loop-window.js';
 import { partitionKey } from './offset-committer.js';
-import { SuspectWindow } from './suspect-window.js';
 
 /**
  * Which partitions this member owns, learnt from the group-join event, and the crash-loop
  * window of each. A partition met for the first time, or newly assigned by a join, gets a
- * new {@link SuspectWindow} (open unless its previous owner left it cleanly); one that stays
+ * new {@link CrashLoopWindow} (open unless its previous owner left it cleanly); one that stays
  * with this member across a rebalance keeps its state (nobody else can have crashed on it in
  * between). A new member id (the member was dropped from the group and joined again) makes
  * every partition new.
  */
 export class AssignmentTracker {
   readonly #windowSize: number;
-  readonly #windows = new Map<string, SuspectWindow>();
+  readonly #windows = new Map<string, CrashLoopWindow>();
   #owned: Set<string> | undefined;
   #assignment: { topic: string; partitions: number[] }[] = [];
   #groupId: string | undefined;
@@ -67,13 +67,13 @@ export class AssignmentTracker {
   }
 
   /** The crash-loop window of a partition; `undefined` until the partition's first record was met. */
-  window(topic: string, partition: number): SuspectWindow | undefined {
+  window(topic: string, partition: number): CrashLoopWindow | undefined {
     return this.#windows.size === 0 ? undefined : this.#windows.get(partitionKey(topic, partition));
   }
 
   /** Starts a partition's window: open (`windowSize` suspects) unless the previous owner left it cleanly. */
-  start(topic: string, partition: number, cleanHandover: boolean): SuspectWindow {
-    const window = new SuspectWindow(cleanHandover ? 0 : this.#windowSize);
+  start(topic: string, partition: number, cleanHandover: boolean): CrashLoopWindow {
+    const window = new CrashLoopWindow(cleanHandover ? 0 : this.#windowSize);
     this.#windows.set(partitionKey(topic, partition), window);
     return window;
   }

@@ -13,10 +13,10 @@ import { KafkaInboxEmitter, type PauseReason } from '../kafka-inbox-events.js';
 import { decodeHeaders, type KafkaInboxMessage, recordName } from '../kafka-inbox-message.js';
 import type { KafkaInboxConfig } from '../kafka-inbox-options.js';
 import { AssignmentTracker } from './assignment-tracker.js';
+import type { CrashLoopWindow } from './crash-loop-window.js';
 import { HandoverCheck } from './handover.js';
 import { OffsetCommitter } from './offset-committer.js';
 import { PartitionPauses } from './partition-pauses.js';
-import type { SuspectWindow } from './suspect-window.js';
 
 /** A record turned into an inbox message; `invalid` when it cannot be processed at all. */
 export interface PreparedRecord<V> {
@@ -48,10 +48,10 @@ export class ConsumerRuntime<DB, V> {
   #closing: Promise<void> | undefined;
   #detach: (() => void) | undefined;
 
-  constructor(config: KafkaInboxConfig<DB, V>, suspectWindowSize: number) {
+  constructor(config: KafkaInboxConfig<DB, V>, crashLoopWindowSize: number) {
     this.config = config;
     this.events = new KafkaInboxEmitter(config.logger);
-    this.assignments = new AssignmentTracker(suspectWindowSize, config.groupId);
+    this.assignments = new AssignmentTracker(crashLoopWindowSize, config.groupId);
     this.pauses = new PartitionPauses(config.consumer, config.pause, config.logger, this.events);
     this.committer = new OffsetCommitter(config.consumer, config.commitIntervalMs, config.logger, this.events);
     this.#handover = new HandoverCheck(config.admin, config.consumer, config.logger);
@@ -68,7 +68,7 @@ export class ConsumerRuntime<DB, V> {
    * `firstOffset`: marks the partition as being worked on, and opens the window unless its
    * previous owner left it cleanly. Call it only when `assignments.window()` has none.
    */
-  async startWindow(topic: string, partition: number, firstOffset: string): Promise<SuspectWindow> {
+  async startWindow(topic: string, partition: number, firstOffset: string): Promise<CrashLoopWindow> {
     const clean = await this.#handover.claim(this.assignments.groupId, topic, partition, firstOffset);
     this.committer.committed(topic, partition, firstOffset);
     const window = this.assignments.start(topic, partition, clean);

@@ -11,7 +11,7 @@ import type { ProcessOutcome } from '@inboxkit/core';
  * across the inbox); past the window the partition goes back to the hot path, which pays
  * nothing for this.
  */
-export class SuspectWindow {
+export class CrashLoopWindow {
   /** Suspects still to process; 0 once the window is over. */
   #remaining: number;
   /** True once the first record not yet in the inbox was met: the window counts from it. */
