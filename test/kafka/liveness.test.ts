@@ -19,8 +19,8 @@
 // INBOXKIT_LIVENESS_KINDS=transient_once,huge_bind (a comma list; ok is always in) checks
 // some kinds alone; INBOXKIT_LIVENESS_STALL_MS (default 15000) is the no-progress window.
 import { type KafkaRecordContext, runInboxConsumer } from '@inboxkit/kafka';
-import type { Admin } from 'kafkajs';
-import { describe, expect, it } from 'vitest';
+import { type Admin, logLevel } from 'kafkajs';
+import { describe, expect, inject, it } from 'vitest';
 import {
   awaitDrain,
   type BehaviourStep,
@@ -41,7 +41,15 @@ import {
 } from '../support/liveness.ts';
 import type { TestDB } from '../support/postgres.ts';
 import { setUpKafkaFile } from './support/file-setup.ts';
-import { consumerSettings, createFreshTopic, produce, readTopic, topicSize } from './support/kafka-testkit.ts';
+import {
+  consumerSettings,
+  createFreshTopic,
+  produce,
+  readTopic,
+  testKafka,
+  topicSize,
+  uniqueName,
+} from './support/kafka-testkit.ts';
 
 const settings = livenessSettings();
 const setup = setUpKafkaFile('kafka_liveness');
@@ -113,7 +121,21 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
         return context.headers['message-id'];
       };
 
-      const consumer = kit.kafka.consumer({ groupId, ...consumerSettings });
+      // The consumer's own client, whose error logs (an error thrown into kafkajs' run loop
+      // shows nowhere else) go into the report.
+      const kafkaErrors = new Map<string, number>();
+      const kafka = testKafka(inject('kafkaBrokers'), uniqueName('liveness'), {
+        logLevel: logLevel.ERROR,
+        logCreator:
+          () =>
+          ({ namespace, label, log }) => {
+            if (label !== 'ERROR') return;
+            const error = typeof log.error === 'string' ? `: ${log.error}` : '';
+            const line = printable(`${namespace}: ${log.message}${error}`);
+            kafkaErrors.set(line, (kafkaErrors.get(line) ?? 0) + 1);
+          },
+      });
+      const consumer = kafka.consumer({ groupId, ...consumerSettings });
       consumer.on(consumer.events.CRASH, (event) => {
         trace.consumerProblems.push(`kafkajs consumer crashed: ${printable(event.payload.error.message)}`);
       });
@@ -185,6 +207,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
         drain,
         replay: replayCommand(settings, 'kafka'),
         extra: trace.consumerProblems,
+        notes: [...kafkaErrors].map(([line, n]) => `kafkajs logged ${n}x: ${line}`),
       });
       console.info(result.report);
       expect(result.ok, result.report).toBe(true);

@@ -609,6 +609,7 @@ function judge(planned: PlannedId, observed: Observed, trace: LivenessTrace, dra
   else if (rows === 1) {
     actual = key === 'processed' ? 'processed' : `row committed, key ${key ?? 'missing'}`;
     if (conflicts > 0) actual += ` + ${conflicts} payload_conflict`;
+    if (!drained && expected.end === 'processed' && conflicts < expected.conflicts) actual += ' (a copy unsettled)';
     if (others.length > 0) actual += ` + dead-lettered ${[...new Set(others)].join('|')}`;
     ok = expected.end === 'processed' && key === 'processed' && others.length === 0 && conflicts === expected.conflicts;
   } else if (letters.length > 0) {
@@ -648,6 +649,8 @@ export function verdict(options: {
   readonly drain: DrainResult;
   readonly replay: string;
   readonly extra?: readonly string[];
+  /** Lines printed under the table, e.g. what the broker client logged as errors. */
+  readonly notes?: readonly string[];
 }): LivenessVerdict {
   const { plan, observed, trace, drain } = options;
   const drained = drain.how === 'drained';
@@ -691,15 +694,18 @@ export function verdict(options: {
     rows.push(['(consumer)', '-', 'never crashes or reconnects', options.extra.join('; '), 'FAIL']);
   }
   lines.push(...table(rows));
+  if (options.notes !== undefined && options.notes.length > 0) lines.push('', ...options.notes);
   const wrong = [...byKind.values()].flat().filter((v) => !v.ok);
   const waiting = wrong.filter((v) => v.actual === 'waiting');
   const shownIds = wrong.filter((v) => v.actual !== 'waiting');
   if (shownIds.length > 0) {
-    lines.push('', 'Wrong or stuck ids (the most delivered first; at most 4 per kind):');
+    lines.push('', 'Wrong or stuck ids (those with events first, then the most delivered; at most 4 per kind):');
     const shown = new Map<MessageKind, number>();
-    const sorted = shownIds.sort(
-      (a, b) => (trace.get(b.planned.id)?.deliveries ?? 0) - (trace.get(a.planned.id)?.deliveries ?? 0),
-    );
+    const rank = (v: IdVerdict) => {
+      const t = trace.get(v.planned.id);
+      return (t?.events.length ? 1_000_000 : 0) + (t?.deliveries ?? 0);
+    };
+    const sorted = shownIds.sort((a, b) => rank(b) - rank(a));
     for (const v of sorted) {
       const n = shown.get(v.planned.kind) ?? 0;
       if (n >= 4) continue;
@@ -714,7 +720,7 @@ export function verdict(options: {
   if (waiting.length > 0) {
     lines.push(
       '',
-      `${waiting.length} ids are waiting: not settled, and no handler call or event of theirs was seen (they sit behind a stuck record of their partition or in a stuck batch).`,
+      `${waiting.length} ids are waiting: not settled, and no handler call or event of theirs was seen (behind stuck messages: a Kafka partition or batch that does not move, RabbitMQ prefetch slots taken by messages that keep coming back).`,
     );
   }
   lines.push('', `Replay: ${options.replay}`);
