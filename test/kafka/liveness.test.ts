@@ -55,7 +55,7 @@ const settings = livenessSettings();
 const setup = setUpKafkaFile('kafka_liveness');
 const MODES = ['eachMessage', 'eachBatch'] as const;
 const PER_MODE = Math.ceil(settings.messages / MODES.length);
-const DEADLINE_MS = 30_000 + PER_MODE * 30;
+const DEADLINE_MS = 60_000 + PER_MODE * 40;
 
 /** Records of `topic` the group has not committed yet. */
 async function unsettled(admin: Admin, groupId: string, topic: string): Promise<number> {
@@ -188,6 +188,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
       const drain = await awaitDrain({
         remaining: () => unsettled(kit.admin, groupId, topic),
         stallMs: settings.stallMs,
+        consuming: () => trace.consuming(),
         deadlineMs: DEADLINE_MS,
       });
       const shutdown = await within(20_000, 'shutdown()', () => control.shutdown());

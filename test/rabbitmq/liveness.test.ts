@@ -48,7 +48,7 @@ const MODES = [
   { name: 'batches', prefix: 'lrb', prefetch: 50, maxBatchSize: 25 },
 ] as const;
 const PER_MODE = Math.ceil(settings.messages / MODES.length);
-const DEADLINE_MS = 30_000 + PER_MODE * 30;
+const DEADLINE_MS = 60_000 + PER_MODE * 40;
 
 /** A header value as text (amqplib hands strings over as strings, some clients as bytes). */
 function headerText(value: unknown): string | undefined {
@@ -124,6 +124,7 @@ describe(`liveness (RabbitMQ, ${settings.messages} messages, seed ${settings.see
       const drain = await awaitDrain({
         remaining: () => messagesInQueue(queue),
         stallMs: settings.stallMs,
+        consuming: () => trace.consuming(),
         deadlineMs: DEADLINE_MS,
         intervalMs: 1000,
       });

@@ -442,6 +442,7 @@ interface IdTrace {
 export class LivenessTrace {
   readonly #ids = new Map<string, IdTrace>();
   readonly #started = Date.now();
+  #consuming = false;
   /** Problems of the consumer itself (a crash, a reconnect), not of one id. */
   readonly consumerProblems: string[] = [];
 
@@ -457,6 +458,7 @@ export class LivenessTrace {
   /** One delivery of `id` by the broker (counted where the adapter decodes it or asks for its id). */
   delivered(id: string | undefined): void {
     if (id === undefined) return;
+    this.#consuming = true;
     const trace = this.#of(id);
     trace.deliveries++;
     trace.lastAt = Date.now();
@@ -480,6 +482,11 @@ export class LivenessTrace {
     trace.lastAt = Date.now();
     trace.events.push(`${((Date.now() - this.#started) / 1000).toFixed(1)}s ${printable(text, 160)}`);
     if (trace.events.length > 4) trace.events.shift();
+  }
+
+  /** True once any delivery was seen. */
+  consuming(): boolean {
+    return this.#consuming;
   }
 
   get(id: string): Readonly<IdTrace> | undefined {
@@ -509,17 +516,23 @@ export interface DrainResult {
 /**
  * Polls `remaining` (messages not settled) until it is 0. Progress is any decrease; no
  * progress for `stallMs` is a stall, reported rather than thrown so the end state of each
- * id can still be shown.
+ * id can still be shown. Until the consumer hands over its first message (or the count
+ * drops) it may still be joining its group: that window is `startupMs` (default 60 s).
  */
 export async function awaitDrain(options: {
   remaining: () => Promise<number>;
   stallMs: number;
   deadlineMs: number;
+  startupMs?: number;
+  /** True once the consumer has handed over a message: the start-up window ends there. */
+  consuming?: () => boolean;
   intervalMs?: number;
 }): Promise<DrainResult> {
   const started = Date.now();
   let best = Number.POSITIVE_INFINITY;
   let progressAt = started;
+  let first: number | undefined;
+  let moved = false;
   for (;;) {
     const remaining = await options.remaining();
     const seconds = (Date.now() - started) / 1000;
@@ -529,7 +542,13 @@ export async function awaitDrain(options: {
       best = remaining;
       progressAt = Date.now();
     }
-    if (Date.now() - progressAt > stallMs) return { how: 'stalled', remaining, seconds, stallMs };
+    first ??= remaining;
+    if (!moved && (remaining < first || options.consuming?.())) {
+      moved = true;
+      progressAt = Math.max(progressAt, Date.now());
+    }
+    const window = moved ? stallMs : Math.max(stallMs, options.startupMs ?? 60_000);
+    if (Date.now() - progressAt > window) return { how: 'stalled', remaining, seconds, stallMs: window };
     if (Date.now() - started > options.deadlineMs) return { how: 'deadline', remaining, seconds, stallMs };
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
   }
