@@ -172,8 +172,9 @@ export type SimulatedError = '08P01' | '53200' | '53400' | '58P01' | '57014' | '
 const SIMULATED: readonly SimulatedError[] = ['08P01', '53200', '53400', '58P01', '57014', 'Connection terminated'];
 
 /**
- * `count` messages (copies included) of the selected kinds, for one mode of one broker.
- * Kinds `applies` leaves out (tombstones, which need a messageId function) are not drawn.
+ * `count` messages (copies included) of the selected kinds, for one mode of one broker
+ * (`stream` tells the modes apart, so each has its own plan from the one seed). Every
+ * selected kind gets a few messages whatever the draw.
  */
 export function livenessPlan(
   settings: LivenessSettings,
