@@ -129,15 +129,21 @@ describe('what inboxkit stores itself is storable', () => {
     });
   });
 
-  it('a result holding NUL is refused before any statement: dead-lettered as non_retryable, with a clear error', async () => {
+  it('a result holding NUL (in a value or a key) is stored with it replaced: the message is processed', async () => {
     const inbox = createInbox({ db: t.db, consumer: 'nul-result', retry: fastRetry });
+    const returned = { note: 'a\u0000b', ['k\u0000']: ['\ud800'], amount: 10n };
     const outcome = await inbox.process({ id: 'r-1' }, async (trx) => {
       await insertCharge(trx, 'nul-result-r-1');
-      return { note: 'a\u0000b' };
+      return returned;
     });
-    expect(outcome).toMatchObject({ status: 'dead_letter', reason: 'non_retryable', attempts: 1 });
-    expect(outcome.status === 'dead_letter' && outcome.error.message).toMatch(/NUL/);
-    expect(await chargeIds('nul-result-')).toEqual([]);
+    expect(outcome).toMatchObject({ status: 'processed', attempts: 1 });
+    expect(outcome.status === 'processed' && outcome.result).toBe(returned);
+    expect(await chargeIds('nul-result-')).toEqual(['nul-result-r-1']);
+    expect((await keyRow('nul-result', 'r-1'))?.result).toEqual({
+      note: 'a\ufffdb',
+      'k\ufffd': ['\ufffd'],
+      amount: '10',
+    });
   });
 
   it('an id over 2,000 bytes of UTF-8 is an invalid message, in a batch and alone, and the rest of its batch commits', async () => {
@@ -158,11 +164,40 @@ describe('a batch that fails outside any handler call narrows down to the culpri
   const ids = (prefix: string) => Array.from({ length: 5 }, (_, i) => ({ id: `${prefix}-${i}` }));
 
   it.each(['processBatch', 'processBulk'] as const)(
-    '%s: a result holding NUL fails only its own message',
+    '%s: a result holding NUL is stored made storable; the whole batch commits',
     async (shape) => {
       const inbox = createInbox({ db: t.db, consumer: `nul-results-${shape}`, retry: fastRetry });
       const messages = ids(`nr-${shape}`);
       const result = (id: string) => ({ id, note: id.endsWith('-2') ? 'x\u0000' : 'ok' });
+      const { outcomes } =
+        shape === 'processBatch'
+          ? await inbox.processBatch(messages, async (trx, m) => {
+              await insertCharge(trx, m.id);
+              return result(m.id);
+            })
+          : await inbox.processBulk(messages, async (trx, batch) => {
+              for (const m of batch) await insertCharge(trx, m.id);
+              return batch.map((m) => result(m.id));
+            });
+      expect(outcomes.map((o) => o.status)).toEqual(Array(5).fill('processed'));
+      expect(await chargeIds(`nr-${shape}`)).toEqual([0, 1, 2, 3, 4].map((i) => `nr-${shape}-${i}`));
+      expect((await keyRow(`nul-results-${shape}`, `nr-${shape}-2`))?.result).toEqual({
+        id: `nr-${shape}-2`,
+        note: 'x\ufffd',
+      });
+    },
+  );
+
+  it.each(['processBatch', 'processBulk'] as const)(
+    '%s: a result that cannot be serialized fails only its own message; the rest commits in order',
+    async (shape) => {
+      const inbox = createInbox({ db: t.db, consumer: `cyclic-${shape}`, retry: fastRetry });
+      const messages = ids(`cy-${shape}`);
+      const result = (id: string) => {
+        const value: Record<string, unknown> = { id };
+        if (id.endsWith('-2')) value.self = value;
+        return value;
+      };
       const { outcomes } =
         shape === 'processBatch'
           ? await inbox.processBatch(messages, async (trx, m) => {
@@ -181,7 +216,7 @@ describe('a batch that fails outside any handler call narrows down to the culpri
         'processed',
       ]);
       expect(outcomes[2]).toMatchObject({ reason: 'non_retryable' });
-      expect(await chargeIds(`nr-${shape}`)).toEqual([0, 1, 3, 4].map((i) => `nr-${shape}-${i}`));
+      expect(await chargeIds(`cy-${shape}`)).toEqual([0, 1, 3, 4].map((i) => `cy-${shape}-${i}`));
     },
   );
 

@@ -2,10 +2,12 @@
 // wrapper calls `defineScenarios(mode)`, so the two run in parallel.
 
 import { NonRetryableError } from '@inboxkit/core';
-import { DEAD_LETTER_HEADERS, type KafkaInboxEvents, type MessageIdSource } from '@inboxkit/kafka';
+import { DEAD_LETTER_HEADERS, type KafkaInboxEvents, type MessageIdSource, runInboxConsumer } from '@inboxkit/kafka';
 import { sql } from 'kysely';
 import { expect, it } from 'vitest';
+import type { TestDB } from '../../support/postgres.ts';
 import { setUpKafkaFile } from './file-setup.ts';
+import type { ChargeValue } from './inbox-consumer.ts';
 import {
   type ChargeMessage,
   consumeToEnd,
@@ -19,6 +21,7 @@ import {
 import {
   charge,
   chargesWithDuplicates,
+  consumerSettings,
   createFreshTopic,
   produce,
   readTopic,
@@ -376,4 +379,50 @@ export function defineScenarios(mode: Mode): void {
     // Two consumers, two distinct ids each (the copy of i-1 was a duplicate both times).
     expect(await ledgerTotals(t.db)).toMatchObject({ rows: 4, twice: ['i-1'] });
   });
+
+  it(`${mode}: a record retried for longer than the session timeout keeps the member in its group, and its partition's order`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, group } = await freshTopic('long-retry', 1);
+    // r-5 fails on its first five calls: its retries wait 2.5 s each, 7.5 s or more in all,
+    // beyond the 6 s session timeout. Without a heartbeat between attempts the member is
+    // dropped and the group rebalances.
+    const inbox = testInbox(t.db, `long-retry-${mode}`, {
+      retry: { retries: 5, minTimeout: 2500, maxTimeout: 2500, randomize: false },
+    });
+    let calls = 0;
+    const consumer = kit.kafka.consumer({ groupId: group, ...consumerSettings });
+    let joins = 0;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      joins++;
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    const control = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+      groupId: group,
+      commitIntervalMs: 200,
+      ...handlers((message) => {
+        if (message.id === 'r-5' && calls++ < 5) throw new Error('fails five times');
+      }),
+      ...(mode === 'eachBatch' ? { maxBatchSize: 20 } : {}),
+      inbox,
+      producer: kit.producer,
+      admin: kit.admin,
+    });
+    try {
+      await waitFor(() => joins === 1, { timeoutMs: 30_000, what: 'the group join' });
+      await produce(
+        kit.producer,
+        topic,
+        Array.from({ length: 20 }, (_, i) => charge(`r-${i}`)),
+      );
+      await waitForCommittedToEnd(kit.admin, group, topic);
+    } finally {
+      await control.shutdown();
+    }
+    expect(calls).toBe(6);
+    expect(joins).toBe(1);
+    const rows = await t.db.selectFrom('ledger').select('charge_id').orderBy('id').execute();
+    expect(rows.map((row) => row.charge_id)).toEqual(Array.from({ length: 20 }, (_, i) => `r-${i}`));
+  }, 120_000);
 }

@@ -1,6 +1,6 @@
 import { NonRetryableError } from '../errors.js';
 import type { InboxTables } from '../identifiers.js';
-import { hasUnstorableJson } from '../storable.js';
+import { hasUnstorableJson, storableText } from '../storable.js';
 import { type QueryRunner, raw } from './executor.js';
 
 /**
@@ -25,10 +25,11 @@ WHERE t.consumer = $1 AND t.message_id = r.id`;
 
 /**
  * JSON text of a handler's result; `undefined` when there is nothing to store. BigInts
- * (Kysely's `numAffectedRows`, int8 columns) are stored as strings. A result that cannot
- * be stored (a cycle, a throwing `toJSON`, a string holding NUL or a lone surrogate, which
- * jsonb refuses) fails the attempt for good, before any statement: it would every time.
- * The result is the user's data, so it is refused rather than altered.
+ * (Kysely's `numAffectedRows`, int8 columns) are stored as strings. A string holding NUL or
+ * a lone UTF-16 surrogate, which jsonb refuses, is stored with them replaced by U+FFFD: the
+ * handler's writes stand and a redelivery gets the result back, so altered (the outcome of
+ * this delivery carries the result as returned). A result that cannot be serialized at all
+ * (a cycle, a throwing `toJSON`) fails the attempt for good: it would every time.
  */
 export function resultJson(result: unknown): string | undefined {
   if (result === undefined) return undefined;
@@ -41,10 +42,16 @@ export function resultJson(result: unknown): string | undefined {
       { cause: error },
     );
   }
-  if (hasUnstorableJson(json)) {
-    throw new NonRetryableError(
-      "The handler's result holds a NUL character or a lone UTF-16 surrogate, which Postgres jsonb cannot store: remove it from the result, or set storeResults: false.",
-    );
+  if (!hasUnstorableJson(json)) return json;
+  // Rare: a second pass only here, over plain JSON data, keys included.
+  return JSON.stringify(storableData(JSON.parse(json)));
+}
+
+function storableData(value: unknown): unknown {
+  if (typeof value === 'string') return storableText(value);
+  if (Array.isArray(value)) return value.map(storableData);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [storableText(key), storableData(inner)]));
   }
-  return json;
+  return value;
 }

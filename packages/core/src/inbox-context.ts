@@ -1,0 +1,311 @@
+import { sql } from 'kysely';
+import { classifyFailure, type FailureKind } from './error-classification.js';
+import { DatabaseUnavailableError, PayloadConflictError } from './errors.js';
+import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
+import { fingerprint } from './fingerprint.js';
+import { runTimed, type TimedCall } from './handler-timeout.js';
+import type { InboxMessage } from './inbox-message.js';
+import type { InboxConfig } from './inbox-options.js';
+import type { HandlerContext } from './inbox-types.js';
+import type {
+  ConflictOutcome,
+  DeadLetterOutcome,
+  DuplicateOutcome,
+  ProcessOutcome,
+  RetryLaterOutcome,
+} from './outcome.js';
+import { compileClaimMessage } from './sql/claim-message.js';
+import { compileClaimMessages } from './sql/claim-messages.js';
+import type { QueryRunner, StoredRow } from './sql/executor.js';
+import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
+import { compileReadStored } from './sql/read-stored.js';
+import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
+import { compileRecordDeadLetter } from './sql/record-dead-letter.js';
+import { compileReleaseMessages } from './sql/release-messages.js';
+import { compileStoreResults } from './sql/store-results.js';
+import { SuspectGate } from './suspect-gate.js';
+
+/** Runs one handler call of a batch under `handlerTimeoutMs`, with its context. */
+export type TimedHandlerCall = <T>(messageId: string, call: (context: HandlerContext) => Promise<T> | T) => Promise<T>;
+
+/** An adapter's `beforeMessage`/`beforeAttempt` failed: rolled back, and rethrown to the caller as it is. */
+export class HookFailed extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('inboxkit: an adapter hook failed');
+    this.error = error;
+  }
+}
+
+/** How long lock contention is waited out before the message is handed back. */
+const CONTENTION_WAIT_MS = 10_000;
+/** How long the database has to answer the reachability probe. */
+const PROBE_TIMEOUT_MS = 5_000;
+const PROBE = sql.raw('SELECT 1');
+const SIDE_TIMEOUT: unique symbol = Symbol('side connection timeout');
+
+/**
+ * What the single-message and batch paths share: the compiled options and statements,
+ * the events, the suspect gate, and the small decisions both make the same way (how an
+ * outcome is built and reported, how a failure is sorted). One per inbox, built once.
+ */
+export class InboxContext<DB> {
+  readonly config: InboxConfig<DB>;
+  readonly consumer: string;
+  readonly events: InboxEmitter;
+  readonly gate = new SuspectGate();
+  /** The inbox's own statements, compiled once (`sql/`, one statement per file). */
+  readonly sql;
+
+  constructor(config: InboxConfig<DB>) {
+    this.config = config;
+    this.consumer = config.consumer;
+    this.events = new InboxEmitter(config.logger);
+    const { tables, lockTimeoutMs, handlerTimeoutMs } = config;
+    this.sql = {
+      claimMessage: compileClaimMessage(tables, lockTimeoutMs, handlerTimeoutMs),
+      claimMessages: compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs),
+      readStored: compileReadStored(tables),
+      storeResults: compileStoreResults(tables),
+      releaseMessages: compileReleaseMessages(tables),
+      recordDeadLetter: compileRecordDeadLetter(tables, lockTimeoutMs),
+      recordAttempt: compileRecordAttempt(tables),
+      uncountAttempt: compileUncountAttempt(tables),
+      clearAttempts: compileClearAttempts(tables),
+      purge: compilePurgeExpired(tables),
+      purgeLock: compileTryPurgeLock(),
+    } as const;
+  }
+
+  /** The Kysely instance as the statements take it. */
+  get runner(): QueryRunner {
+    return this.config.db as unknown as QueryRunner;
+  }
+
+  fingerprint(payload: InboxMessage['payload']): Buffer | null {
+    return this.config.fingerprintPayloads ? fingerprint(payload) : null;
+  }
+
+  // --- outcomes: built and reported in one place ------------------------------------------
+
+  /** A stored key seen again: a duplicate, or a conflict when the fingerprints differ. Not reported. */
+  fromStored(id: string, hash: Buffer | null, stored: StoredRow): DuplicateOutcome | ConflictOutcome {
+    if (hash !== null && stored.payload_hash !== null && !hash.equals(stored.payload_hash)) {
+      return { status: 'conflict', messageId: id, error: new PayloadConflictError(this.consumer, id) };
+    }
+    return {
+      status: 'duplicate',
+      messageId: id,
+      result: stored.status === 'processed' ? (stored.result ?? undefined) : undefined,
+      previousStatus: stored.status,
+      processedAt: stored.processed_at,
+    };
+  }
+
+  /** Reports an outcome that is final for the inbox (processed, duplicate, conflict). */
+  report(outcome: ProcessOutcome<unknown>, durationMs = 0): void {
+    const { consumer } = this;
+    switch (outcome.status) {
+      case 'processed':
+        this.events.emit('processed', {
+          consumer,
+          messageId: outcome.messageId,
+          attempts: outcome.attempts,
+          durationMs,
+        });
+        return;
+      case 'duplicate':
+        this.events.emit('duplicate', {
+          consumer,
+          messageId: outcome.messageId,
+          previousStatus: outcome.previousStatus,
+        });
+        return;
+      case 'conflict':
+        this.events.emit('conflict', { consumer, messageId: outcome.messageId });
+        return;
+      default:
+        return;
+    }
+  }
+
+  conflict(id: string): ConflictOutcome {
+    const outcome: ConflictOutcome = {
+      status: 'conflict',
+      messageId: id,
+      error: new PayloadConflictError(this.consumer, id),
+    };
+    this.report(outcome);
+    return outcome;
+  }
+
+  /** What a copy of a message within one batch becomes, given its first occurrence's outcome. */
+  copyOutcome<R>(first: ProcessOutcome<R>, id: string): ProcessOutcome<R> {
+    let copy: DuplicateOutcome;
+    switch (first.status) {
+      case 'processed':
+        copy = {
+          status: 'duplicate',
+          messageId: id,
+          result: first.result,
+          previousStatus: 'processed',
+          processedAt: undefined,
+        };
+        break;
+      case 'dead_letter':
+        copy = {
+          status: 'duplicate',
+          messageId: id,
+          result: undefined,
+          previousStatus: 'dead_lettered',
+          processedAt: undefined,
+        };
+        break;
+      case 'duplicate':
+        copy = { ...first, messageId: id };
+        break;
+      default:
+        return first;
+    }
+    this.report(copy);
+    return copy;
+  }
+
+  deadLetter(
+    messageId: string | undefined,
+    reason: DeadLetterReason,
+    error: Error,
+    attempts: number,
+    firstSeenAt: Date,
+  ): DeadLetterOutcome {
+    this.events.emit('deadLetter', { consumer: this.consumer, messageId, reason, attempts, error });
+    this.config.logger.warn(
+      { consumer: this.consumer, messageId, reason, attempts, err: error },
+      'inboxkit: message to be dead-lettered',
+    );
+    return { status: 'dead_letter', messageId, reason, error, attempts, firstSeenAt };
+  }
+
+  retryLater(
+    messageId: string | undefined,
+    reason: RetryLaterReason,
+    error: Error,
+    attempts: number,
+  ): RetryLaterOutcome {
+    this.events.emit('retryLater', { consumer: this.consumer, messageId, reason, error });
+    this.config.logger.warn(
+      { consumer: this.consumer, messageId, reason, err: error },
+      'inboxkit: message handed back to be retried later',
+    );
+    return { status: 'retry_later', messageId, reason, error, attempts };
+  }
+
+  // --- failures ---------------------------------------------------------------------------
+
+  /** Sorts a failure; whether the database is gone is asked of the database (see `classifyFailure`). */
+  classify(error: Error): Promise<FailureKind> {
+    return classifyFailure(error, this.config.retry, () => this.databaseAnswers());
+  }
+
+  /** True when Postgres answers `SELECT 1` within {@link PROBE_TIMEOUT_MS}. */
+  async databaseAnswers(): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        PROBE.execute(this.config.db).then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
+        }),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** When lock contention met at `now` stops being waited out. */
+  contentionDeadline(): number {
+    return performance.now() + Math.max(CONTENTION_WAIT_MS, 2 * this.config.lockTimeoutMs);
+  }
+
+  /** The pause before contention is tried again: the retry policy's backoff, never under 10 ms. */
+  contentionPause(wait: number): Promise<void> {
+    const { minTimeout, maxTimeout, factor, randomize } = this.config.retry;
+    const base = Math.max(10, Math.min(minTimeout * Math.max(factor, 1) ** wait, maxTimeout));
+    return delay(randomize ? base * (1 + Math.random()) : base);
+  }
+
+  // --- handler calls ----------------------------------------------------------------------
+
+  /** Runs one handler call under `handlerTimeoutMs`. */
+  timedCall(messageId: string): TimedCall {
+    return { timeoutMs: this.config.handlerTimeoutMs, messageId };
+  }
+
+  /** The timed call of a batch's handlers, with their context. */
+  timedHandler(): TimedHandlerCall {
+    const { consumer } = this;
+    return (messageId, call) => runTimed(this.timedCall(messageId), (signal) => call({ attempt: 1, consumer, signal }));
+  }
+
+  /** Runs an adapter's hook; its failure is marked so that it reaches the caller as it is. */
+  async hook(hook: (() => Promise<void> | void) | undefined): Promise<void> {
+    if (hook === undefined) return;
+    try {
+      await hook();
+    } catch (error) {
+      throw new HookFailed(error);
+    }
+  }
+
+  /**
+   * Runs one autocommit statement on a connection other than the attempt's (the crash-loop
+   * count). Waiting for it is bounded: with every pool connection taken it fails as
+   * {@link DatabaseUnavailableError} after `max(lockTimeoutMs, 1 s)` instead of waiting
+   * forever, and a pool of one connection can never give it.
+   */
+  async onSideConnection<T>(work: (runner: QueryRunner) => Promise<T>): Promise<T> {
+    const { db, lockTimeoutMs } = this.config;
+    const call: { state: 'waiting' | 'running' | 'abandoned' } = { state: 'waiting' };
+    const done = db.connection().execute(async (connection) => {
+      if (call.state === 'abandoned') return undefined as T;
+      call.state = 'running';
+      return work(connection as unknown as QueryRunner);
+    });
+    const waitMs = Math.max(lockTimeoutMs, 1000);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<typeof SIDE_TIMEOUT>((resolve) => {
+      timer = setTimeout(() => resolve(SIDE_TIMEOUT), waitMs);
+    });
+    try {
+      const first = await Promise.race([done, timedOut]);
+      if (first !== SIDE_TIMEOUT) return first;
+      if (call.state === 'running') return await done;
+      call.state = 'abandoned';
+      done.catch(() => {});
+      throw new DatabaseUnavailableError(
+        `No second pool connection within ${waitMs} ms for the crash-loop count of a redelivered message: every connection is busy (crash-loop protection needs a pool of at least two).`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** A database failure as the outcome carries it. */
+export function unavailable(error: Error): DatabaseUnavailableError {
+  return error instanceof DatabaseUnavailableError
+    ? error
+    : new DatabaseUnavailableError(`Postgres is unavailable: ${error.message}`, { cause: error });
+}
+
+/** The message id an invalid message's error names, if any. */
+export function messageIdOf(error: unknown): string | undefined {
+  const id = (error as { messageId?: unknown } | null)?.messageId;
+  return typeof id === 'string' ? id : undefined;
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,271 @@
+// One message (docs/design.md, "The algorithm"): claim the key, run the handler, store its
+// result, commit; each failed attempt retried with the retry policy.
+import pRetry, { AbortError } from 'p-retry';
+import type { FailureKind } from './error-classification.js';
+import { isLockTimeout } from './error-classification.js';
+import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
+import { runTimed } from './handler-timeout.js';
+import { HookFailed, type InboxContext, messageIdOf, unavailable } from './inbox-context.js';
+import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
+import type { MessageHandler, ProcessOptions } from './inbox-types.js';
+import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
+import type { QueryRunner } from './sql/executor.js';
+import { resultJson } from './sql/store-results.js';
+
+/** A suspect's attempt found its count past `crashLoopLimit`: dead-letter it unrun. */
+class CrashLoopDetected extends Error {
+  readonly crashes: number;
+  readonly firstAttemptAt: Date;
+  constructor(crashes: number, firstAttemptAt: Date) {
+    super('inboxkit: crash loop');
+    this.crashes = crashes;
+    this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/**
+ * Processes one message effectively once (see `Inbox.process`). Never throws for a
+ * message's sake: every outcome is a value; only a handler that is not a function and a
+ * throwing `beforeAttempt` reject.
+ */
+export async function processMessage<DB, M extends InboxMessage, R>(
+  ctx: InboxContext<DB>,
+  message: M,
+  handler: MessageHandler<DB, M, R>,
+  options: ProcessOptions = {},
+): Promise<ProcessOutcome<R>> {
+  if (typeof handler !== 'function') {
+    throw new ConfigurationError('inbox.process(message, handler): `handler` must be a function.');
+  }
+  const started = performance.now();
+  let id: string;
+  let hash: Buffer | null;
+  try {
+    id = checkMessageId((message as Partial<InboxMessage> | null | undefined)?.id, ctx.config.maxIdLength);
+    hash = ctx.fingerprint(checkPayload(message.payload, id));
+  } catch (error) {
+    return ctx.deadLetter(messageIdOf(error), 'invalid_message', toError(error), 0, new Date());
+  }
+  // Suspects run alone: a crash one causes must not count against neighbours in flight.
+  const suspect = options.suspect === true;
+  if (suspect) await ctx.gate.enterExclusive();
+  else {
+    const waiting = ctx.gate.enterShared();
+    if (waiting !== undefined) await waiting;
+  }
+  try {
+    if (suspect || ctx.config.duplicateFastPath) {
+      const early = await lookUpFirst(ctx, id, hash);
+      if (early !== undefined) return early;
+    }
+    const outcome = await withRetries(ctx, message, id, hash, handler, suspect, options.beforeAttempt);
+    ctx.report(outcome, performance.now() - started);
+    return outcome;
+  } finally {
+    if (suspect) ctx.gate.leaveExclusive();
+    else ctx.gate.leaveShared();
+  }
+}
+
+/**
+ * The read before the transaction that the algorithm allows as a fast path: a key
+ * already stored is a duplicate (or a conflict) without a transaction. Used by suspects
+ * and by `duplicateFastPath`. Anything else is left to the transaction that follows.
+ */
+async function lookUpFirst<DB>(
+  ctx: InboxContext<DB>,
+  id: string,
+  hash: Buffer | null,
+): Promise<ProcessOutcome<never> | undefined> {
+  try {
+    const stored = (await ctx.sql.readStored(ctx.runner, ctx.consumer, [id])).get(id);
+    if (stored === undefined) return undefined;
+    const outcome = ctx.fromStored(id, hash, stored);
+    ctx.report(outcome);
+    return outcome;
+  } catch (thrown) {
+    const error = toError(thrown);
+    if ((await ctx.classify(error)) === 'unavailable') {
+      return ctx.retryLater(id, 'database_unavailable', unavailable(error), 0);
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Attempts with p-retry until processed, duplicate, conflict, dead-lettered or handed
+ * back. Lock contention is waited out inside one p-retry attempt, so it does not spend
+ * the retry budget; past the contention deadline the message is handed back.
+ * Reports nothing: the caller does.
+ */
+async function withRetries<DB, M extends InboxMessage, R>(
+  ctx: InboxContext<DB>,
+  message: M,
+  id: string,
+  hash: Buffer | null,
+  handler: MessageHandler<DB, M, R>,
+  suspect: boolean,
+  beforeAttempt: (() => Promise<void> | void) | undefined,
+): Promise<ProcessOutcome<R>> {
+  const policy = ctx.config.retry;
+  const firstSeenAt = new Date();
+  const contentionDeadline = ctx.contentionDeadline();
+  let attempts = 0;
+  let lastKind = 'transient' as FailureKind;
+  let lastError: Error | undefined;
+  let refused = false;
+  let crashLoop: CrashLoopDetected | undefined;
+  try {
+    return await pRetry(
+      async (attemptNumber) => {
+        attempts = attemptNumber;
+        for (let wait = 0; ; wait++) {
+          await ctx.hook(beforeAttempt);
+          try {
+            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect);
+          } catch (thrown) {
+            if (thrown instanceof CrashLoopDetected) {
+              crashLoop = thrown;
+              throw new AbortError(thrown);
+            }
+            const error = toError(thrown);
+            lastError = error;
+            lastKind = await ctx.classify(error);
+            if (lastKind === 'contention' && performance.now() < contentionDeadline) {
+              await ctx.contentionPause(wait);
+              continue;
+            }
+            if (lastKind !== 'transient') throw new AbortError(error);
+            throw error;
+          }
+        }
+      },
+      {
+        retries: policy.retries,
+        factor: policy.factor,
+        minTimeout: policy.minTimeout,
+        maxTimeout: policy.maxTimeout,
+        randomize: policy.randomize,
+        maxRetryTime: policy.maxRetryTime,
+        shouldRetry: async ({ error, attemptNumber, retriesLeft, retryDelay }) => {
+          const again =
+            policy.shouldRetry === undefined || (await policy.shouldRetry({ error, attemptNumber, retriesLeft }));
+          if (!again) refused = true;
+          else {
+            ctx.events.emit('retry', {
+              consumer: ctx.consumer,
+              messageId: id,
+              attempt: attemptNumber,
+              delayMs: retryDelay,
+              error,
+            });
+          }
+          return again;
+        },
+      },
+    );
+  } catch (thrown) {
+    if (thrown instanceof HookFailed) throw thrown.error;
+    if (crashLoop !== undefined) {
+      const { crashes, firstAttemptAt } = crashLoop;
+      return ctx.deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, firstAttemptAt);
+    }
+    const error = lastError ?? toError(thrown);
+    switch (lastKind) {
+      case 'unavailable':
+        return ctx.retryLater(id, 'database_unavailable', unavailable(error), attempts);
+      case 'lock_timeout':
+      case 'contention':
+        return ctx.retryLater(id, 'lock_timeout', error, attempts);
+      case 'permanent':
+        return ctx.deadLetter(id, 'non_retryable', error, attempts, firstSeenAt);
+      default:
+        return ctx.deadLetter(
+          id,
+          refused || error instanceof TypeError ? 'non_retryable' : 'retries_exhausted',
+          error,
+          attempts,
+          firstSeenAt,
+        );
+    }
+  }
+}
+
+/**
+ * One attempt: one transaction. Throws the handler's error (or our own statements'), or
+ * {@link CrashLoopDetected} for a suspect past `crashLoopLimit`.
+ *
+ * A suspect's attempt is counted once its claim went through, so waiting on a key that
+ * another delivery holds never counts, and the count is committed before the handler
+ * runs, so it survives the process dying. It is written on a second connection, since
+ * the claim's transaction cannot commit it early. An attempt that fails without a crash
+ * takes its count back while its key is still held: only a real crash stays counted, and
+ * no other delivery of the id ever sees the count of an attempt still running
+ * (docs/design.md, "Crash loops"; model/inbox.pml checks it).
+ */
+async function attempt<DB, M extends InboxMessage, R>(
+  ctx: InboxContext<DB>,
+  message: M,
+  id: string,
+  hash: Buffer | null,
+  handler: MessageHandler<DB, M, R>,
+  attemptNumber: number,
+  suspect: boolean,
+): Promise<ProcessedOutcome<R> | DuplicateOutcome | ConflictOutcome> {
+  const { db, consumer, isolationLevel, storeResults, crashLoopLimit, lockTimeoutMs } = ctx.config;
+  return db
+    .transaction()
+    .setIsolationLevel(isolationLevel)
+    .execute(async (trx) => {
+      const runner = trx as unknown as QueryRunner;
+      let claimed: boolean;
+      try {
+        claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
+      } catch (error) {
+        if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
+        throw error;
+      }
+      if (!claimed) {
+        // Under READ COMMITTED a row committed by the transaction we waited for is visible
+        // to this next statement, not to the insert that waited.
+        const stored = (await ctx.sql.readStored(runner, consumer, [id])).get(id);
+        if (stored === undefined) {
+          throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
+        }
+        return ctx.fromStored(id, hash, stored);
+      }
+      if (suspect) {
+        const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));
+        if (counted.attempts > crashLoopLimit) {
+          await uncount(ctx, id);
+          throw new CrashLoopDetected(counted.attempts - 1, counted.firstAttemptAt);
+        }
+      }
+      try {
+        const result = await runTimed(ctx.timedCall(id), (signal) =>
+          handler(trx, message, { attempt: attemptNumber, consumer, signal }),
+        );
+        if (suspect) await ctx.sql.clearAttempts(runner, consumer, id);
+        if (storeResults) {
+          const json = resultJson(result);
+          if (json !== undefined) await ctx.sql.storeResults(runner, consumer, [id], [json]);
+        }
+        return { status: 'processed', messageId: id, result, attempts: attemptNumber } as const;
+      } catch (error) {
+        if (suspect) await uncount(ctx, id);
+        throw error;
+      }
+    });
+}
+
+/** Takes back a suspect's counted attempt (best effort: a failure leaves one count too many, logged). */
+async function uncount<DB>(ctx: InboxContext<DB>, id: string): Promise<void> {
+  try {
+    await ctx.onSideConnection((side) => ctx.sql.uncountAttempt(side, ctx.consumer, id));
+  } catch (error) {
+    ctx.config.logger.warn(
+      { consumer: ctx.consumer, messageId: id, err: error },
+      'inboxkit: could not take back the crash-loop count of an attempt that did not crash',
+    );
+  }
+}
