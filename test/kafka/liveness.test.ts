@@ -191,7 +191,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
         consuming: () => trace.consuming(),
         deadlineMs: DEADLINE_MS,
       });
-      const shutdown = await within(20_000, 'shutdown()', () => control.shutdown());
+      const shutdown = await within(20_000, 'close()', () => control.close());
       if (typeof shutdown === 'string') trace.consumerProblems.push(shutdown);
       await locks.settle();
 

@@ -418,7 +418,7 @@ export function defineScenarios(mode: Mode): void {
       );
       await waitForCommittedToEnd(kit.admin, group, topic);
     } finally {
-      await control.shutdown();
+      await control.close();
     }
     expect(calls).toBe(6);
     expect(joins).toBe(1);
