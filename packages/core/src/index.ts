@@ -23,6 +23,7 @@ export type {
   StoredStatus,
 } from './events.js';
 export type { Payload } from './fingerprint.js';
+export { payloadHashId } from './payload-id.js';
 export {
   type BatchHandler,
   type BatchOptions,

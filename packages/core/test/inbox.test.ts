@@ -359,3 +359,25 @@ describe('events', () => {
     expect(() => inbox.on('nope' as 'processed', () => {})).toThrow(/Unknown inbox event/);
   });
 });
+
+describe('payloadHashId: a message id for producers that send none', () => {
+  it('is the same for the same bytes (string or Buffer), differs for other bytes, and is undefined without a payload', async () => {
+    const { payloadHashId } = await import('@inboxkit/core');
+    const body = '{"chargeId":"c-1","amountCents":1200}';
+    expect(payloadHashId(body)).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(payloadHashId(Buffer.from(body))).toBe(payloadHashId(body));
+    expect(payloadHashId(`${body} `)).not.toBe(payloadHashId(body));
+    expect(payloadHashId(null)).toBeUndefined();
+    expect(payloadHashId(undefined)).toBeUndefined();
+    // A re-publish of the same content is a duplicate: the handler runs once.
+    const inbox = createInbox({ db: t.db, consumer: 'payload-hash' });
+    let runs = 0;
+    const deliver = () =>
+      inbox.process({ id: payloadHashId(body) as string, payload: body }, async () => {
+        runs++;
+      });
+    expect((await deliver()).status).toBe('processed');
+    expect((await deliver()).status).toBe('duplicate');
+    expect(runs).toBe(1);
+  });
+});
