@@ -23,7 +23,6 @@ export type {
   StoredStatus,
 } from './events.js';
 export type { Payload } from './fingerprint.js';
-export { payloadHashId } from './payload-id.js';
 export {
   type BatchHandler,
   type BatchOptions,
@@ -49,6 +48,7 @@ export type {
   ProcessOutcome,
   RetryLaterOutcome,
 } from './outcome.js';
+export { payloadHashId } from './payload-id.js';
 export type {
   RetryDecisionContext,
   RetryOptions,

@@ -149,7 +149,7 @@ export function compileKafkaInboxOptions<DB, V>(
     messageId: compileMessageId(options.messageId),
     decode,
     decoderName,
-    deadLetterTopic: compileDeadLetterTopic(options.deadLetterTopic),
+    deadLetterTopic: compileDeadLetterTopic(options.deadLetterTopic, options.logger ?? options.inbox.config.logger),
     deadLetterTimeoutMs: positiveInteger('deadLetterTimeoutMs', options.deadLetterTimeoutMs, 30_000),
     maxStackLength: positiveInteger('maxStackLength', options.maxStackLength, 4000),
     maxErrorMessageLength: positiveInteger('maxErrorMessageLength', options.maxErrorMessageLength, 2000),
@@ -159,18 +159,32 @@ export function compileKafkaInboxOptions<DB, V>(
   });
 }
 
-function compileDeadLetterTopic(option: string | ((topic: string) => string) | undefined): (topic: string) => string {
-  if (option === undefined) return (topic) => `${topic}.dlq`;
+/**
+ * The dead-letter topic of a source topic. A function that throws or returns no name for a
+ * topic would hand its records back for ever, stalling the partition: its records go to
+ * the default `<topic>.dlq` instead, with an error logged (docs/design.md, "Liveness").
+ */
+function compileDeadLetterTopic(
+  option: string | ((topic: string) => string) | undefined,
+  logger: InboxLogger,
+): (topic: string) => string {
+  const fallback = (topic: string) => `${topic}.dlq`;
+  if (option === undefined) return fallback;
   if (typeof option === 'string' && option.length > 0) return () => option;
   if (typeof option === 'function') {
     return (topic) => {
-      const name = option(topic);
-      if (typeof name !== 'string' || name.length === 0) {
-        throw new ConfigurationError(
-          `The deadLetterTopic function returned ${JSON.stringify(name)} for topic ${JSON.stringify(topic)}.`,
-        );
+      let name: unknown;
+      try {
+        name = option(topic);
+      } catch (error) {
+        name = error;
       }
-      return name;
+      if (typeof name === 'string' && name.length > 0) return name;
+      logger.error(
+        { topic, returned: name instanceof Error ? undefined : name, err: name instanceof Error ? name : undefined },
+        `inboxkit: the deadLetterTopic function gave no topic name for ${JSON.stringify(topic)}; dead-lettering to ${JSON.stringify(fallback(topic))} instead`,
+      );
+      return fallback(topic);
     };
   }
   throw new ConfigurationError('Expected `deadLetterTopic` to be a topic name or a function (topic) => name.');

@@ -1,4 +1,4 @@
-import { ConfigurationError } from '@inboxkit/core';
+import { ConfigurationError, payloadHashId } from '@inboxkit/core';
 import type { KafkaRecordContext } from './decode.js';
 
 /** Derives a message id from a record; `undefined` when the record carries none. */
@@ -16,11 +16,19 @@ export type MessageIdFunction = (context: KafkaRecordContext) => string | undefi
  *   dead-lettered as `invalid_message` with the error as cause, and the partition moves on.
  * - `'offset'`: `topic/partition/offset`. Needs nothing from the producer, but only catches
  *   redeliveries of the same record: a message produced twice has two offsets and runs twice.
+ * - `'payload-hash'`: `sha256:` and the hash of the record's value (`payloadHashId`). Needs
+ *   nothing from the producer and also catches a record produced twice with the same bytes;
+ *   but two records *meant* to be separate that carry the same bytes collapse into one
+ *   within the retention window. Use it only where the value is unique by itself (it holds
+ *   its own business id or timestamp). A record without a value (a tombstone) is invalid.
+ *
+ * `'offset'` and `'payload-hash'` can also be a `fallback` for records without the header.
  */
 export type MessageIdSource =
-  | { readonly header: string; readonly fallback?: 'offset' | MessageIdFunction }
+  | { readonly header: string; readonly fallback?: 'offset' | 'payload-hash' | MessageIdFunction }
   | { readonly from: MessageIdFunction }
-  | 'offset';
+  | 'offset'
+  | 'payload-hash';
 
 /**
  * A compiled message-id rule: the id, or why there is none (with the error a user function
@@ -36,9 +44,10 @@ export function offsetMessageId(context: KafkaRecordContext): string {
 export function compileMessageId(source: MessageIdSource | undefined): MessageIdReader {
   const option = source ?? { header: 'message-id' };
   if (option === 'offset') return (context) => ({ id: offsetMessageId(context) });
+  if (option === 'payload-hash') return payloadHashMessageId;
   if (typeof option !== 'object' || option === null) {
     throw new ConfigurationError(
-      `Expected \`messageId\` to be { header: 'message-id' }, { from: (context) => id } or 'offset'; got ${JSON.stringify(option)}.`,
+      `Expected \`messageId\` to be { header: 'message-id' }, { from: (context) => id }, 'offset' or 'payload-hash'; got ${JSON.stringify(option)}.`,
     );
   }
   if ('from' in option) {
@@ -61,13 +70,19 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
     throw new ConfigurationError('Expected `messageId.header` to be a non-empty header name.');
   }
   const fallback = option.fallback;
-  if (fallback !== undefined && fallback !== 'offset' && typeof fallback !== 'function') {
-    throw new ConfigurationError("Expected `messageId.fallback` to be 'offset' or a function.");
+  if (
+    fallback !== undefined &&
+    fallback !== 'offset' &&
+    fallback !== 'payload-hash' &&
+    typeof fallback !== 'function'
+  ) {
+    throw new ConfigurationError("Expected `messageId.fallback` to be 'offset', 'payload-hash' or a function.");
   }
   return (context) => {
     const id = context.headers[header];
     if (id !== undefined) return { id };
     if (fallback === 'offset') return { id: offsetMessageId(context) };
+    if (fallback === 'payload-hash') return payloadHashMessageId(context);
     if (fallback !== undefined) {
       let computed: string | undefined;
       try {
@@ -87,6 +102,12 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
       missing: `it has no ${JSON.stringify(header)} header and no fallback is configured (messageId: { header, fallback: 'offset' | fn })`,
     };
   };
+}
+
+/** The id `'payload-hash'` gives a record: none for a tombstone. */
+function payloadHashMessageId(context: KafkaRecordContext): { id: string } | { missing: string } {
+  const id = payloadHashId(context.record.value);
+  return id === undefined ? { missing: "it has no value to hash (messageId 'payload-hash'): a tombstone" } : { id };
 }
 
 /** `Name: message` of a thrown value, for the dead letter's reason. */

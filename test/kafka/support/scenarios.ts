@@ -425,4 +425,42 @@ export function defineScenarios(mode: Mode): void {
     const rows = await t.db.selectFrom('ledger').select('charge_id').orderBy('id').execute();
     expect(rows.map((row) => row.charge_id)).toEqual(Array.from({ length: 20 }, (_, i) => `r-${i}`));
   }, 120_000);
+
+  it(`${mode}: messageId 'payload-hash' runs a record produced twice once; a throwing deadLetterTopic function dead-letters to <topic>.dlq`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, dlq, group } = await freshTopic('payload-hash', 1);
+    const body = (id: string, amount: number) => JSON.stringify({ id, userId: 'u', amount });
+    await produce(kit.producer, topic, [
+      { value: body('h-1', 10) },
+      { value: body('h-2', 20) },
+      { value: body('h-1', 10) }, // the same bytes again: a duplicate
+      { value: null }, // a tombstone: nothing to hash, an invalid record
+      { value: body('h-3', 30) },
+    ]);
+    const inbox = testInbox(t.db, `payload-hash-${mode}`);
+    const deadLettered: KafkaInboxEvents['deadLettered'][] = [];
+    await consumeToEnd(
+      kit,
+      topic,
+      group,
+      {
+        ...handlers(),
+        inbox,
+        producer: kit.producer,
+        admin: kit.admin,
+        messageId: 'payload-hash',
+        deadLetterTopic: () => {
+          throw new Error('no routing table yet');
+        },
+      },
+      (control) => control.on('deadLettered', (event) => deadLettered.push(event)),
+    );
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 3, distinct: 3, twice: [] });
+    expect(
+      deadLettered.map((e) => [e.outcome.status === 'dead_letter' && e.outcome.reason, e.deadLetterTopic]),
+    ).toEqual([['invalid_message', dlq]]);
+    const dead = await readTopic(kit.kafka, dlq, 1);
+    expect(dead[0]?.headers?.[DEAD_LETTER_HEADERS.reason]).toBe('invalid_message');
+  });
 }
