@@ -458,6 +458,57 @@ describe("message ids derived from the content (messageId.fallback: 'payload-has
   });
 });
 
+describe('bulk handler and redeliveries', () => {
+  it('runs redeliveries alone, one at a time, as one-message arrays', async () => {
+    const queue = queueFor('bulksuspect');
+    await broker.declareQueue(queue);
+    const other = await broker.connection.createChannel();
+    await other.prefetch(5);
+    let taken = 0;
+    const handedBack = new Promise<void>((resolve) => {
+      void other.consume(queue, (message) => {
+        if (message === null || ++taken < 5) return;
+        // A consumer dies with 5 deliveries unacked: they come back flagged redelivered.
+        void other.close().then(() => resolve());
+      });
+    });
+    await broker.publish(
+      queue,
+      Array.from({ length: 5 }, (_, i) => ({ id: `bsu-${i}`, body: { amountCents: i + 1 } })),
+    );
+    await handedBack;
+    const inbox = createInbox({ db: t.db, consumer: uniqueName('bulksuspect'), retry: fast });
+    const processSpy = vi.spyOn(inbox, 'process');
+    const bulkSpy = vi.spyOn(inbox, 'processBulk');
+    const sizes: number[] = [];
+    let running = 0;
+    let most = 0;
+    const { subscription } = await start(queue, {
+      inbox,
+      prefetch: 10,
+      maxBatchSize: 10,
+      handler: undefined,
+      bulkHandler: async (trx, batch) => {
+        running++;
+        most = Math.max(most, running);
+        sizes.push(batch.length);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await trx
+          .insertInto('ledger')
+          .values(batch.map((m) => ({ charge_id: m.id, amount_cents: m.body.amountCents })))
+          .execute();
+        running--;
+      },
+    });
+    await settled(queue, subscription);
+    expect(await ledgerCounts(t.db, 'bsu-')).toEqual({ rows: 5, distinct: 5 });
+    expect(bulkSpy).not.toHaveBeenCalled();
+    expect(processSpy.mock.calls.map((call) => call[2])).toEqual(Array(5).fill({ suspect: true }));
+    expect(sizes).toEqual([1, 1, 1, 1, 1]);
+    expect(most).toBe(1);
+  });
+});
+
 describe('request/reply', () => {
   it('replies with the result, and answers a duplicate request with the stored result', async () => {
     const queue = queueFor('rpc');
