@@ -13,7 +13,9 @@
 // - inboxkit subscribe: `subscribe()` with the same insert through `trx`, a transaction per
 //   message (the default);
 // - inboxkit subscribe, batched: the same with `maxBatchSize` half the prefetch: deliveries
-//   that arrived together share a transaction (opt-in; at prefetch 2 and up).
+//   that arrived together share a transaction (opt-in; at prefetch 4 and up);
+// - inboxkit subscribe, bulk: the same batches through `bulkHandler`, one multi-row insert
+//   per batch (at prefetch 4 and up).
 // Diagnostic rows tell where a gap goes:
 // - hand-written dedup: the plain consumer plus the dedup insert in the same transaction
 //   (the floor of any effectively-once consumer: one more statement per message);
@@ -160,8 +162,11 @@ function plainConsumer(work: (client: pg.PoolClient, body: Body) => Promise<void
   };
 }
 
-/** The inboxkit subscriber; `batchSize(prefetch)` is its `maxBatchSize` (below 2: not run). */
-function inboxkitSubscriber(batchSize: (prefetch: number) => number): Mode {
+/**
+ * The inboxkit subscriber; `batchSize(prefetch)` is its `maxBatchSize`. `bulk`: its batches
+ * go to a `bulkHandler` writing them with one insert.
+ */
+function inboxkitSubscriber(batchSize: (prefetch: number) => number, bulk = false): Mode {
   return async (queue, prefetch, count) => {
     const pool = createPgPool({ connectionString: dbUrl, max: POOL });
     const db = new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool }) });
@@ -177,10 +182,22 @@ function inboxkitSubscriber(batchSize: (prefetch: number) => number): Mode {
       maxBatchSize: Math.max(1, batchSize(prefetch)),
       decode: 'json',
       connectionName: 'inboxkit bench subscriber',
-      handler: async (trx, message) => {
-        timer.started();
-        await trx.insertInto('bench_rows').values({ id: message.body.id, amount: message.body.amount }).execute();
-      },
+      ...(bulk
+        ? {
+            bulkHandler: async (trx, messages) => {
+              timer.started();
+              await trx
+                .insertInto('bench_rows')
+                .values(messages.map((message) => ({ id: message.body.id, amount: message.body.amount })))
+                .execute();
+            },
+          }
+        : {
+            handler: async (trx, message) => {
+              timer.started();
+              await trx.insertInto('bench_rows').values({ id: message.body.id, amount: message.body.amount }).execute();
+            },
+          }),
     });
     const rate = await timer.finished;
     await subscription.close();
@@ -190,7 +207,8 @@ function inboxkitSubscriber(batchSize: (prefetch: number) => number): Mode {
 }
 
 /** Modes that only make sense at some prefetch counts. */
-const applies = (name: string, prefetch: number) => name !== 'inboxkit subscribe, batched' || prefetch >= 4;
+const BATCHED = ['inboxkit subscribe, batched', 'inboxkit subscribe, bulk'];
+const applies = (name: string, prefetch: number) => !BATCHED.includes(name) || prefetch >= 4;
 
 const modes: Record<string, Mode> = {
   'plain amqplib': plainConsumer(async (client, body) => {
@@ -228,6 +246,7 @@ const modes: Record<string, Mode> = {
   },
   'inboxkit subscribe': inboxkitSubscriber(() => 1),
   'inboxkit subscribe, batched': inboxkitSubscriber((prefetch) => Math.floor(prefetch / 2)),
+  'inboxkit subscribe, bulk': inboxkitSubscriber((prefetch) => Math.floor(prefetch / 2), true),
 };
 const MAIN = ['plain amqplib', 'inboxkit subscribe'];
 
@@ -278,7 +297,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       rates.set(key, [...(rates.get(key) ?? []), rate]);
     }
     const plain = thisRound.get('plain amqplib');
-    for (const name of ['inboxkit subscribe', 'inboxkit subscribe, batched']) {
+    for (const name of ['inboxkit subscribe', ...BATCHED]) {
       const inboxkit = thisRound.get(name);
       if (plain === undefined || inboxkit === undefined) continue;
       const key = `${name} @${prefetch}`;
@@ -301,10 +320,10 @@ for (const prefetch of PREFETCHES) {
 }
 const rateOf = (name: string, prefetch: number) => median(rates.get(`${name} @${prefetch}`) ?? []);
 const targets: Target[] = PREFETCHES.flatMap((prefetch) =>
-  ['inboxkit subscribe', 'inboxkit subscribe, batched']
+  ['inboxkit subscribe', ...BATCHED]
     .filter((name) => selected.includes(name) && applies(name, prefetch))
     .map((name) => ({
-      target: `${name === 'inboxkit subscribe' ? 'inboxkit (a transaction per message)' : `inboxkit batched (maxBatchSize ${Math.floor(prefetch / 2)})`} within 1.3x of plain amqplib at prefetch ${prefetch}`,
+      target: `${name === 'inboxkit subscribe' ? 'inboxkit (a transaction per message)' : `inboxkit ${name === 'inboxkit subscribe, bulk' ? 'bulk' : 'batched'} (maxBatchSize ${Math.floor(prefetch / 2)})`} within 1.3x of plain amqplib at prefetch ${prefetch}`,
       value: median(perRoundRatios.get(`${name} @${prefetch}`) ?? []),
       limit: 1.3,
       higherIsBetter: false,

@@ -21,7 +21,7 @@ const TOTAL = 5_000;
 
 async function run(
   label: string,
-  consumers: ReadonlyArray<{ prefetch: number; db: Kysely<TestDB>; maxBatchSize?: number }>,
+  consumers: ReadonlyArray<{ prefetch: number; db: Kysely<TestDB>; maxBatchSize?: number; bulk?: boolean }>,
 ) {
   const { t, broker } = setup;
   const queue = uniqueName(label);
@@ -34,9 +34,12 @@ async function run(
   const handled = consumers.map(() => 0);
   let duplicates = 0;
   const started = Date.now();
-  const subs = consumers.map(({ prefetch, db, maxBatchSize }, index) => {
+  const subs = consumers.map(({ prefetch, db, maxBatchSize, bulk }, index) => {
     const inbox = createInbox({ db, consumer });
     inbox.on('duplicate', () => duplicates++);
+    const count = (n: number) => {
+      handled[index] = (handled[index] ?? 0) + n;
+    };
     return subscriptions.add(
       subscribe<TestDB, LedgerBody, void>({
         inbox,
@@ -47,11 +50,17 @@ async function run(
         decode: 'json',
         assertTopology: true,
         connectionName: `${queue} #${index}`,
-        handler: ledgerHandler({
-          onMessage: () => {
-            handled[index] = (handled[index] ?? 0) + 1;
-          },
-        }),
+        ...(bulk
+          ? {
+              bulkHandler: async (trx, batch) => {
+                count(batch.length);
+                await trx
+                  .insertInto('ledger')
+                  .values(batch.map((m) => ({ charge_id: m.id, amount_cents: m.body.amountCents })))
+                  .execute();
+              },
+            }
+          : { handler: ledgerHandler({ onMessage: () => count(1) }) }),
       }),
     );
   });
@@ -87,6 +96,10 @@ describe(`${TOTAL.toLocaleString('en')} messages with 30% duplicate ids`, () => 
 
   it('prefetch 100 with batches of up to 50 per transaction: exactly one business row per distinct id', async () => {
     await run('dupbatch', [{ prefetch: 100, db: setup.t.db, maxBatchSize: 50 }]);
+  });
+
+  it('prefetch 100 with a bulk handler, batches of up to 50: exactly one business row per distinct id', async () => {
+    await run('dupbulk', [{ prefetch: 100, db: setup.t.db, maxBatchSize: 50, bulk: true }]);
   });
 
   it('two competing consumers (own connections and pools): exactly one business row per distinct id', async () => {

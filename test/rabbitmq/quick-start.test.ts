@@ -1,4 +1,5 @@
-// The RabbitMQ quick starts of the root README and of packages/rabbitmq/README.md, run as
+// The RabbitMQ quick starts of the root README and of packages/rabbitmq/README.md (and the
+// latter's bulk handler example under Batches), run as
 // written (only the queue name made unique, and the broker's URL), each as its own process:
 // after a message went through, SIGTERM must end the process promptly. A handler that leaves
 // the pool open keeps Node alive, and an orchestrator then SIGKILLs the consumer after its
@@ -40,6 +41,17 @@ const QUICK_STARTS = [
     ],
     // It publishes charge-42 twice itself.
     messageId: 'charge-42' as const,
+  },
+  {
+    readme: 'packages/rabbitmq/README.md',
+    heading: '## Batches',
+    preamble: '',
+    names: (queue: string): [string, string][] => [
+      ["queue: 'charges-bulk'", `queue: '${queue}'`],
+      ["sendToQueue('charges-bulk'", `sendToQueue('${queue}'`],
+    ],
+    // The bulk handler's example publishes 100 charges twice each.
+    messageId: 'bulk-charge-42' as const,
   },
 ] as const;
 

@@ -145,11 +145,16 @@ export class DeliveryProcessor<DB, T, R> {
     return this.#settle(delivery, message, outcome);
   }
 
-  /** One batch of deliveries that arrived together: one transaction, an outcome per message. */
+  /**
+   * One batch of deliveries that arrived together: one transaction, an outcome per message;
+   * one handler call for all with `bulkHandler`. A batch of one takes the single path,
+   * which has no batch bookkeeping to pay for.
+   */
   async #runBatch(messages: readonly RabbitMessage<T>[]): Promise<readonly ProcessOutcome<R>[]> {
-    const { inbox, handler } = this.#config;
+    const { inbox, handler, bulkHandler } = this.#config;
     const first = messages[0];
     if (messages.length === 1 && first !== undefined) return [await inbox.process(first, handler)];
+    if (bulkHandler !== undefined) return (await inbox.processBulk(messages, bulkHandler)).outcomes;
     return (await inbox.processBatch(messages, handler)).outcomes;
   }
 

@@ -18,7 +18,7 @@ export type { Decode } from './decode.js';
 export { REPLY_HEADERS } from './delivery-processor.js';
 export type { MessageIdOptions } from './message-id.js';
 export { PublishError, type PublishFailure } from './publish-error.js';
-export type { RabbitHandler, RabbitMessage } from './rabbit-message.js';
+export type { RabbitBulkHandler, RabbitHandler, RabbitMessage } from './rabbit-message.js';
 export { subscribe } from './subscribe.js';
 export type {
   DeadLetterTarget,

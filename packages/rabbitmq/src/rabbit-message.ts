@@ -1,4 +1,4 @@
-import type { HandlerContext, InboxMessage } from '@inboxkit/core';
+import type { BatchHandler, HandlerContext, InboxMessage } from '@inboxkit/core';
 import type { Transaction } from 'kysely';
 import type { AmqpDeliveryFields, AmqpMessageProperties } from './amqp-client.js';
 
@@ -8,7 +8,10 @@ import type { AmqpDeliveryFields, AmqpMessageProperties } from './amqp-client.js
  * raw content).
  */
 export interface RabbitMessage<T = unknown> extends InboxMessage {
-  /** The message id: `properties.messageId`, else the id header, else `messageId.from()`. */
+  /**
+   * The message id: `properties.messageId`, else the id header, else `messageId.from()`, else
+   * (with `messageId.fallback: 'payload-hash'`) `sha256:` and the content's hex SHA-256.
+   */
   readonly id: string;
   /** The raw content, fingerprinted by the inbox to tell a duplicate from a reused id. */
   readonly payload: Buffer;
@@ -39,3 +42,12 @@ export type RabbitHandler<DB, T, R> = (
   message: RabbitMessage<T>,
   context: HandlerContext,
 ) => Promise<R> | R;
+
+/**
+ * Handles all of a batch's *new* deliveries at once (duplicates removed, also within the
+ * batch), inside the batch's transaction, typically with one bulk statement. May return
+ * one result per message, in order: each is stored and sent as that request's reply.
+ * A throw makes the batch run again one message at a time (each a one-message array) to
+ * find the failing one; the others commit.
+ */
+export type RabbitBulkHandler<DB, T, R> = BatchHandler<DB, RabbitMessage<T>, R>;

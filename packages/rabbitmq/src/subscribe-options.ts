@@ -3,7 +3,7 @@ import { type Backoff, type BackoffOptions, checkLogger, compileBackoff } from '
 import type { AmqpConnection } from './amqp-client.js';
 import { compileDecoder, DECODE_NAMES, type Decode, type Decoder } from './decode.js';
 import type { MessageIdOptions, MessageIdReader } from './message-id.js';
-import type { RabbitHandler } from './rabbit-message.js';
+import type { RabbitBulkHandler, RabbitHandler, RabbitMessage } from './rabbit-message.js';
 
 /**
  * Where dead letters are published, on a confirm channel, before the delivery is acked.
@@ -75,8 +75,20 @@ export interface SubscribeOptions<DB, T = unknown, R = unknown> {
   readonly connect?: () => Promise<AmqpConnection>;
   /** The queue to consume. */
   readonly queue: string;
-  /** Handles each new message; see {@link RabbitHandler}. */
-  readonly handler: RabbitHandler<DB, T, R>;
+  /**
+   * Handles each new message; see {@link RabbitHandler}. Give exactly one of `handler` and
+   * `bulkHandler`.
+   */
+  readonly handler?: RabbitHandler<DB, T, R>;
+  /**
+   * Handles each batch's new messages in one call (`inbox.processBulk`), for one bulk write
+   * per transaction: the fastest shape, with `maxBatchSize` above 1. Duplicates are removed
+   * first (also within the batch); a throw makes the batch run again one message at a time
+   * to set the failing one aside. Redeliveries (possible crash repeats), and every delivery
+   * with `maxBatchSize: 1`, come as one-message arrays, each in its own transaction. Give
+   * exactly one of `handler` and `bulkHandler`. See {@link RabbitBulkHandler}.
+   */
+  readonly bulkHandler?: RabbitBulkHandler<DB, T, R>;
   /**
    * Deliveries in flight at most (the consumer's `basic.qos` prefetch count), hence handlers
    * running at once; keep the database pool about this size. Default `10`.
@@ -84,8 +96,9 @@ export interface SubscribeOptions<DB, T = unknown, R = unknown> {
   readonly prefetch?: number;
   /**
    * Deliveries that arrived together (up to this many) are handled in one transaction
-   * (`inbox.processBatch`): one commit for many messages, which is where throughput comes
-   * from at a high prefetch. The handler still runs once per message, inside the shared
+   * (`inbox.processBatch`, or `inbox.processBulk` with `bulkHandler`): one commit for many
+   * messages, which is where throughput comes from at a high prefetch. A `handler` still
+   * runs once per message, inside the shared
    * transaction, so it sees the writes of the messages before it in the batch. A handler
    * that fails is rolled back alone (a savepoint pass) and retried on its own; the others
    * commit. Nothing waits for a batch to fill: what arrived in the same turn of the event
@@ -149,7 +162,10 @@ export interface SubscriptionConfig<DB, T, R> {
   readonly consumer: string;
   readonly connect: () => Promise<AmqpConnection>;
   readonly queue: string;
+  /** Runs one message in its own transaction: the user's `handler`, or `bulkHandler` given a one-message array. */
   readonly handler: RabbitHandler<DB, T, R>;
+  /** Set when batches go through `inbox.processBulk`. */
+  readonly bulkHandler: RabbitBulkHandler<DB, T, R> | undefined;
   readonly prefetch: number;
   readonly maxBatchSize: number;
   readonly messageId: MessageIdReader;
@@ -170,6 +186,7 @@ const KNOWN = new Set([
   'connect',
   'queue',
   'handler',
+  'bulkHandler',
   'prefetch',
   'maxBatchSize',
   'messageId',
@@ -207,9 +224,7 @@ export function compileSubscribeOptions<DB, T, R>(options: SubscribeOptions<DB, 
     throw new ConfigurationError('Expected `inbox` to be an inbox made by createInbox() from @inboxkit/core.');
   }
   const queue = name('queue', options.queue);
-  if (typeof options.handler !== 'function') {
-    throw new ConfigurationError('Expected `handler` to be a function (trx, message, context) => result.');
-  }
+  const { handler, bulkHandler } = compileHandlers(options);
   const consumer = options.inbox.consumer;
   const connect = compileConnect(options, consumer, queue);
   const logger = checkLogger(options.logger) ?? options.inbox.config.logger;
@@ -236,7 +251,8 @@ export function compileSubscribeOptions<DB, T, R>(options: SubscribeOptions<DB, 
     consumer,
     connect,
     queue,
-    handler: options.handler,
+    handler,
+    bulkHandler,
     prefetch,
     maxBatchSize,
     messageId: compileMessageId(options.messageId),
@@ -264,6 +280,36 @@ export function compileSubscribeOptions<DB, T, R>(options: SubscribeOptions<DB, 
     drainTimeoutMs: integer('drainTimeoutMs', options.drainTimeoutMs, 30_000, 0, MAX_DELAY_MS),
     logger,
   });
+}
+
+function compileHandlers<DB, T, R>(
+  options: SubscribeOptions<DB, T, R>,
+): { handler: RabbitHandler<DB, T, R>; bulkHandler: RabbitBulkHandler<DB, T, R> | undefined } {
+  const { handler, bulkHandler } = options;
+  if (handler !== undefined && bulkHandler !== undefined) {
+    throw new ConfigurationError(
+      'Give either `handler` (called per message) or `bulkHandler` (called per batch, with `maxBatchSize`), not both.',
+    );
+  }
+  if (bulkHandler !== undefined) {
+    if (typeof bulkHandler !== 'function') {
+      throw new ConfigurationError('Expected `bulkHandler` to be a function (trx, messages, context) => results.');
+    }
+    const single: RabbitHandler<DB, T, R> = async (trx, message: RabbitMessage<T>, context) => {
+      const results = await bulkHandler(trx, [message], context);
+      return results?.[0] as R;
+    };
+    return { handler: single, bulkHandler };
+  }
+  if (handler === undefined) {
+    throw new ConfigurationError(
+      'subscribe() needs a `handler` (trx, message, context) => result, or a `bulkHandler` (trx, messages, context) => results.',
+    );
+  }
+  if (typeof handler !== 'function') {
+    throw new ConfigurationError('Expected `handler` to be a function (trx, message, context) => result.');
+  }
+  return { handler, bulkHandler: undefined };
 }
 
 function compileConnect<DB, T, R>(
@@ -306,21 +352,29 @@ function compileConnect<DB, T, R>(
 }
 
 function compileMessageId(options: MessageIdOptions | undefined): MessageIdReader {
-  if (options === undefined) return { header: 'message-id', from: undefined };
+  if (options === undefined) return { header: 'message-id', from: undefined, payloadHash: false };
   if (typeof options !== 'object' || options === null) {
-    throw new ConfigurationError('Expected `messageId` to be an object: { header?, from? }.');
+    throw new ConfigurationError(
+      "Expected `messageId` to be an object: { header?, from?, fallback?: 'payload-hash' }.",
+    );
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'header' && key !== 'from') {
-      throw new ConfigurationError(`Unknown option \`messageId.${key}\`; known: header, from.`);
+    if (key !== 'header' && key !== 'from' && key !== 'fallback') {
+      throw new ConfigurationError(`Unknown option \`messageId.${key}\`; known: header, from, fallback.`);
     }
   }
   if (options.from !== undefined && typeof options.from !== 'function') {
     throw new ConfigurationError('Expected `messageId.from` to be a function (delivery) => string | undefined.');
   }
+  if (options.fallback !== undefined && options.fallback !== 'payload-hash') {
+    throw new ConfigurationError(
+      `Expected \`messageId.fallback\` to be 'payload-hash' (an id derived from the content), got ${JSON.stringify(options.fallback)}.`,
+    );
+  }
   return {
     header: options.header === undefined ? 'message-id' : name('messageId.header', options.header),
     from: options.from,
+    payloadHash: options.fallback === 'payload-hash',
   };
 }
 

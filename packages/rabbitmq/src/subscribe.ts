@@ -7,6 +7,9 @@ import { Subscription } from './subscription.js';
  * committed. Duplicates are acked without running the handler; failures are retried, then
  * dead-lettered; an unreachable database hands deliveries back to the queue after a backoff.
  *
+ * With `maxBatchSize`, deliveries that arrived together share a transaction; a
+ * `bulkHandler` (instead of `handler`) then gets each batch's new messages in one call.
+ *
  * Options are checked at once (a wrong one throws `ConfigurationError` naming it); the
  * subscription then connects, consumes and reconnects on its own until `close()`.
  *

@@ -29,6 +29,10 @@ describe('subscribe() options', () => {
     rejects({ queue: '' }, /`queue` to be a non-empty string/);
     rejects({ queue: 'q'.repeat(256) }, /`queue` to be at most 255 bytes/);
     rejects({ handler: 'nope' }, /`handler` to be a function/);
+    rejects({ bulkHandler: async () => {} }, /Give either `handler` \(called per message\) or `bulkHandler`.*not both/);
+    rejects({ handler: undefined }, /needs a `handler` .*or a `bulkHandler`/);
+    rejects({ handler: undefined, bulkHandler: 'nope' }, /`bulkHandler` to be a function/);
+    rejects({ messageId: { fallback: 'offset' } }, /`messageId.fallback` to be 'payload-hash'/);
     rejects({ url: 'http://localhost' }, /`url` to be an AMQP URL/);
     rejects({ url: undefined }, /`url` to be an AMQP URL .*or give `connect`/);
     rejects({ connect: async () => ({}) }, /either `url` or `connect`, not both/);

@@ -1,4 +1,4 @@
-import { createInbox, NonRetryableError } from '@inboxkit/core';
+import { createInbox, NonRetryableError, payloadHashId } from '@inboxkit/core';
 import { createPgPool } from '@inboxkit/core/pg';
 import {
   DEAD_LETTER_HEADERS,
@@ -242,6 +242,270 @@ describe('batches (maxBatchSize)', () => {
     expect(await ledgerCounts(t.db, 'bs-')).toEqual({ rows: 5, distinct: 5 });
     expect(batchSpy).not.toHaveBeenCalled();
     expect(processSpy.mock.calls.map((call) => call[2])).toEqual(Array(5).fill({ suspect: true }));
+  });
+});
+
+describe('bulk handler (bulkHandler)', () => {
+  /** One bulk insert for the batch, one result per message. */
+  async function bulkLedger(trx: Kysely<TestDB>, messages: readonly RabbitMessage<Body>[]) {
+    await trx
+      .insertInto('ledger')
+      .values(messages.map((m) => ({ charge_id: m.id, amount_cents: m.body.amountCents })))
+      .execute();
+    return messages.map((m) => ({ charged: m.body.amountCents }));
+  }
+
+  it('writes the new messages of a batch in one call; copies within a batch and across batches never reach it', async () => {
+    const queue = queueFor('bulk');
+    await broker.declareQueue(queue);
+    const ids = Array.from({ length: 20 }, (_, i) => `bk-${i}`);
+    const messages: TestMessage[] = ids.flatMap((id, i) => {
+      const message = { id, body: { amountCents: i + 1 } };
+      return i % 4 === 0 ? [message, message] : [message]; // adjacent copies arrive together
+    });
+    await broker.publish(queue, messages);
+    const inbox = createInbox({ db: t.db, consumer: queue, retry: fast });
+    const bulkSpy = vi.spyOn(inbox, 'processBulk');
+    const calls: string[][] = [];
+    const { subscription } = await start(queue, {
+      inbox,
+      prefetch: 30,
+      maxBatchSize: 30,
+      handler: undefined,
+      bulkHandler: async (trx, batch) => {
+        calls.push(batch.map((m) => m.id));
+        return bulkLedger(trx, batch);
+      },
+    });
+    await settled(queue, subscription);
+    expect(await ledgerCounts(t.db, 'bk-')).toEqual({ rows: 20, distinct: 20 });
+    expect(calls.flat().sort()).toEqual([...ids].sort()); // each id once, in one call or another
+    expect(calls.some((call) => call.length > 1)).toBe(true);
+    // A batch held both copies of an id: the handler got it once.
+    const batchesWithCopies = bulkSpy.mock.calls.filter(
+      ([batch]) => new Set(batch.map((m) => m.id)).size < batch.length,
+    );
+    expect(batchesWithCopies.length).toBeGreaterThan(0);
+    expect(await inbox.find('bk-4')).toMatchObject({ status: 'processed', result: { charged: 5 } });
+
+    // The same ids again, later: duplicates across batches, acked without the handler.
+    calls.length = 0;
+    await broker.publish(queue, [
+      ...messages,
+      { id: 'bk-20', body: { amountCents: 21 } },
+      { id: 'bk-21', body: { amountCents: 22 } },
+    ]);
+    await settled(queue, subscription);
+    expect(calls.flat().sort()).toEqual(['bk-20', 'bk-21']);
+    expect(await ledgerCounts(t.db, 'bk-')).toEqual({ rows: 22, distinct: 22 });
+  });
+
+  it('dead-letters only the failing message of a bulk batch; the others commit in their order and are acked', async () => {
+    const queue = queueFor('bulkfail');
+    await broker.declareQueue(queue);
+    const ids = Array.from({ length: 30 }, (_, i) => `bf-${i}`);
+    await broker.publish(
+      queue,
+      ids.map((id, i) => ({ id, body: { amountCents: i + 1 } })),
+    );
+    const inbox = createInbox({ db: t.db, consumer: queue, retry: fast });
+    const bulkSpy = vi.spyOn(inbox, 'processBulk');
+    let poisonCalls = 0;
+    const { subscription } = await start(queue, {
+      inbox,
+      prefetch: 30,
+      maxBatchSize: 30,
+      handler: undefined,
+      bulkHandler: async (trx, batch) => {
+        if (batch.some((m) => m.id === 'bf-7')) {
+          poisonCalls++;
+          throw new NonRetryableError('bad charge');
+        }
+        return bulkLedger(trx, batch);
+      },
+    });
+    const deadLettered = record(subscription, 'deadLettered');
+    await waitFor('the dead letter', async () => (await broker.count(`${queue}.dlq`)) === 1);
+    await settled(queue, subscription);
+    expect(await ledgerCounts(t.db, 'bf-')).toEqual({ rows: 29, distinct: 29 });
+    expect(poisonCalls).toBeGreaterThanOrEqual(2); // the whole batch, then alone
+    expect(deadLettered.map((d) => [d.messageId, d.reason])).toEqual([['bf-7', 'non_retryable']]);
+    const [dead] = await broker.drain(`${queue}.dlq`);
+    expect(dead?.properties.messageId).toBe('bf-7');
+    expect(header(dead as amqplib.GetMessage, DEAD_LETTER_HEADERS.reason)).toBe('non_retryable');
+    expect(await inbox.find('bf-7')).toMatchObject({ status: 'dead_lettered' });
+    // Within each batch, the effects committed in the order of its messages.
+    const { rows } = await sql<{ charge_id: string }>`
+      SELECT charge_id FROM ledger WHERE charge_id LIKE 'bf-%' ORDER BY id`.execute(t.db);
+    const position = new Map(rows.map((row, i) => [row.charge_id, i]));
+    expect(bulkSpy.mock.calls.some(([batch]) => batch.some((m) => m.id === 'bf-7') && batch.length > 1)).toBe(true);
+    for (const [batch] of bulkSpy.mock.calls) {
+      const committed = batch.map((m) => position.get(m.id)).filter((p): p is number => p !== undefined);
+      expect(committed).toEqual([...committed].sort((a, b) => a - b));
+    }
+  });
+
+  it('narrows a batch whose commit Postgres refuses down to the message at fault; the rest commit', async () => {
+    const queue = queueFor('bulkcommit');
+    await broker.declareQueue(queue);
+    const parents = uniqueName('bulk_parent').replaceAll('.', '_');
+    const children = uniqueName('bulk_child').replaceAll('.', '_');
+    await sql`CREATE TABLE ${sql.table(parents)} (id text PRIMARY KEY)`.execute(t.db);
+    // Checked at COMMIT: the failure comes from Postgres after the handler returned.
+    await sql`CREATE TABLE ${sql.table(children)} (id text PRIMARY KEY, parent text NOT NULL
+      REFERENCES ${sql.table(parents)} DEFERRABLE INITIALLY DEFERRED)`.execute(t.db);
+    await sql`INSERT INTO ${sql.table(parents)} VALUES ('known')`.execute(t.db);
+    const ids = Array.from({ length: 12 }, (_, i) => `bc-${i}`);
+    await broker.publish(
+      queue,
+      ids.map((id, i) => ({ id, body: { amountCents: i + 1 } })),
+    );
+    const { subscription, inbox } = await start(queue, {
+      prefetch: 20,
+      maxBatchSize: 20,
+      handler: undefined,
+      bulkHandler: async (trx, batch) => {
+        const values = batch.map((m) => sql`(${m.id}, ${m.id === 'bc-5' ? 'missing' : 'known'})`);
+        await sql`INSERT INTO ${sql.table(children)} (id, parent) VALUES ${sql.join(values)}`.execute(trx);
+      },
+    });
+    const deadLettered = record(subscription, 'deadLettered');
+    await waitFor('the dead letter', async () => (await broker.count(`${queue}.dlq`)) === 1);
+    await settled(queue, subscription);
+    const { rows } = await sql<{ id: string }>`SELECT id FROM ${sql.table(children)} ORDER BY id`.execute(t.db);
+    expect(rows.map((row) => row.id).sort()).toEqual(ids.filter((id) => id !== 'bc-5').sort());
+    expect(deadLettered.map((d) => [d.messageId, d.reason])).toEqual([['bc-5', 'retries_exhausted']]);
+    const [dead] = await broker.drain(`${queue}.dlq`);
+    expect(String(header(dead as amqplib.GetMessage, DEAD_LETTER_HEADERS.errorMessage))).toMatch(/foreign key/);
+    expect(await inbox.find('bc-5')).toMatchObject({ status: 'dead_lettered' });
+    expect(await inbox.find('bc-4')).toMatchObject({ status: 'processed' });
+  });
+
+  it('hands the whole batch back when Postgres is unreachable: no ack, no dead letter', async () => {
+    const queue = queueFor('bulknodb');
+    await broker.declareQueue(queue);
+    const pool = createPgPool({
+      connectionString: `postgres://postgres@127.0.0.1:${await freePort()}/postgres`,
+      connectionTimeoutMillis: 500,
+    });
+    const db = new Kysely<TestDB>({ dialect: new PostgresDialect({ pool }) });
+    let ran = false;
+    await broker.publish(
+      queue,
+      Array.from({ length: 5 }, (_, i) => ({ id: `bn-${i}`, body: { amountCents: i + 1 } })),
+    );
+    const { subscription } = await start(queue, {
+      inbox: createInbox({ db, consumer: 'bulknodb', retry: fast }),
+      prefetch: 10,
+      maxBatchSize: 10,
+      requeueBackoff: { minDelayMs: 50, maxDelayMs: 100 },
+      handler: undefined,
+      bulkHandler: async () => {
+        ran = true;
+      },
+    });
+    const requeued = record(subscription, 'requeued');
+    const deadLettered = record(subscription, 'deadLettered');
+    await waitFor('every message requeued', () => new Set(requeued.map((r) => r.messageId)).size === 5, 20_000);
+    await subscription.close();
+    expect(requeued.every((r) => r.reason === 'database_unavailable')).toBe(true);
+    expect(deadLettered).toEqual([]);
+    expect(ran).toBe(false);
+    expect(await broker.count(queue)).toBe(5);
+    expect(await broker.count(`${queue}.dlq`)).toBe(0);
+    await db.destroy();
+  });
+});
+
+describe("message ids derived from the content (messageId.fallback: 'payload-hash')", () => {
+  it('runs a message without id once however often the same bytes come; other bytes run anew; an id sent wins', async () => {
+    const queue = queueFor('payloadhash');
+    await broker.declareQueue(queue);
+    const seen: string[] = [];
+    const { subscription, inbox } = await start(queue, {
+      prefetch: 1,
+      messageId: { fallback: 'payload-hash' },
+      handler: async (trx, message) => {
+        seen.push(message.id);
+        await trx
+          .insertInto('ledger')
+          .values({ charge_id: `ph:${message.id}`, amount_cents: message.body.amountCents })
+          .execute();
+      },
+    });
+    const duplicates = vi.fn();
+    inbox.on('duplicate', duplicates);
+    const same = { n: 1, amountCents: 7 };
+    await broker.publish(queue, [
+      { body: same },
+      { body: same }, // a producer's retry: the same bytes, no id
+      { body: { n: 2, amountCents: 7 } },
+      { id: 'ph-explicit', body: same }, // properties.messageId wins over the hash
+      { id: 'ph-header', idHeader: 'message-id', body: same }, // and so does the header
+    ]);
+    await settled(queue, subscription);
+    const hashOf = (body: unknown) => payloadHashId(Buffer.from(JSON.stringify(body)));
+    expect(seen).toEqual([hashOf(same), hashOf({ n: 2, amountCents: 7 }), 'ph-explicit', 'ph-header']);
+    expect(hashOf(same)).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(duplicates).toHaveBeenCalledTimes(1);
+    expect(await ledgerCounts(t.db, 'ph:')).toEqual({ rows: 4, distinct: 4 });
+
+    // Later, the same bytes again: still a duplicate (while the key is kept).
+    await broker.publish(queue, [{ body: same }]);
+    await settled(queue, subscription);
+    expect(seen).toHaveLength(4);
+    expect(duplicates).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('bulk handler and redeliveries', () => {
+  it('runs redeliveries alone, one at a time, as one-message arrays', async () => {
+    const queue = queueFor('bulksuspect');
+    await broker.declareQueue(queue);
+    const other = await broker.connection.createChannel();
+    await other.prefetch(5);
+    let taken = 0;
+    const handedBack = new Promise<void>((resolve) => {
+      void other.consume(queue, (message) => {
+        if (message === null || ++taken < 5) return;
+        // A consumer dies with 5 deliveries unacked: they come back flagged redelivered.
+        void other.close().then(() => resolve());
+      });
+    });
+    await broker.publish(
+      queue,
+      Array.from({ length: 5 }, (_, i) => ({ id: `bsu-${i}`, body: { amountCents: i + 1 } })),
+    );
+    await handedBack;
+    const inbox = createInbox({ db: t.db, consumer: uniqueName('bulksuspect'), retry: fast });
+    const processSpy = vi.spyOn(inbox, 'process');
+    const bulkSpy = vi.spyOn(inbox, 'processBulk');
+    const sizes: number[] = [];
+    let running = 0;
+    let most = 0;
+    const { subscription } = await start(queue, {
+      inbox,
+      prefetch: 10,
+      maxBatchSize: 10,
+      handler: undefined,
+      bulkHandler: async (trx, batch) => {
+        running++;
+        most = Math.max(most, running);
+        sizes.push(batch.length);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await trx
+          .insertInto('ledger')
+          .values(batch.map((m) => ({ charge_id: m.id, amount_cents: m.body.amountCents })))
+          .execute();
+        running--;
+      },
+    });
+    await settled(queue, subscription);
+    expect(await ledgerCounts(t.db, 'bsu-')).toEqual({ rows: 5, distinct: 5 });
+    expect(bulkSpy).not.toHaveBeenCalled();
+    expect(processSpy.mock.calls.map((call) => call[2])).toEqual(Array(5).fill({ suspect: true }));
+    expect(sizes).toEqual([1, 1, 1, 1, 1]);
+    expect(most).toBe(1);
   });
 });
 
