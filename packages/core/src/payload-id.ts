@@ -10,7 +10,8 @@ import type { Payload } from './fingerprint.js';
  * bytes (two identical 10-dollar charges from one user) collapse into one within the
  * retention window. Use it only where the payload itself is unique (it carries its own
  * business id or timestamp). Returns `undefined` for a message without a payload (a Kafka
- * tombstone), which is then an invalid message.
+ * tombstone) or with an empty one, which has nothing to tell it from any other empty
+ * message: such a message is then invalid.
  *
  * @example
  * ```ts
@@ -19,6 +20,6 @@ import type { Payload } from './fingerprint.js';
  * ```
  */
 export function payloadHashId(payload: Payload): string | undefined {
-  if (payload === null || payload === undefined) return undefined;
+  if (payload === null || payload === undefined || payload.length === 0) return undefined;
   return `sha256:${hash('sha256', payload, 'hex')}`;
 }

@@ -369,6 +369,8 @@ describe('payloadHashId: a message id for producers that send none', () => {
     expect(payloadHashId(`${body} `)).not.toBe(payloadHashId(body));
     expect(payloadHashId(null)).toBeUndefined();
     expect(payloadHashId(undefined)).toBeUndefined();
+    expect(payloadHashId('')).toBeUndefined();
+    expect(payloadHashId(Buffer.alloc(0))).toBeUndefined();
     // A re-publish of the same content is a duplicate: the handler runs once.
     const inbox = createInbox({ db: t.db, consumer: 'payload-hash' });
     let runs = 0;

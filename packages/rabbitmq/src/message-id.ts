@@ -70,6 +70,7 @@ export function readMessageId(delivery: AmqpDelivery, reader: MessageIdReader): 
   throw new InvalidMessageError(
     `Message has no id: no properties.messageId, no ${JSON.stringify(reader.header)} header` +
       (reader.from === undefined ? '' : ', and messageId.from() found none') +
+      (reader.payloadHash ? ', and an empty content has no hash to derive one from' : '') +
       ". Every message needs an id for deduplication: set messageId when publishing (or derive one: messageId: { fallback: 'payload-hash' }).",
   );
 }
