@@ -128,8 +128,8 @@ export interface IdempotencyOptions<DB, Req = Request> extends RouteIdempotencyO
   readonly replayHeader?: string | false;
   /**
    * The start of the `type` URI of problem responses; the problem's name is appended
-   * (`key-missing`, `key-invalid`, `key-reused`, `key-in-flight`, `store-unavailable`,
-   * `stored-response-unreadable`). Point it at your API's documentation, e.g.
+   * (`key-missing`, `key-underivable`, `key-invalid`, `key-reused`, `key-in-flight`,
+   * `store-unavailable`, `stored-response-unreadable`). Point it at your API's documentation, e.g.
    * `'https://developer.example.com/idempotency#'`. Default `'tag:inboxkit.dev,2025:idempotency/'`.
    */
   readonly problemTypeBase?: string;

@@ -127,7 +127,8 @@ export function createIdempotency<DB, Req = Request>(options: IdempotencyOptions
 }
 
 /**
- * The store. For each request with a key:
+ * The store. For each request with a key (sent, or derived from the request on a route with
+ * `keyWhenMissing: 'derive'`, see {@link Idempotency.keyOf}):
  *
  * 1. The key is scoped: `message_id` = principal, method, route and key; the request's
  *    fingerprint (method, path, body by default) is the message payload.
