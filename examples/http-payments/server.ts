@@ -9,6 +9,12 @@
 //
 // Send the same request again: the same 201 comes back with `Idempotent-Replayed: true`,
 // and there is still one payment. Change the body under the same key: 422.
+//
+// POST /transfers needs no header: its body carries the client's own transfer id, and the
+// key is derived from the request (keyWhenMissing: 'derive'), so a retry is replayed too.
+//
+//   curl -i -X POST localhost:3000/transfers -H 'content-type: application/json' \
+//     -d '{"transferId":"tr_7f3a","fromAccountId":"acc_1","toAccountId":"acc_2","amountCents":500}'
 import { migrateInbox } from '@inboxkit/core';
 import { createPgKysely } from '@inboxkit/core/pg';
 import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
@@ -23,6 +29,20 @@ interface DB {
     currency: string;
     created_at: Generated<Date>;
   };
+  transfers: {
+    id: Generated<string>;
+    transfer_id: string;
+    from_account_id: string;
+    to_account_id: string;
+    amount_cents: number;
+  };
+}
+
+interface TransferRequest {
+  transferId: string;
+  fromAccountId: string;
+  toAccountId: string;
+  amountCents: number;
 }
 
 interface PaymentRequest {
@@ -43,6 +63,13 @@ await sql`CREATE TABLE IF NOT EXISTS payments (
   amount_cents integer     NOT NULL CHECK (amount_cents > 0),
   currency     text        NOT NULL,
   created_at   timestamptz NOT NULL DEFAULT now()
+)`.execute(db);
+await sql`CREATE TABLE IF NOT EXISTS transfers (
+  id              bigserial PRIMARY KEY,
+  transfer_id     text      NOT NULL,
+  from_account_id text      NOT NULL,
+  to_account_id   text      NOT NULL,
+  amount_cents    integer   NOT NULL CHECK (amount_cents > 0)
 )`.execute(db);
 
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'warn' } });
@@ -87,6 +114,44 @@ app.post<{ Body: PaymentRequest }>(
       .returning(['id', 'account_id', 'amount_cents', 'currency', 'created_at'])
       .executeTakeFirstOrThrow();
     return reply.code(201).header('location', `/payments/${payment.id}`).send(payment);
+  },
+);
+
+// A client that sends no Idempotency-Key here gets a key derived from the request: its
+// method, path and exact body bytes, scoped by principal and route like a sent key. The
+// trade-off: two identical requests within the 24 h window are one transfer. That is what
+// this route wants, as the body carries the client's own `transferId`, so two transfers
+// meant to be separate always differ. A key that is sent is used as on /payments.
+app.post<{ Body: TransferRequest }>(
+  '/transfers',
+  {
+    config: { idempotency: { keyWhenMissing: 'derive' } },
+    schema: {
+      body: {
+        type: 'object',
+        required: ['transferId', 'fromAccountId', 'toAccountId', 'amountCents'],
+        properties: {
+          transferId: { type: 'string', minLength: 1 },
+          fromAccountId: { type: 'string', minLength: 1 },
+          toAccountId: { type: 'string', minLength: 1 },
+          amountCents: { type: 'integer', minimum: 1 },
+        },
+      },
+    },
+  },
+  async (request, reply) => {
+    const { transferId, fromAccountId, toAccountId, amountCents } = request.body;
+    const transfer = await transactionOf<DB>(request)
+      .insertInto('transfers')
+      .values({
+        transfer_id: transferId,
+        from_account_id: fromAccountId,
+        to_account_id: toAccountId,
+        amount_cents: amountCents,
+      })
+      .returning(['id', 'transfer_id', 'amount_cents'])
+      .executeTakeFirstOrThrow();
+    return reply.code(201).send(transfer);
   },
 );
 

@@ -7,6 +7,7 @@ import { InboxError } from '@inboxkit/core';
  * | code | class | HTTP | meaning |
  * | --- | --- | --- | --- |
  * | `INBOX_HTTP_KEY_MISSING` | {@link IdempotencyKeyMissingError} | 400 | an idempotent route was called without the header |
+ * | `INBOX_HTTP_KEY_UNDERIVABLE` | {@link KeyDerivationError} | 500 | (Express) a route with `keyWhenMissing: 'derive'` could not read the request's body bytes |
  * | `INBOX_HTTP_KEY_INVALID` | {@link InvalidIdempotencyKeyError} | 400 | the key is empty, too long, or not visible ASCII |
  * | `INBOX_HTTP_KEY_REUSED` | {@link IdempotencyKeyReusedError} | 422 (or 409) | the key was used before with a different request |
  * | `INBOX_HTTP_KEY_IN_FLIGHT` | {@link IdempotencyKeyInFlightError} | 409 | the first request with this key is still running |
@@ -37,6 +38,24 @@ export class IdempotencyKeyMissingError extends IdempotencyProblemError {
     super(
       'INBOX_HTTP_KEY_MISSING',
       `This operation is idempotent and requires an ${headerName} request header: send a unique key (a UUID) and send the same key again when you retry the same request.`,
+    );
+  }
+}
+
+/**
+ * A request without the key on a route with `keyWhenMissing: 'derive'` whose body bytes the
+ * server did not keep (Express: the body parser lacks `verify: keepRawBody`). A server
+ * mistake, so a 500; the client can still succeed by sending a key.
+ */
+export class KeyDerivationError extends IdempotencyProblemError {
+  readonly status = 500;
+  readonly title = 'No Idempotency-Key could be derived';
+  readonly slug = 'key-underivable';
+
+  constructor(headerName: string) {
+    super(
+      'INBOX_HTTP_KEY_UNDERIVABLE',
+      `This server derives a key for requests without an ${headerName} header, but could not read this request's body; send an ${headerName} header.`,
     );
   }
 }

@@ -2,7 +2,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ConfigurationError } from '@inboxkit/core';
 import { watchResponse } from './client-gone.js';
-import { HandlerFailedError, StreamingResponseError } from './errors.js';
+import { HandlerFailedError, KeyDerivationError, StreamingResponseError } from './errors.js';
 import { createIdempotency, Idempotency } from './idempotency.js';
 import type { IdempotencyOptions, RouteIdempotencyOptions } from './idempotency-options.js';
 import { enterHandler, leaveHandler } from './request-context.js';
@@ -68,13 +68,25 @@ export function idempotent<DB = unknown>(
   const { headerKey, logger } = store.config;
 
   return function idempotencyMiddleware(req, res, next) {
-    const reading = store.readKey(req.headers[headerKey]);
-    if (reading.error !== undefined) {
-      writeParts(res, store.problem(reading.error));
+    const method = (req.method ?? 'POST').toUpperCase();
+    const path = req.originalUrl ?? req.url ?? '/';
+    const header = (name: string) => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value.join(', ') : value;
+    };
+    const resolved = store.keyOf(route, req.headers[headerKey], { method, path, header }, () => rawBodyOf(req));
+    if (resolved.error !== undefined) {
+      if (resolved.error instanceof KeyDerivationError) {
+        logger?.error(
+          { method: req.method, url: req.originalUrl ?? req.url },
+          "inboxkit/http: keyWhenMissing 'derive' needs the body's bytes: give the body parser `verify: keepRawBody` (express.json({ verify: keepRawBody })), or use express.raw()",
+        );
+      }
+      writeParts(res, store.problem(resolved.error));
       return;
     }
     guardRouteHandlers(req, idempotencyMiddleware);
-    const key = reading.key;
+    const key = resolved.key;
     const before = res.getHeaders();
     const capture = new ResponseCapture(res);
     const gone = watchResponse(res);
@@ -100,14 +112,12 @@ export function idempotent<DB = unknown>(
         {
           request: req,
           key,
-          method: (req.method ?? 'POST').toUpperCase(),
+          keyDerived: resolved.derived,
+          method,
           route: routeName(req),
-          path: req.originalUrl ?? req.url ?? '/',
+          path,
           body: req.body,
-          header: (name) => {
-            const value = req.headers[name];
-            return Array.isArray(value) ? value.join(', ') : value;
-          },
+          header,
           signal: gone.signal,
         },
         (trx, context) => {
@@ -140,6 +150,33 @@ export function idempotent<DB = unknown>(
         },
       );
   };
+}
+
+/** Body bytes kept by {@link keepRawBody}, by request. */
+const rawBodies = new WeakMap<object, Buffer>();
+
+/**
+ * A body parser's `verify` callback that keeps the body's bytes, which a route with
+ * `keyWhenMissing: 'derive'` hashes into the key of a request sent without one (Express
+ * keeps only the parsed body). Give it to the parser before the middleware:
+ * `express.json({ verify: keepRawBody })` (also `express.text()`, `express.urlencoded()`).
+ */
+export function keepRawBody(req: object, _res: unknown, body: Buffer): void {
+  rawBodies.set(req, body);
+}
+
+/**
+ * The bytes the request's body carried (after content decoding by the parser): kept by
+ * {@link keepRawBody}, or the body of `express.raw()`, or none for a request without a
+ * body. `undefined` when they are gone (parsed without `keepRawBody`, or not read at all).
+ */
+function rawBodyOf(req: ExpressRequestLike): Uint8Array | undefined {
+  const kept = rawBodies.get(req);
+  if (kept !== undefined) return kept;
+  if (req.body instanceof Uint8Array) return req.body;
+  const length = req.headers['content-length'];
+  const noBody = req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
+  return noBody ? new Uint8Array(0) : undefined;
 }
 
 /** Handlers already guarded (a route's layers are guarded once, by the first request). */

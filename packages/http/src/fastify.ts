@@ -1,7 +1,16 @@
 // @inboxkit/http/fastify: the Idempotency-Key header for Fastify routes, as a plugin with a
 // per-route option.
+
+import { Transform } from 'node:stream';
 import { ConfigurationError } from '@inboxkit/core';
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type {
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  RequestPayload,
+  RouteOptions,
+} from 'fastify';
 import type { Transaction } from 'kysely';
 import { watchResponse } from './client-gone.js';
 import { StreamingResponseError } from './errors.js';
@@ -82,6 +91,16 @@ export const fastifyIdempotency: FastifyPluginAsync<FastifyIdempotencyOptions> =
       }
       throw error;
     }
+    if (route.keyWhenMissing === 'derive') {
+      const hooks = routeOptions.preParsing;
+      const headerKey = store.config.headerKey;
+      const keep: PreParsingHook = (request, _reply, payload, done) => {
+        if (request.headers[headerKey] !== undefined) return done(null, payload);
+        done(null, keepRawBody(request, payload));
+      };
+      // Last, so that it sees the bytes the body parser reads (after any decoding hook).
+      routeOptions.preParsing = [...(hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]), keep];
+    }
     const handler = routeOptions.handler;
     routeOptions.handler = function idempotentHandler(this: FastifyInstance, request, reply) {
       return handleIdempotent(this, store, route, handler, request, reply);
@@ -122,8 +141,15 @@ async function handleIdempotent(
   request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<FastifyReply> {
-  const reading = store.readKey(request.headers[store.config.headerKey]);
-  if (reading.error !== undefined) return sendParts(reply, store.problem(reading.error));
+  const method = request.method.toUpperCase();
+  const header = (name: string) => headerValue(request.headers[name]);
+  const resolved = store.keyOf(
+    route,
+    request.headers[store.config.headerKey],
+    { method, path: request.url, header },
+    () => rawBodyOf(request),
+  );
+  if (resolved.error !== undefined) return sendParts(reply, store.problem(resolved.error));
   const before = reply.getHeaders();
   let ran = false;
   const gone = watchResponse(reply.raw);
@@ -132,12 +158,13 @@ async function handleIdempotent(
       route,
       {
         request,
-        key: reading.key,
-        method: request.method.toUpperCase(),
+        key: resolved.key,
+        keyDerived: resolved.derived,
+        method,
         route: request.routeOptions.url ?? request.url,
         path: request.url,
         body: request.body,
-        header: (name) => headerValue(request.headers[name]),
+        header,
         signal: gone.signal,
       },
       (trx, context) => {
@@ -242,6 +269,47 @@ function serialize(reply: FastifyReply, payload: unknown): Uint8Array | string {
   if (!reply.hasHeader('content-type')) reply.header('content-type', 'application/json; charset=utf-8');
   const serialized = reply.serialize(payload);
   return typeof serialized === 'string' || serialized instanceof Uint8Array ? serialized : new Uint8Array(serialized);
+}
+
+type PreParsingHook = (
+  request: FastifyRequest,
+  reply: FastifyReply,
+  payload: RequestPayload,
+  done: (error: Error | null, payload?: RequestPayload) => void,
+) => void;
+
+/** The body bytes of requests without a key on deriving routes, as they pass to the body parser. */
+const rawBodies = new WeakMap<FastifyRequest, Buffer[]>();
+
+/**
+ * Passes the body through, keeping a copy of its bytes for the derived key: Fastify keeps
+ * only the parsed body, and a key derived from that would make `{"a":1}` and `{"a": 1}`, or
+ * a body with a duplicate member, the same request.
+ */
+function keepRawBody(request: FastifyRequest, payload: RequestPayload): RequestPayload {
+  const chunks: Buffer[] = [];
+  rawBodies.set(request, chunks);
+  const copy = new Transform({
+    transform(chunk: Buffer | string, _encoding, callback) {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      chunks.push(bytes);
+      callback(null, bytes);
+    },
+  });
+  const passed = payload as RequestPayload & { receivedEncodedLength?: number };
+  payload.on('error', (error) => copy.destroy(error));
+  const piped = payload.pipe(copy) as Transform & { receivedEncodedLength?: number };
+  // What Fastify checks against bodyLimit and Content-Length, from the stream it reads.
+  Object.defineProperty(piped, 'receivedEncodedLength', {
+    get: () => passed.receivedEncodedLength ?? chunks.reduce((sum, chunk) => sum + chunk.length, 0),
+  });
+  return piped;
+}
+
+/** The kept body bytes; empty for a request the hook ran for that carried none. */
+function rawBodyOf(request: FastifyRequest): Uint8Array | undefined {
+  const chunks = rawBodies.get(request);
+  return chunks === undefined ? undefined : Buffer.concat(chunks);
 }
 
 /** Answers a stored or problem response. */

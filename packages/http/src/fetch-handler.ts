@@ -31,7 +31,8 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 /**
  * Makes a Fetch API handler idempotent with the `Idempotency-Key` header.
  *
- * - no key: 400 problem; a bad key: 400 problem;
+ * - no key: 400 problem, or with `keyWhenMissing: 'derive'` a key derived from the method,
+ *   path, body bytes (and `fingerprint.headers`); a bad key: 400 problem;
  * - a new key: the handler runs with a transaction; its response (status, `storedHeaders`,
  *   body) is stored with the key in that transaction, which commits, then it is answered;
  * - a completed key: the stored response, with `Idempotent-Replayed: true`, without running
@@ -85,22 +86,29 @@ export function idempotent<DB>(handler: FetchIdempotentHandler<DB>, options: Ide
   const { headerName } = store.config;
 
   return async function idempotentFetchHandler(request: Request): Promise<Response> {
-    const reading = store.readKey(request.headers.get(headerName));
-    if (reading.error !== undefined) return toFetchResponse(store.problem(reading.error));
+    const value = request.headers.get(headerName);
     const url = new URL(request.url);
-    const body = request.body === null ? null : new Uint8Array(await request.arrayBuffer());
+    const method = request.method.toUpperCase();
+    const path = url.pathname + url.search;
+    const header = (name: string) => request.headers.get(name) ?? undefined;
+    // The body is read before the key only when the key is to be derived from its bytes.
+    let body = value === null && route.keyWhenMissing === 'derive' ? await readBody(request) : undefined;
+    const resolved = store.keyOf(route, value, { method, path, header }, () => body ?? new Uint8Array(0));
+    if (resolved.error !== undefined) return toFetchResponse(store.problem(resolved.error));
+    if (body === undefined) body = await readBody(request);
     const gone = watchRequestSignal(request.signal);
     const answer = await store
       .execute(
         route,
         {
           request,
-          key: reading.key,
-          method: request.method.toUpperCase(),
+          key: resolved.key,
+          keyDerived: resolved.derived,
+          method,
           route: url.pathname,
-          path: url.pathname + url.search,
+          path,
           body,
-          header: (name) => request.headers.get(name) ?? undefined,
+          header,
           signal: gone.signal,
         },
         async (trx, context) => {
@@ -132,6 +140,11 @@ export function idempotent<DB>(handler: FetchIdempotentHandler<DB>, options: Ide
     }
     return toFetchResponse(answer.response);
   };
+}
+
+/** The request body's bytes, `null` when it has none. */
+async function readBody(request: Request): Promise<Uint8Array | null> {
+  return request.body === null ? null : new Uint8Array(await request.arrayBuffer());
 }
 
 /** A stored or problem response as a Fetch `Response`. */

@@ -56,7 +56,20 @@ export interface RouteIdempotencyOptions<Req = Request> {
   readonly storeClientErrors?: boolean;
   /** Status of the answer to a key reused with a different request: `422` (the draft) or `409`. Default `422`. */
   readonly mismatchStatus?: 409 | 422;
+  /**
+   * What a request without the key header gets. `'reject'`: 400 `key-missing`. `'derive'`:
+   * a key derived from the request (a SHA-256 of its method, path with query, the
+   * `fingerprint.headers` and the exact body bytes), scoped by principal and route like a
+   * sent key, so a retry of the same request without a key is replayed. The trade-off: two
+   * intended, identical requests within `retentionMs` collapse into one; choose it only for
+   * routes whose body identifies the operation (a payment carrying its own client-side id).
+   * A sent key always wins. Default `'reject'`.
+   */
+  readonly keyWhenMissing?: KeyWhenMissing;
 }
+
+/** See {@link RouteIdempotencyOptions.keyWhenMissing}. */
+export type KeyWhenMissing = 'reject' | 'derive';
 
 /**
  * Options of {@link createIdempotency}. Every option is checked once, at construction; a
@@ -115,8 +128,8 @@ export interface IdempotencyOptions<DB, Req = Request> extends RouteIdempotencyO
   readonly replayHeader?: string | false;
   /**
    * The start of the `type` URI of problem responses; the problem's name is appended
-   * (`key-missing`, `key-invalid`, `key-reused`, `key-in-flight`, `store-unavailable`,
-   * `stored-response-unreadable`). Point it at your API's documentation, e.g.
+   * (`key-missing`, `key-underivable`, `key-invalid`, `key-reused`, `key-in-flight`,
+   * `store-unavailable`, `stored-response-unreadable`). Point it at your API's documentation, e.g.
    * `'https://developer.example.com/idempotency#'`. Default `'tag:inboxkit.dev,2025:idempotency/'`.
    */
   readonly problemTypeBase?: string;
@@ -133,6 +146,7 @@ export interface RouteConfig<Req> {
   readonly fingerprint: Required<FingerprintOptions>;
   readonly storeClientErrors: boolean;
   readonly mismatchStatus: 409 | 422;
+  readonly keyWhenMissing: KeyWhenMissing;
 }
 
 /** The store's options, checked and compiled once. */
@@ -193,6 +207,7 @@ const ROUTE_KEYS = [
   'fingerprint',
   'storeClientErrors',
   'mismatchStatus',
+  'keyWhenMissing',
 ] as const satisfies readonly (keyof RouteIdempotencyOptions)[];
 
 const STORE_KEYS = [
@@ -225,6 +240,7 @@ const BASE_ROUTE: RouteConfig<never> = Object.freeze({
   fingerprint: Object.freeze({ method: true, path: true, body: true, headers: Object.freeze([]) }),
   storeClientErrors: true,
   mismatchStatus: 422,
+  keyWhenMissing: 'reject',
 });
 
 export function compileIdempotencyOptions<DB, Req>(options: IdempotencyOptions<DB, Req>): IdempotencyConfig<DB, Req> {
@@ -355,6 +371,12 @@ function compileRoute<Req>(
       `Expected \`${prefix}mismatchStatus\` to be 422 or 409, got ${String(mismatchStatus)}.`,
     );
   }
+  const keyWhenMissing = options.keyWhenMissing ?? defaults.keyWhenMissing;
+  if (keyWhenMissing !== 'reject' && keyWhenMissing !== 'derive') {
+    throw new ConfigurationError(
+      `Expected \`${prefix}keyWhenMissing\` to be 'reject' (400 key-missing) or 'derive' (a key derived from the request), got ${JSON.stringify(keyWhenMissing)}.`,
+    );
+  }
   return Object.freeze({
     route: route ?? defaults.route,
     principal: options.principal ?? defaults.principal,
@@ -362,6 +384,7 @@ function compileRoute<Req>(
     fingerprint: compileFingerprint(`${prefix}fingerprint`, options.fingerprint, defaults.fingerprint),
     storeClientErrors: bool(`${prefix}storeClientErrors`, options.storeClientErrors, defaults.storeClientErrors),
     mismatchStatus,
+    keyWhenMissing,
   });
 }
 

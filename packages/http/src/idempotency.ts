@@ -14,6 +14,7 @@ import {
   IdempotencyKeyReusedError,
   type IdempotencyProblemError,
   IdempotencyStoreUnavailableError,
+  KeyDerivationError,
   RequestTimeoutError,
   StoredResponseError,
 } from './errors.js';
@@ -27,7 +28,7 @@ import {
   type RouteIdempotencyOptions,
 } from './idempotency-options.js';
 import { problemResponse } from './problem.js';
-import { type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
+import { derivedKey, type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
 import { compileSetLockTimeout, type QueryRunner } from './sql/set-lock-timeout.js';
 import { fromStoredJson, type HttpResponseParts, toStoredJson } from './stored-response.js';
 
@@ -35,8 +36,10 @@ import { fromStoredJson, type HttpResponseParts, toStoredJson } from './stored-r
 export interface IdempotentCall<Req> extends FingerprintSource {
   /** The framework's request object, handed to the `principal` resolver. */
   readonly request: Req;
-  /** The key, as {@link Idempotency.readKey} read it. */
+  /** The key, as {@link Idempotency.keyOf} (or {@link Idempotency.readKey}) gave it. */
   readonly key: string;
+  /** Whether the key was derived from the request (no header, `keyWhenMissing: 'derive'`). */
+  readonly keyDerived?: boolean;
   /** The route's name in the key scope when the route options give none: its pattern, or the URL path. */
   readonly route: string;
   /** Aborted when the client goes away (reason: `ClientDisconnectedError`); the handler's signal follows it. */
@@ -45,8 +48,10 @@ export interface IdempotentCall<Req> extends FingerprintSource {
 
 /** What the handler is told besides its transaction and request. */
 export interface IdempotencyContext {
-  /** The client's key. */
+  /** The client's key, or the key derived from the request (`keyDerived`). */
   readonly key: string;
+  /** Whether the client sent no key and it was derived from the request (`keyWhenMissing: 'derive'`). */
+  readonly keyDerived: boolean;
   /** The key's id in the inbox table (`message_id`): principal, method, route and key. */
   readonly messageId: string;
   /**
@@ -57,6 +62,11 @@ export interface IdempotencyContext {
    */
   readonly signal: AbortSignal;
 }
+
+/** A request's key: sent or derived, or the problem that leaves it without one. */
+export type KeyResolution =
+  | { readonly key: string; readonly derived: boolean; readonly error?: undefined }
+  | { readonly error: IdempotencyProblemError };
 
 /** Runs the handler in the key's transaction and returns its whole response. */
 export type ResponseProducer<DB, C extends HttpResponseParts> = (
@@ -117,7 +127,8 @@ export function createIdempotency<DB, Req = Request>(options: IdempotencyOptions
 }
 
 /**
- * The store. For each request with a key:
+ * The store. For each request with a key (sent, or derived from the request on a route with
+ * `keyWhenMissing: 'derive'`, see {@link Idempotency.keyOf}):
  *
  * 1. The key is scoped: `message_id` = principal, method, route and key; the request's
  *    fingerprint (method, path, body by default) is the message payload.
@@ -175,6 +186,35 @@ export class Idempotency<DB, Req = Request> {
     return readIdempotencyKey(value, this.config.headerName, this.config.maxKeyLength);
   }
 
+  /**
+   * The request's key: the header's when it is sent (a bad one is a problem, never a
+   * reason to derive), else on a route with `keyWhenMissing: 'derive'` the key derived from
+   * the request and `rawBody()`, the exact body bytes (`undefined` when the adapter could
+   * not keep them: {@link KeyDerivationError}).
+   */
+  keyOf(
+    route: RouteConfig<Req>,
+    value: string | readonly string[] | null | undefined,
+    request: Omit<FingerprintSource, 'body'>,
+    rawBody: () => Uint8Array | undefined,
+  ): KeyResolution {
+    if ((value !== undefined && value !== null) || route.keyWhenMissing === 'reject') {
+      const reading = this.readKey(value);
+      return reading.error === undefined ? { key: reading.key, derived: false } : reading;
+    }
+    const body = rawBody();
+    if (body === undefined) return { error: new KeyDerivationError(this.config.headerName) };
+    return {
+      key: derivedKey(route.fingerprint.headers, {
+        method: request.method,
+        path: request.path,
+        header: (name) => request.header(name),
+        body,
+      }),
+      derived: true,
+    };
+  }
+
   /** The problem response for one of this package's problems. */
   problem(error: IdempotencyProblemError): HttpResponseParts {
     return problemResponse(error, this.config.problemTypeBase, this.config.retryAfterSeconds);
@@ -210,7 +250,7 @@ export class Idempotency<DB, Req = Request> {
         const signal = call.signal === undefined ? timeout : AbortSignal.any([timeout, call.signal]);
         // The client left while this request waited: nobody is to be answered, run nothing.
         if (signal.aborted) throw signal.reason;
-        const response = await produce(trx, { key: call.key, messageId, signal });
+        const response = await produce(trx, { key: call.key, keyDerived: call.keyDerived === true, messageId, signal });
         produced = response;
         if (!this.#stored(response.status, route)) throw new UnstoredResponse(response);
         return toStoredJson(response, storedHeaders);

@@ -11,6 +11,7 @@ export {
   IdempotencyProblemError,
   IdempotencyStoreUnavailableError,
   InvalidIdempotencyKeyError,
+  KeyDerivationError,
   NoIdempotencyContextError,
   RequestTimeoutError,
   StoredResponseError,
@@ -30,6 +31,7 @@ export {
   type IdempotencyAnswer,
   type IdempotencyContext,
   type IdempotentCall,
+  type KeyResolution,
   type ResponseProducer,
 } from './idempotency.js';
 export { type KeyReading, readIdempotencyKey } from './idempotency-key.js';
@@ -38,10 +40,16 @@ export {
   type FingerprintOptions,
   type IdempotencyConfig,
   type IdempotencyOptions,
+  type KeyWhenMissing,
   type PrincipalResolver,
   type RouteConfig,
   type RouteIdempotencyOptions,
 } from './idempotency-options.js';
 export type { ProblemDetails } from './problem.js';
-export { type FingerprintSource, requestFingerprint } from './request-fingerprint.js';
+export {
+  DERIVED_KEY_PREFIX,
+  derivedKey,
+  type FingerprintSource,
+  requestFingerprint,
+} from './request-fingerprint.js';
 export type { HeaderPairs, HttpResponseParts, StoredResponseJson } from './stored-response.js';

@@ -42,3 +42,25 @@ export function bodyForFingerprint(body: unknown): Uint8Array | string {
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   return JSON.stringify(body, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)) ?? '';
 }
+
+/**
+ * Starts every derived key. A space, which a key read from the header can never hold
+ * (visible ASCII only), so a derived key and a sent key never name the same operation.
+ */
+export const DERIVED_KEY_PREFIX = 'derived sha256:';
+
+/**
+ * The key of a request sent without one, on a route with `keyWhenMissing: 'derive'`: the
+ * fingerprint's digest over the method, the path with its query, the `fingerprint.headers`
+ * and the body's exact bytes, whatever the route's fingerprint settings. The path counts
+ * even where the route pattern is the scope (`/accounts/:id/charges`): the same body sent to
+ * two accounts is two operations. The principal and route scope are added to it as to a
+ * sent key.
+ */
+export function derivedKey(
+  headers: readonly string[],
+  source: FingerprintSource & { readonly body: Uint8Array },
+): string {
+  const digest = requestFingerprint({ method: true, path: true, body: true, headers }, source) as Buffer;
+  return `${DERIVED_KEY_PREFIX}${digest.toString('hex')}`;
+}

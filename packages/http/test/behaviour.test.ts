@@ -377,4 +377,110 @@ describe.each(FRAMEWORKS)('%s', (framework) => {
     expect(await t.countCharges()).toBe(rows);
     expect(runs('/stream')).toBe(before + 1);
   });
+
+  describe("keyWhenMissing: 'derive' (a key derived from the request when none is sent)", () => {
+    const route = '/derive/charges';
+    const derivedRows = async (user: string) => {
+      const { rows } = await sql<{ message_id: string }>`
+        SELECT message_id FROM processed_messages
+        WHERE consumer = ${h.consumer} AND message_id LIKE ${`${JSON.stringify([user, 'POST', route]).slice(0, -1)},"derived sha256:%`}`.execute(
+        t.db,
+      );
+      return rows.map((row) => row.message_id);
+    };
+
+    it('runs a request without a key once and replays its identical retry, scoped by principal and route', async () => {
+      const user = `u-${newKey()}`;
+      const body = { chargeId: newKey(), amountCents: 4200 };
+      const rows = await t.countCharges();
+      const before = runs(route);
+      const first = await post(h.url, route, { body, headers: { 'x-user': user } });
+      expect(first.status).toBe(201);
+      expect(first.headers.get('idempotent-replayed')).toBeNull();
+      const retry = await post(h.url, route, { body, headers: { 'x-user': user } });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.text).toBe(first.text);
+      expect(runs(route)).toBe(before + 1);
+      expect(await t.countCharges()).toBe(rows + 1);
+      const ids = await derivedRows(user);
+      expect(ids).toHaveLength(1);
+      expect(JSON.parse(ids[0] as string)).toEqual([
+        user,
+        'POST',
+        route,
+        expect.stringMatching(/^derived sha256:[0-9a-f]{64}$/),
+      ]);
+    });
+
+    it('runs a different body anew, the same JSON with other bytes too, and another query string', async () => {
+      const user = `u-${newKey()}`;
+      const chargeId = newKey();
+      const headers = { 'x-user': user };
+      const before = runs(route);
+      const first = await post(h.url, route, { rawBody: `{"chargeId":"${chargeId}","amountCents":100}`, headers });
+      const other = await post(h.url, route, { rawBody: `{"chargeId":"${chargeId}","amountCents":101}`, headers });
+      // The same parsed body: a key from the parsed body would make it a replay.
+      const spaced = await post(h.url, route, { rawBody: `{"chargeId": "${chargeId}", "amountCents": 100}`, headers });
+      const query = await post(h.url, `${route}?account=2`, {
+        rawBody: `{"chargeId":"${chargeId}","amountCents":100}`,
+        headers,
+      });
+      for (const reply of [first, other, spaced, query]) {
+        expect(reply.status).toBe(201);
+        expect(reply.headers.get('idempotent-replayed')).toBeNull();
+      }
+      expect(runs(route)).toBe(before + 4);
+      expect(await derivedRows(user)).toHaveLength(4);
+      const again = await post(h.url, route, { rawBody: `{"chargeId": "${chargeId}", "amountCents": 100}`, headers });
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(again.text).toBe(spaced.text);
+    });
+
+    it('never shares a derived key between two principals with the same body', async () => {
+      const body = { chargeId: newKey(), amountCents: 900 };
+      const alice = `alice-${newKey()}`;
+      const bob = `bob-${newKey()}`;
+      const before = runs(route);
+      const a = await post(h.url, route, { body, headers: { 'x-user': alice } });
+      const b = await post(h.url, route, { body, headers: { 'x-user': bob } });
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(b.headers.get('idempotent-replayed')).toBeNull();
+      expect(b.text).not.toBe(a.text);
+      expect(runs(route)).toBe(before + 2);
+      expect(await derivedRows(alice)).toHaveLength(1);
+      expect(await derivedRows(bob)).toHaveLength(1);
+    });
+
+    it('uses a sent key as before: scoped as always, never derived, and apart from the derived key of the same body', async () => {
+      const user = `u-${newKey()}`;
+      const body = { chargeId: newKey(), amountCents: 300 };
+      const headers = { 'x-user': user };
+      const before = runs(route);
+      const derived = await post(h.url, route, { body, headers });
+      const key = newKey();
+      const sent = await post(h.url, route, { key, body, headers });
+      expect(sent.status).toBe(201);
+      expect(sent.headers.get('idempotent-replayed')).toBeNull();
+      expect(sent.text).not.toBe(derived.text);
+      const replay = await post(h.url, route, { key, body, headers });
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(replay.text).toBe(sent.text);
+      expect((await post(h.url, route, { key, body: { ...body, amountCents: 301 }, headers })).status).toBe(422);
+      expect(runs(route)).toBe(before + 2);
+      const [row, ...others] = await keyRows(t, h.consumer, key);
+      expect(others).toHaveLength(0);
+      expect(row?.message_id).toBe(JSON.stringify([user, 'POST', route, key]));
+      // A bad key is the client's mistake, answered as such; it is never replaced by a derived one.
+      expectProblem(await post(h.url, route, { key: '', body, headers }), 400, 'key-invalid');
+      expect(runs(route)).toBe(before + 2);
+    });
+
+    it('leaves a route without the option answering 400 key-missing', async () => {
+      const before = runs('/charges');
+      expectProblem(await post(h.url, '/charges', { body: { chargeId: newKey() } }), 400, 'key-missing');
+      expect(runs('/charges')).toBe(before);
+    });
+  });
 });

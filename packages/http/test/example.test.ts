@@ -67,6 +67,21 @@ describe('examples/http-payments', () => {
     expect((await post(baseUrl, '/payments', { body })).status).toBe(400);
   });
 
+  it('a transfer sent twice without a key makes one transfer (derived key); another transferId makes another', async () => {
+    const body = { transferId: `tr_${randomUUID()}`, fromAccountId: 'acc_1', toAccountId: 'acc_2', amountCents: 500 };
+    const first = await post(baseUrl, '/transfers', { body });
+    expect(first.status).toBe(201);
+    const retry = await post(baseUrl, '/transfers', { body });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(retry.text).toBe(first.text);
+    const other = await post(baseUrl, '/transfers', { body: { ...body, transferId: `tr_${randomUUID()}` } });
+    expect(other.status).toBe(201);
+    expect(other.headers.get('idempotent-replayed')).toBeNull();
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM transfers`.execute(t.db);
+    expect(Number(rows[0]?.n)).toBe(2);
+  });
+
   it('stops on SIGTERM with exit code 0', async () => {
     const exited = new Promise<number | null>((resolve) => child?.once('exit', resolve));
     child?.kill('SIGTERM');

@@ -11,14 +11,21 @@ import {
   readIdempotencyKey,
   StreamingResponseError,
 } from '@inboxkit/http';
-import { idempotent as expressIdempotent } from '@inboxkit/http/express';
+import {
+  type ExpressRequestLike,
+  idempotent as expressIdempotent,
+  transactionOf as expressTransactionOf,
+  keepRawBody,
+} from '@inboxkit/http/express';
 import { fastifyIdempotency, transactionOf } from '@inboxkit/http/fastify';
+import express from 'express';
+import express4 from 'express4';
 import Fastify from 'fastify';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
 import { post, waitFor } from './support/client.ts';
-import { serveFetch } from './support/harness.ts';
+import { listenExpress, serveFetch } from './support/harness.ts';
 
 let t: TestDatabase;
 beforeAll(async () => {
@@ -40,6 +47,8 @@ describe('options are checked at construction, and errors name the option', () =
     [{ principal: true }, /`principal`/],
     [{ retryAfterSeconds: 0 }, /`retryAfterSeconds`/],
     [{ mismatchStatus: 418 }, /`mismatchStatus`/],
+    [{ keyWhenMissing: 'hash' }, /`keyWhenMissing`.*'reject'.*'derive'/],
+    [{ keyWhenMissing: true }, /`keyWhenMissing`/],
     [{ storedHeaders: ['content-length'] }, /`storedHeaders`.*content-length/],
     [{ storedHeaders: 'location' }, /`storedHeaders`/],
     [{ headerName: 'bad header' }, /`headerName`/],
@@ -63,6 +72,20 @@ describe('options are checked at construction, and errors name the option', () =
     expect(() => store.route({ fingerprint: { headers: ['ok', 'not ok'] } })).toThrow(/`route.fingerprint.headers`/);
     expect(() => store.route({ colour: 'red' } as never)).toThrow(/Unknown option `route.colour`/);
     expect(store.route({ route: '/x', mismatchStatus: 409 })).toMatchObject({ route: '/x', mismatchStatus: 409 });
+    expect(() => store.route({ keyWhenMissing: 'always' as 'derive' })).toThrow(/`route.keyWhenMissing`/);
+    expect(() => expressIdempotent(store as never, { keyWhenMissing: 'on' as 'derive' })).toThrow(
+      /`route.keyWhenMissing`/,
+    );
+    expect(() =>
+      idempotent(async () => new Response('x'), { idempotency: store, keyWhenMissing: 'sometimes' as never }),
+    ).toThrow(/`route.keyWhenMissing`/);
+  });
+
+  it("keyWhenMissing is 'reject' by default, may be a store-wide default, and a route overrides it", () => {
+    expect(createIdempotency({ db: t.db, principal: false }).route().keyWhenMissing).toBe('reject');
+    const deriving = createIdempotency({ db: t.db, principal: false, keyWhenMissing: 'derive' });
+    expect(deriving.route().keyWhenMissing).toBe('derive');
+    expect(deriving.route({ keyWhenMissing: 'reject' }).keyWhenMissing).toBe('reject');
   });
 
   it('gives errors stable codes on core InboxError', () => {
@@ -200,6 +223,9 @@ describe('Fastify registration', () => {
     expect(() =>
       app.post('/charges', { config: { idempotency: { mismatchStatus: 400 as 422 } } }, async () => 'x'),
     ).toThrow(/POST \/charges: Expected `route.mismatchStatus`/);
+    expect(() =>
+      app.post('/payments', { config: { idempotency: { keyWhenMissing: 'yes' as 'derive' } } }, async () => 'x'),
+    ).toThrow(/POST \/payments: Expected `route.keyWhenMissing`/);
     app.post('/free', async () => 'not idempotent');
     await app.ready();
     await app.close();
@@ -351,5 +377,100 @@ describe('an unreachable database', () => {
     expect(runs).toBe(0);
     await s.close();
     await db.destroy();
+  });
+});
+
+describe.each([
+  ['Express 4', express4],
+  ['Express 5', express],
+])("%s: keyWhenMissing 'derive' hashes the body's bytes, which the body parser must keep", (_label, expressModule) => {
+  async function serve(parser: express.RequestHandler) {
+    const consumer = `derive-${randomUUID().slice(0, 8)}`;
+    let runs = 0;
+    const store = createIdempotency<TestDB, ExpressRequestLike>({ db: t.db, consumer, principal: false });
+    const app = expressModule();
+    app.post('/payments', parser, expressIdempotent(store, { keyWhenMissing: 'derive' }), async (req, res) => {
+      runs++;
+      await expressTransactionOf<TestDB>(req)
+        .insertInto('ledger')
+        .values({ charge_id: consumer, amount_cents: 1 })
+        .execute();
+      res.status(201).json({ run: runs });
+    });
+    const server = await listenExpress(app as never);
+    return { ...server, runs: () => runs };
+  }
+
+  it('answers 500 key-underivable to a keyless request when the parsed body is all there is, and runs nothing', async () => {
+    const s = await serve(expressModule.json());
+    const reply = await post(s.url, '/payments', { body: { paymentId: randomUUID() } });
+    expect(reply.status).toBe(500);
+    expect(reply.json()).toMatchObject({ code: 'INBOX_HTTP_KEY_UNDERIVABLE', status: 500 });
+    expect((reply.json() as { detail: string }).detail).toContain('send an Idempotency-Key header');
+    expect((await post(s.url, '/payments', { key: randomUUID() })).status).toBe(201);
+    // A request without a body needs no bytes kept.
+    const empty = async () => (await fetch(`${s.url}/payments`, { method: 'POST' })).headers.get('idempotent-replayed');
+    expect(await empty()).toBeNull();
+    expect(await empty()).toBe('true');
+    expect(s.runs()).toBe(2);
+    await s.close();
+  });
+
+  it('derives from the bytes kept by keepRawBody, or the Buffer of express.raw()', async () => {
+    for (const parser of [expressModule.json({ verify: keepRawBody }), expressModule.raw({ type: '*/*' })]) {
+      const s = await serve(parser);
+      const id = randomUUID();
+      const first = await post(s.url, '/payments', { rawBody: `{"paymentId":"${id}"}` });
+      expect(first.status).toBe(201);
+      const retry = await post(s.url, '/payments', { rawBody: `{"paymentId":"${id}"}` });
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.text).toBe(first.text);
+      const spaced = await post(s.url, '/payments', { rawBody: `{"paymentId": "${id}"}` });
+      expect(spaced.headers.get('idempotent-replayed')).toBeNull();
+      expect(s.runs()).toBe(2);
+      await s.close();
+    }
+  });
+});
+
+describe("Fastify: the derived key sees the bytes after the route's own preParsing hooks", () => {
+  it("keeps a route's preParsing hook and derives from what the parser reads", async () => {
+    const app = Fastify();
+    await app.register(fastifyIdempotency, {
+      db: t.db as never,
+      consumer: `fastify-derive-${randomUUID()}`,
+      principal: false,
+    });
+    let hooked = 0;
+    let runs = 0;
+    app.post(
+      '/payments',
+      {
+        config: { idempotency: { keyWhenMissing: 'derive' } },
+        preParsing: (_request, _reply, payload, done) => {
+          hooked++;
+          done(null, payload);
+        },
+      },
+      async (request, reply) => {
+        runs++;
+        await transactionOf<TestDB>(request).insertInto('ledger').values({ charge_id: 'f', amount_cents: 1 }).execute();
+        return reply.code(201).send({ run: runs });
+      },
+    );
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    const id = randomUUID();
+    const first = await post(url, '/payments', { rawBody: `{"paymentId":"${id}"}` });
+    const retry = await post(url, '/payments', { rawBody: `{"paymentId":"${id}"}` });
+    expect(first.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(retry.text).toBe(first.text);
+    const empty = async () => (await fetch(`${url}/payments`, { method: 'POST' })).headers.get('idempotent-replayed');
+    expect(await empty()).toBeNull();
+    expect(await empty()).toBe('true');
+    expect(runs).toBe(2);
+    expect(hooked).toBe(4);
+    await app.close();
   });
 });

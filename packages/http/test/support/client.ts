@@ -14,6 +14,8 @@ export interface PostOptions {
   /** The Idempotency-Key value; an array sends the header once per value; `undefined` sends none. */
   readonly key?: string | readonly string[];
   readonly body?: unknown;
+  /** The body's exact text, sent as it is (instead of `body`). */
+  readonly rawBody?: string;
   readonly headers?: Record<string, string>;
   /** Aborts the request (the client goes away). */
   readonly signal?: AbortSignal;
@@ -31,7 +33,7 @@ export async function post(baseUrl: string, path: string, options: PostOptions =
   const response = await fetch(`${baseUrl}${path}`, {
     method: 'POST',
     headers,
-    body: JSON.stringify(options.body ?? { amountCents: 100 }),
+    body: options.rawBody ?? JSON.stringify(options.body ?? { amountCents: 100 }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   const text = await response.text();

@@ -9,6 +9,7 @@ import {
   type ExpressRequestLike,
   idempotent as expressIdempotent,
   idempotencyOf,
+  keepRawBody,
   transactionOf,
 } from '@inboxkit/http/express';
 import {
@@ -283,6 +284,13 @@ async function startFetch(db: Kysely<TestDB>, options: HarnessOptions & { consum
       }),
     ],
     [
+      '/derive/charges',
+      idempotent<TestDB>(async (trx, r) => reply(await b.charge('/derive/charges', trx, await json(r))), {
+        idempotency: tenant,
+        keyWhenMissing: 'derive',
+      }),
+    ],
+    [
       '/slow',
       idempotent<TestDB>(
         async (trx, r) =>
@@ -465,6 +473,15 @@ async function startFastify(db: Kysely<TestDB>, options: HarnessOptions & { cons
     { config: { idempotency: { principal: (request) => principalHeader(request.headers['x-user']) } } },
     async (request, reply) => send(await b.charge('/tenant/charges', trx(request), request.body))(request, reply),
   );
+  app.post(
+    '/derive/charges',
+    {
+      config: {
+        idempotency: { principal: (request) => principalHeader(request.headers['x-user']), keyWhenMissing: 'derive' },
+      },
+    },
+    async (request, reply) => send(await b.charge('/derive/charges', trx(request), request.body))(request, reply),
+  );
   app.post<{ Querystring: { ms?: string } }>('/slow', { config: { idempotency: true } }, async (request, reply) =>
     send(await b.charge('/slow', trx(request), request.body, Number(request.query.ms)))(request, reply),
   );
@@ -543,7 +560,7 @@ async function startExpress(
     }
     next();
   });
-  app.use(expressModule.json({ limit: '64mb' }));
+  app.use(expressModule.json({ limit: '64mb', verify: keepRawBody }));
   const trx = (req: express.Request) => transactionOf<TestDB>(req);
   const send = (res: express.Response, answer: Answer) =>
     res.status(answer.status).set(answer.headers).json(answer.json);
@@ -555,6 +572,9 @@ async function startExpress(
   });
   app.post('/tenant/charges', expressIdempotent(tenant), async (req, res) => {
     send(res, await b.charge('/tenant/charges', trx(req), req.body));
+  });
+  app.post('/derive/charges', expressIdempotent(tenant, { keyWhenMissing: 'derive' }), async (req, res) => {
+    send(res, await b.charge('/derive/charges', trx(req), req.body));
   });
   app.post('/slow', expressIdempotent(store), async (req, res) => {
     send(res, await b.charge('/slow', trx(req), req.body, Number(req.query.ms)));
