@@ -107,7 +107,9 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
 /** The id `'payload-hash'` gives a record: none for a tombstone. */
 function payloadHashMessageId(context: KafkaRecordContext): { id: string } | { missing: string } {
   const id = payloadHashId(context.record.value);
-  return id === undefined ? { missing: "it has no value to hash (messageId 'payload-hash'): a tombstone or an empty value" } : { id };
+  return id === undefined
+    ? { missing: "it has no value to hash (messageId 'payload-hash'): a tombstone or an empty value" }
+    : { id };
 }
 
 /** `Name: message` of a thrown value, for the dead letter's reason. */
