@@ -131,7 +131,7 @@ describe('what inboxkit stores itself is storable', () => {
 
   it('a result holding NUL (in a value or a key) is stored with it replaced: the message is processed', async () => {
     const inbox = createInbox({ db: t.db, consumer: 'nul-result', retry: fastRetry });
-    const returned = { note: 'a\u0000b', ['k\u0000']: ['\ud800'], amount: 10n };
+    const returned = { note: 'a\u0000b', 'k\u0000': ['\ud800'], amount: 10n };
     const outcome = await inbox.process({ id: 'r-1' }, async (trx) => {
       await insertCharge(trx, 'nul-result-r-1');
       return returned;
