@@ -1,6 +1,6 @@
 // Where the time of `inbox.process` goes, against its hand-written twin (bench/core.ts).
 //
-//   node bench/core-profile.ts [--messages 3000] [--rounds 3] [--only statements,cpu,profile,drivers]
+//   node bench/core-profile.ts [--messages 3000] [--rounds 3] [--only statements,cpu,profile,server,drivers]
 //
 // On the realistic mix (30% of the deliveries are redeliveries of ids already processed):
 // - statements: round trips per delivery, new and duplicate, counted by wrapping pg's
@@ -10,6 +10,7 @@
 //   own work), for the pg twin, the same SQL through a Kysely transaction, and the inbox;
 // - profile: V8's CPU profiler (what `node --cpu-prof` records, started here around one
 //   mode at a time) on the fake pool, self time per delivery grouped by package and file;
+// - server: Postgres' planning and execution time per statement (EXPLAIN ANALYZE);
 // - drivers: the round-trip lever, hand-written on both drivers over the same deliveries:
 //   node-postgres awaiting each statement, with and without named prepared statements, and
 //   postgres.js awaiting each or sending BEGIN and the claim together (pipelined), at c=1
@@ -30,7 +31,7 @@ const { values: args } = parseArgs({
   options: {
     messages: { type: 'string', default: '3000' },
     rounds: { type: 'string', default: '3' },
-    only: { type: 'string', default: 'statements,cpu,profile,drivers' },
+    only: { type: 'string', default: 'statements,cpu,profile,server,drivers' },
   },
 });
 const N = Number(args.messages);
@@ -203,6 +204,36 @@ function pgReplica(pool: pg.Pool, named: boolean, claimOrRead = false): Work {
       throw error;
     }
   };
+}
+
+/**
+ * A pg pool whose clients send some statements as named (prepared once per connection, then
+ * only bound and executed): the inbox's own (`inbox`) or every statement with parameters
+ * (`all`). What an opt-in pg fast path in `@inboxkit/core/pg` would do, under Kysely.
+ */
+function namingPool(max: number, which: 'inbox' | 'all'): pg.Pool {
+  const pool = createPgPool({ connectionString: url, max });
+  const names = new Map<string, string>();
+  pool.on('connect', (client) => {
+    const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      const [text, values] = args;
+      if (
+        typeof text === 'string' &&
+        Array.isArray(values) &&
+        (which === 'all' || text.includes('processed_messages'))
+      ) {
+        let name = names.get(text);
+        if (name === undefined) {
+          name = `inboxkit_${names.size}`;
+          names.set(text, name);
+        }
+        return original({ name, text, values });
+      }
+      return original(...args);
+    };
+  });
+  return pool;
 }
 
 function postgresJsTwin(sql: postgres.Sql, pipelined: boolean, prepare: boolean): Work {
@@ -470,6 +501,67 @@ if (SECTIONS.has('profile')) {
   }
 }
 
+// ---- server time per statement ----------------------------------------------------------------
+
+if (SECTIONS.has('server')) {
+  // Postgres' own planning and execution time per statement (EXPLAIN ANALYZE, in a
+  // transaction rolled back), for a new key and a stored one: what naming a statement saves
+  // (planning, once a generic plan is kept) and what the claim's shape costs.
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await reset();
+  await client.query(
+    `INSERT INTO processed_messages (consumer, message_id) SELECT 'bench', 'stored-' || i FROM generate_series(1, 2000) AS i`,
+  );
+  await client.query('VACUUM ANALYZE processed_messages');
+  const statements: Record<string, { text: string; values: (id: string) => unknown[] }> = {
+    'twin dedup insert': { text: DEDUP, values: (id) => ['bench', id, null] },
+    'inbox claim (set_config in WHERE, payload hash)': {
+      text: INBOX_CLAIM,
+      values: (id) => ['bench', id, hash('sha256', id, 'buffer')],
+    },
+    'inbox read of the stored row': { text: INBOX_READ, values: (id) => ['bench', [id]] },
+    'claim returning the stored row (CTE)': {
+      text: CLAIM_OR_READ,
+      values: (id) => ['bench', id, hash('sha256', id, 'buffer')],
+    },
+    'business insert': { text: BUSINESS, values: (id) => [id, 1] },
+  };
+  const server: Record<string, Record<string, { planningMs: number; executionMs: number }>> = {};
+  for (const [name, statement] of Object.entries(statements)) {
+    server[name] = {};
+    for (const kind of ['new', 'stored'] as const) {
+      const planning: number[] = [];
+      const execution: number[] = [];
+      for (let i = 0; i < 300; i++) {
+        const id = kind === 'new' ? `new-${i}` : `stored-${(i % 2000) + 1}`;
+        await client.query('BEGIN');
+        const { rows } = await client.query<{
+          'QUERY PLAN': Array<{ 'Planning Time': number; 'Execution Time': number }>;
+        }>(`EXPLAIN (ANALYZE, SUMMARY ON, FORMAT JSON) ${statement.text}`, statement.values(id));
+        await client.query('ROLLBACK');
+        const plan = rows[0]?.['QUERY PLAN'][0];
+        if (i >= 20 && plan !== undefined) {
+          planning.push(plan['Planning Time']);
+          execution.push(plan['Execution Time']);
+        }
+      }
+      server[name][kind] = {
+        planningMs: Number(median(planning).toFixed(3)),
+        executionMs: Number(median(execution).toFixed(3)),
+      };
+    }
+  }
+  await client.end();
+  report.serverMillisPerStatement = server;
+  console.log('Postgres planning / execution per statement (ms, medians, EXPLAIN ANALYZE, unnamed):');
+  for (const [name, kinds] of Object.entries(server)) {
+    console.log(
+      `  ${name.padEnd(50)} new: ${kinds.new?.planningMs} / ${kinds.new?.executionMs}   stored key: ${kinds.stored?.planningMs} / ${kinds.stored?.executionMs}`,
+    );
+  }
+}
+
 // ---- drivers: the round-trip lever ----------------------------------------------------------
 
 if (SECTIONS.has('drivers')) {
@@ -478,6 +570,8 @@ if (SECTIONS.has('drivers')) {
   for (const c of [1, 8]) {
     const pool = createPgPool({ connectionString: url, max: c });
     const prepared = postgres(url, { max: c, prepare: true, onnotice: () => {} });
+    const namingInbox = namingPool(c, 'inbox');
+    const namingAll = namingPool(c, 'all');
     const modes: Record<string, Work> = {
       'node-postgres, awaiting each': pgTwin(pool),
       'node-postgres, awaiting each, named statements': pgTwin(pool, true),
@@ -486,6 +580,18 @@ if (SECTIONS.has('drivers')) {
       "inbox.process's SQL by hand on pg, named, claim returns the stored row": pgReplica(pool, true, true),
       'inbox.process': viaInbox(
         createInbox({ db: new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool }) }), consumer: 'bench' }),
+      ),
+      'inbox.process, pool naming the inbox statements': viaInbox(
+        createInbox({
+          db: new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool: namingInbox }) }),
+          consumer: 'bench',
+        }),
+      ),
+      'inbox.process, pool naming every statement': viaInbox(
+        createInbox({
+          db: new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool: namingAll }) }),
+          consumer: 'bench',
+        }),
       ),
       'postgres.js, awaiting each, unnamed': postgresJsTwin(prepared, false, false),
       'postgres.js, awaiting each, prepared': postgresJsTwin(prepared, false, true),
@@ -512,6 +618,8 @@ if (SECTIONS.has('drivers')) {
       }
     }
     await pool.end();
+    await namingInbox.end();
+    await namingAll.end();
     await prepared.end();
   }
   const table = Object.keys(rates).map((name) => {
