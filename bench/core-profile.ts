@@ -707,12 +707,14 @@ if (SECTIONS.has('drivers')) {
   }
   const table = Object.keys(rates).map((name) => {
     const c = name.slice(name.lastIndexOf('@'));
-    const floor = median(rates[`node-postgres, awaiting each ${c}`] ?? []);
+    const floor = rates[`node-postgres, awaiting each ${c}`] ?? [];
     const rate = median(rates[name] ?? []);
     return {
       name,
       messagesPerSec: Math.round(rate),
-      ratioToNodePostgres: Number((rate / floor).toFixed(2)),
+      // The median of per-round ratios: pairs taken minutes apart drift less than medians.
+      ratioToNodePostgres: Number(median((rates[name] ?? []).map((r, i) => r / (floor[i] ?? Number.NaN))).toFixed(2)),
+      samples: (rates[name] ?? []).map(Math.round),
       clientCpuMicros: Math.round(median(cpu[name] ?? [])),
     };
   });

@@ -17,7 +17,8 @@
 // - Batches: `processBatch` / `processBulk` beside their hand-written twins.
 // Every case runs `rounds` times, interleaved (the order rotates each round), and the
 // median is kept: these are shared 2-core machines. Ratios are inboxkit's rate over its
-// twin's (>= 1.0: inboxkit at least as fast). Prints a table and saves
+// twin's (>= 1.0: inboxkit at least as fast), the median of the per-round ratios. Prints a
+// table and saves
 // bench/results/core.json.
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -439,7 +440,11 @@ await setupPool.end();
 const rateOf = (c: Case) => median(samples.get(key(c)) ?? []);
 const results: Array<Figure & { poolSize: number; ratioToTwin?: number }> = selected.map((c) => {
   const twinCase = selected.find((t) => t.name === c.twin && t.concurrency === c.concurrency);
-  const ratio = twinCase === undefined ? undefined : rateOf(c) / rateOf(twinCase);
+  // The median of the per-round ratios: a case and its twin run back to back in each round,
+  // so pairing them keeps out most of the drift of a shared machine.
+  const own = samples.get(key(c)) ?? [];
+  const twins = twinCase === undefined ? [] : (samples.get(key(twinCase)) ?? []);
+  const ratio = twinCase === undefined ? undefined : median(own.map((rate, i) => rate / (twins[i] ?? Number.NaN)));
   return {
     name: c.name,
     concurrency: c.concurrency,
