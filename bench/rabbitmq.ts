@@ -24,7 +24,8 @@
 //   them, up to `maxBatchSize`) in one transaction: the batch's keys claimed in one
 //   statement, the insert per new message, ack each; twin of `subscribe` batched.
 // The pool-size sweep runs the per-message consumers (hand-written dedup and `subscribe`)
-// at `sweep-prefetch` on pools of each size in `sweep-pools`, in interleaved slices.
+// at `sweep-prefetch` on pools of each size in `sweep-pools`, all in one interleaved run
+// (`--prefetch ''` runs the sweep alone and saves bench/results/rabbitmq-pool-sweep.json).
 // Diagnostic rows tell where a gap goes:
 // - amqplib + inbox.process: the plain consumer calling the inbox, without the adapter.
 // The clock runs from the first message handed to a handler to the last one acked. Each
@@ -60,7 +61,7 @@ const SWEEP_POOLS = args['sweep-pools'] === '' ? [] : args['sweep-pools'].split(
 const SWEEP_PREFETCH = Number(args['sweep-prefetch']);
 const SWEEP_N = Number(args['sweep-messages']);
 const N = Number(args.messages);
-const PREFETCHES = args.prefetch.split(',').map(Number);
+const PREFETCHES = args.prefetch === '' ? [] : args.prefetch.split(',').map(Number);
 const POOL = Number(args.pool);
 const ROUNDS = Number(args.rounds);
 const SLICES = Number(args.slices);
@@ -350,7 +351,7 @@ async function interleaved(
   names: readonly string[],
   prefetch: number,
   total: number,
-  poolSize: number,
+  poolSize: number | ((name: string) => number),
   label: string,
 ): Promise<Map<string, number>> {
   const slice = Math.ceil(total / SLICES);
@@ -362,13 +363,15 @@ async function interleaved(
     for (const name of order) {
       await reset();
       const queue = await fill(count);
-      const rate = await (modes[name] as Mode)(queue, prefetch, count, poolSize);
+      const pool = typeof poolSize === 'number' ? poolSize : poolSize(name);
+      const mode = modes[name.replace(/ \(pool \d+\)$/, '')] as Mode;
+      const rate = await mode(queue, prefetch, count, pool);
       await publisher.deleteQueue(queue);
       const { rows } = await admin.query<{ n: string }>('SELECT count(*) AS n FROM bench_rows');
       if (Number(rows[0]?.n) !== count) throw new Error(`${name}: ${rows[0]?.n} rows, expected ${count}`);
       seconds.set(name, (seconds.get(name) ?? 0) + count / rate);
       console.error(
-        `${label}, prefetch ${prefetch}, pool ${poolSize}, slice ${part + 1}/${SLICES}: ${name} ${Math.round(rate)} msg/s`,
+        `${label}, prefetch ${prefetch}, pool ${pool}, slice ${part + 1}/${SLICES}: ${name} ${Math.round(rate)} msg/s`,
       );
     }
   }
@@ -400,17 +403,25 @@ for (let round = 1; round <= ROUNDS; round++) {
 
 // The pool-size sweep: the per-message consumers at one prefetch on pools of each size.
 const sweep: Array<{ poolSize: number; prefetch: number; twin: number; inboxkit: number; ratio: number }> = [];
-for (const poolSize of SWEEP_POOLS) {
+if (SWEEP_POOLS.length > 0) {
+  // Every pool size and both consumers take turns in one interleaved run, so that a load
+  // that drifts over the minutes falls on all pool sizes alike.
+  const names = SWEEP_POOLS.flatMap((size) => [
+    `hand-written dedup (pool ${size})`,
+    `inboxkit subscribe (pool ${size})`,
+  ]);
   const result = await interleaved(
-    ['hand-written dedup', 'inboxkit subscribe'],
+    names,
     SWEEP_PREFETCH,
     SWEEP_N,
-    poolSize,
+    (name) => Number(/\(pool (\d+)\)$/.exec(name)?.[1]),
     'sweep',
   );
-  const twin = result.get('hand-written dedup') ?? Number.NaN;
-  const inboxkit = result.get('inboxkit subscribe') ?? Number.NaN;
-  sweep.push({ poolSize, prefetch: SWEEP_PREFETCH, twin, inboxkit, ratio: Number((inboxkit / twin).toFixed(2)) });
+  for (const poolSize of SWEEP_POOLS) {
+    const twin = result.get(`hand-written dedup (pool ${poolSize})`) ?? Number.NaN;
+    const inboxkit = result.get(`inboxkit subscribe (pool ${poolSize})`) ?? Number.NaN;
+    sweep.push({ poolSize, prefetch: SWEEP_PREFETCH, twin, inboxkit, ratio: Number((inboxkit / twin).toFixed(2)) });
+  }
 }
 loads.push(loadavg()[0] ?? Number.NaN);
 await connection.close();
@@ -464,7 +475,7 @@ const notes = [
   `load average ${loads.map((l) => l.toFixed(1)).join(' -> ')}`,
 ];
 printTable(figures, targets, notes);
-saveResults('rabbitmq', {
+saveResults(PREFETCHES.length === 0 ? 'rabbitmq-pool-sweep' : 'rabbitmq', {
   settings: {
     messages: N,
     prefetch: PREFETCHES,
