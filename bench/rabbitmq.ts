@@ -461,7 +461,11 @@ for (const prefetch of PREFETCHES) {
 }
 const x = (value: number) => (Number.isFinite(value) ? `${value.toFixed(2)}x` : 'n/a');
 const notes = [
-  `${N} messages per mode and prefetch (in ${SLICES} interleaved slices), pg pool of ${POOL}, ${ROUNDS} round(s), median rates; ratios are medians of per-round ratios`,
+  ...(PREFETCHES.length === 0
+    ? []
+    : [
+        `${N} messages per mode and prefetch (in ${SLICES} interleaved slices), pg pool of ${POOL}, ${ROUNDS} round(s), median rates; ratios are medians of per-round ratios`,
+      ]),
   ...PREFETCHES.map(
     (prefetch) =>
       `where the gap goes at prefetch ${prefetch}: dedup statement (hand-written) ${x(rateOf('plain amqplib', prefetch) / rateOf('hand-written dedup', prefetch))}, ` +
