@@ -1,6 +1,7 @@
 // Where the time of `inbox.process` goes, against its hand-written twin (bench/core.ts).
 //
 //   node bench/core-profile.ts [--messages 3000] [--rounds 3] [--only statements,cpu,profile,server,drivers]
+//                              [--cases 'regexp of the drivers cases']
 //
 // On the realistic mix (30% of the deliveries are redeliveries of ids already processed):
 // - statements: round trips per delivery, new and duplicate, counted by wrapping pg's
@@ -32,11 +33,14 @@ const { values: args } = parseArgs({
     messages: { type: 'string', default: '3000' },
     rounds: { type: 'string', default: '3' },
     only: { type: 'string', default: 'statements,cpu,profile,server,drivers' },
+    cases: { type: 'string', default: '' },
   },
 });
 const N = Number(args.messages);
 const ROUNDS = Number(args.rounds);
 const SECTIONS = new Set(args.only.split(','));
+/** Drivers section: a regexp of the cases to run (node-postgres awaiting each always runs). */
+const CASES = args.cases === '' ? undefined : new RegExp(args.cases);
 
 interface BenchDB {
   bench_rows: { id: string; amount: number };
@@ -680,6 +684,9 @@ if (SECTIONS.has('drivers')) {
       'postgres.js, BEGIN + claim pipelined, unnamed': postgresJsTwin(prepared, true, false),
       'postgres.js, BEGIN + claim pipelined, prepared': postgresJsTwin(prepared, true, true),
     };
+    for (const name of Object.keys(modes)) {
+      if (CASES !== undefined && name !== 'node-postgres, awaiting each' && !CASES.test(name)) delete modes[name];
+    }
     for (const work of Object.values(modes)) {
       await reset();
       await drain(MIX.list.slice(0, 500), c, work);
