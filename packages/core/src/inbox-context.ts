@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
 import { classifyFailure, type FailureKind } from './error-classification.js';
-import { DatabaseUnavailableError, PayloadConflictError } from './errors.js';
+import { DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
 import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
 import { fingerprint } from './fingerprint.js';
 import { runTimed, type TimedCall } from './handler-timeout.js';
-import type { InboxMessage } from './inbox-message.js';
+import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import type { InboxConfig } from './inbox-options.js';
 import type { HandlerContext } from './inbox-types.js';
 import type {
@@ -84,6 +84,19 @@ export class InboxContext<DB> {
 
   fingerprint(payload: InboxMessage['payload']): Buffer | null {
     return this.config.fingerprintPayloads ? fingerprint(payload) : null;
+  }
+
+  /**
+   * A message's key and payload fingerprint, or the `invalid_message` dead letter it gets
+   * when its id or payload breaks a rule (reported here).
+   */
+  keyOf(message: InboxMessage): { id: string; hash: Buffer | null } | DeadLetterOutcome {
+    try {
+      const id = checkMessageId((message as Partial<InboxMessage> | null | undefined)?.id, this.config.maxIdLength);
+      return { id, hash: this.fingerprint(checkPayload(message.payload, id)) };
+    } catch (error) {
+      return this.deadLetter(messageIdOf(error), 'invalid_message', toError(error), 0, new Date());
+    }
   }
 
   // --- outcomes: built and reported in one place ------------------------------------------

@@ -5,8 +5,8 @@ import { sql, type Transaction } from 'kysely';
 import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, LockTimeoutError, toError } from './errors.js';
 import type { RetryLaterReason } from './events.js';
-import { HookFailed, type InboxContext, messageIdOf, type TimedHandlerCall, unavailable } from './inbox-context.js';
-import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
+import { HookFailed, type InboxContext, type TimedHandlerCall, unavailable } from './inbox-context.js';
+import type { InboxMessage } from './inbox-message.js';
 import type { BatchHandler, BatchOptions, BatchResult, MessageHandler } from './inbox-types.js';
 import type { ProcessOutcome } from './outcome.js';
 import { processMessage } from './process-message.js';
@@ -133,15 +133,12 @@ async function runBatch<DB, M extends InboxMessage, R>(
 
   // 1. Validate, fingerprint, and set aside copies of an id already in this batch.
   messages.forEach((message, index) => {
-    let id: string;
-    let hash: Buffer | null;
-    try {
-      id = checkMessageId((message as Partial<InboxMessage> | null | undefined)?.id, ctx.config.maxIdLength);
-      hash = ctx.fingerprint(checkPayload(message.payload, id));
-    } catch (error) {
-      outcomes[index] = ctx.deadLetter(messageIdOf(error), 'invalid_message', toError(error), 0, new Date());
+    const key = ctx.keyOf(message);
+    if ('status' in key) {
+      outcomes[index] = key;
       return;
     }
+    const { id, hash } = key;
     const first = firstOf.get(id);
     if (first === undefined) {
       const entry = { index, id, hash, message };

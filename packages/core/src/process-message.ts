@@ -5,8 +5,8 @@ import type { FailureKind } from './error-classification.js';
 import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import { runTimed } from './handler-timeout.js';
-import { HookFailed, type InboxContext, messageIdOf, unavailable } from './inbox-context.js';
-import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
+import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
+import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
 import type { QueryRunner } from './sql/executor.js';
@@ -38,14 +38,9 @@ export async function processMessage<DB, M extends InboxMessage, R>(
     throw new ConfigurationError('inbox.process(message, handler): `handler` must be a function.');
   }
   const started = performance.now();
-  let id: string;
-  let hash: Buffer | null;
-  try {
-    id = checkMessageId((message as Partial<InboxMessage> | null | undefined)?.id, ctx.config.maxIdLength);
-    hash = ctx.fingerprint(checkPayload(message.payload, id));
-  } catch (error) {
-    return ctx.deadLetter(messageIdOf(error), 'invalid_message', toError(error), 0, new Date());
-  }
+  const key = ctx.keyOf(message);
+  if ('status' in key) return key;
+  const { id, hash } = key;
   // Suspects run alone: a crash one causes must not count against neighbours in flight.
   const suspect = options.suspect === true;
   if (suspect) await ctx.gate.enterExclusive();
