@@ -163,22 +163,30 @@ describe('what inboxkit stores itself is storable', () => {
 describe('a batch that fails outside any handler call narrows down to the culprit', () => {
   const ids = (prefix: string) => Array.from({ length: 5 }, (_, i) => ({ id: `${prefix}-${i}` }));
 
+  /** A charge per message, returning `result(id)`: one handler call each, or one bulk call. */
+  const chargeEach = (
+    shape: 'processBatch' | 'processBulk',
+    inbox: ReturnType<typeof createInbox<TestDB>>,
+    messages: { id: string }[],
+    result: (id: string) => unknown,
+  ) =>
+    shape === 'processBatch'
+      ? inbox.processBatch(messages, async (trx, m) => {
+          await insertCharge(trx, m.id);
+          return result(m.id);
+        })
+      : inbox.processBulk(messages, async (trx, batch) => {
+          for (const m of batch) await insertCharge(trx, m.id);
+          return batch.map((m) => result(m.id));
+        });
+
   it.each(['processBatch', 'processBulk'] as const)(
     '%s: a result holding NUL is stored made storable; the whole batch commits',
     async (shape) => {
       const inbox = createInbox({ db: t.db, consumer: `nul-results-${shape}`, retry: fastRetry });
       const messages = ids(`nr-${shape}`);
       const result = (id: string) => ({ id, note: id.endsWith('-2') ? 'x\u0000' : 'ok' });
-      const { outcomes } =
-        shape === 'processBatch'
-          ? await inbox.processBatch(messages, async (trx, m) => {
-              await insertCharge(trx, m.id);
-              return result(m.id);
-            })
-          : await inbox.processBulk(messages, async (trx, batch) => {
-              for (const m of batch) await insertCharge(trx, m.id);
-              return batch.map((m) => result(m.id));
-            });
+      const { outcomes } = await chargeEach(shape, inbox, messages, result);
       expect(outcomes.map((o) => o.status)).toEqual(Array(5).fill('processed'));
       expect(await chargeIds(`nr-${shape}`)).toEqual([0, 1, 2, 3, 4].map((i) => `nr-${shape}-${i}`));
       expect((await keyRow(`nul-results-${shape}`, `nr-${shape}-2`))?.result).toEqual({
@@ -198,16 +206,7 @@ describe('a batch that fails outside any handler call narrows down to the culpri
         if (id.endsWith('-2')) value.self = value;
         return value;
       };
-      const { outcomes } =
-        shape === 'processBatch'
-          ? await inbox.processBatch(messages, async (trx, m) => {
-              await insertCharge(trx, m.id);
-              return result(m.id);
-            })
-          : await inbox.processBulk(messages, async (trx, batch) => {
-              for (const m of batch) await insertCharge(trx, m.id);
-              return batch.map((m) => result(m.id));
-            });
+      const { outcomes } = await chargeEach(shape, inbox, messages, result);
       expect(outcomes.map((o) => o.status)).toEqual([
         'processed',
         'processed',
