@@ -14,6 +14,8 @@ export { databaseFailure } from './error-classification.js';
 export { toError } from './errors.js';
 export { SafeEmitter } from './events.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
+export { inboxConfig } from './inbox.js';
+export type { InboxConfig } from './inbox-options.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
 export { isSettled } from './outcome.js';
 export { retryDelayMs, retrySpanMs } from './retry-policy.js';

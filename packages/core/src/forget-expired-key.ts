@@ -1,4 +1,4 @@
-import type { Inbox } from './inbox.js';
+import { type Inbox, inboxConfig } from './inbox.js';
 import type { QueryRunner } from './sql/executor.js';
 import { compileForgetExpiredKey } from './sql/forget-expired-key.js';
 
@@ -20,8 +20,8 @@ export function forgetExpiredKey<DB>(inbox: Inbox<DB>, messageId: string, expire
   const key = inbox as Inbox<unknown>;
   let forget = compiled.get(key);
   if (forget === undefined) {
-    forget = compileForgetExpiredKey(inbox.config.tables);
+    forget = compileForgetExpiredKey(inboxConfig(inbox).tables);
     compiled.set(key, forget);
   }
-  return forget(inbox.config.db as unknown as QueryRunner, inbox.consumer, messageId, expiredBefore);
+  return forget(inboxConfig(inbox).db as unknown as QueryRunner, inbox.consumer, messageId, expiredBefore);
 }

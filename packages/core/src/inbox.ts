@@ -51,6 +51,21 @@ export type {
  * // outcome.status: 'processed' | 'duplicate' | 'conflict' | 'dead_letter' | 'retry_later'
  * ```
  */
+/** Each inbox's compiled options, for the adapters (`inboxConfig`), not on the public class. */
+const configs = new WeakMap<Inbox<unknown>, InboxConfig<unknown>>();
+
+/**
+ * The options an inbox was created with, as checked and compiled (adapters read the id
+ * limit, the logger and the tables from them). On `@inboxkit/core/adapter`.
+ */
+export function inboxConfig<DB>(inbox: Inbox<DB>): InboxConfig<DB> {
+  const config = configs.get(inbox as Inbox<unknown>);
+  if (config === undefined) {
+    throw new ConfigurationError('Expected an inbox made by createInbox({ db, consumer }).');
+  }
+  return config as InboxConfig<DB>;
+}
+
 export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
   return new Inbox(compileInboxOptions(options));
 }
@@ -62,19 +77,17 @@ export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
  * `sql/`, one statement per file.
  */
 export class Inbox<DB> {
-  /** The options as checked and compiled at construction. */
-  readonly config: InboxConfig<DB>;
   readonly #ctx: InboxContext<DB>;
 
   /** @internal Use {@link createInbox}. */
   constructor(config: InboxConfig<DB>) {
-    this.config = config;
     this.#ctx = new InboxContext(config);
+    configs.set(this as Inbox<unknown>, config as InboxConfig<unknown>);
   }
 
   /** The consumer name: the first half of every key. */
   get consumer(): string {
-    return this.config.consumer;
+    return this.#ctx.consumer;
   }
 
   /** Adds an event listener; returns a function that removes it. A throwing listener is logged, never rethrown. */

@@ -37,7 +37,7 @@ export {
   type StoredMessage,
 } from './inbox.js';
 export type { InboxMessage } from './inbox-message.js';
-export type { InboxConfig, InboxIsolationLevel, InboxOptions } from './inbox-options.js';
+export type { InboxIsolationLevel, InboxOptions } from './inbox-options.js';
 export type { InboxLogger } from './logger.js';
 export { type InboxSchemaOptions, inboxMigrations, inboxSchemaSql, migrateInbox } from './migrations.js';
 export type {

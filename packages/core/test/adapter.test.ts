@@ -208,3 +208,15 @@ describe('truncateUtf8', () => {
     expect(cut).toMatch(/^€+…\[truncated\]$/);
   });
 });
+
+describe('inboxConfig: the compiled options, for adapters only', () => {
+  it('are not on the public Inbox, and come from the adapter subpath; a fake inbox is refused', async () => {
+    const { createInbox } = await import('@inboxkit/core');
+    const { inboxConfig } = await import('@inboxkit/core/adapter');
+    const db = { transaction() {}, executeQuery() {} } as never;
+    const inbox = createInbox({ db, consumer: 'config-check', maxIdLength: 99 });
+    expect((inbox as unknown as { config?: unknown }).config).toBeUndefined();
+    expect(inboxConfig(inbox)).toMatchObject({ consumer: 'config-check', maxIdLength: 99 });
+    expect(() => inboxConfig({ consumer: 'x' } as never)).toThrow(/createInbox/);
+  });
+});

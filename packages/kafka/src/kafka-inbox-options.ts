@@ -1,5 +1,11 @@
 import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
-import { type Backoff, type BackoffOptions, compileBackoff, positiveInteger } from '@inboxkit/core/adapter';
+import {
+  type Backoff,
+  type BackoffOptions,
+  compileBackoff,
+  inboxConfig,
+  positiveInteger,
+} from '@inboxkit/core/adapter';
 import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './decode.js';
 import type { KafkaAdmin, KafkaConsumer, KafkaProducer } from './kafka-client.js';
 import { compileMessageId, type MessageIdReader, type MessageIdSource } from './message-id.js';
@@ -142,20 +148,23 @@ export function compileKafkaInboxOptions<DB, V>(
   return Object.freeze({
     consumer: options.consumer,
     inbox: options.inbox,
-    maxIdLength: options.inbox.config.maxIdLength,
+    maxIdLength: inboxConfig(options.inbox).maxIdLength,
     producer: options.producer,
     admin: options.admin,
     groupId: options.groupId,
     messageId: compileMessageId(options.messageId),
     decode,
     decoderName,
-    deadLetterTopic: compileDeadLetterTopic(options.deadLetterTopic, options.logger ?? options.inbox.config.logger),
+    deadLetterTopic: compileDeadLetterTopic(
+      options.deadLetterTopic,
+      options.logger ?? inboxConfig(options.inbox).logger,
+    ),
     deadLetterTimeoutMs: positiveInteger('deadLetterTimeoutMs', options.deadLetterTimeoutMs, 30_000),
     maxStackLength: positiveInteger('maxStackLength', options.maxStackLength, 4000),
     maxErrorMessageLength: positiveInteger('maxErrorMessageLength', options.maxErrorMessageLength, 2000),
     commitIntervalMs: nonNegativeInteger('commitIntervalMs', options.commitIntervalMs, 1000),
     pause: compileBackoff('pause', options.pause, PAUSE_DEFAULTS),
-    logger: options.logger ?? options.inbox.config.logger,
+    logger: options.logger ?? inboxConfig(options.inbox).logger,
   });
 }
 

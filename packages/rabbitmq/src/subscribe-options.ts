@@ -1,5 +1,5 @@
 import { ConfigurationError, type Inbox, type InboxLogger } from '@inboxkit/core';
-import { type Backoff, type BackoffOptions, checkLogger, compileBackoff } from '@inboxkit/core/adapter';
+import { type Backoff, type BackoffOptions, checkLogger, compileBackoff, inboxConfig } from '@inboxkit/core/adapter';
 import type { AmqpConnection } from './amqp-client.js';
 import { compileDecoder, DECODE_NAMES, type Decode, type Decoder } from './decode.js';
 import type { MessageIdOptions, MessageIdReader } from './message-id.js';
@@ -227,7 +227,7 @@ export function compileSubscribeOptions<DB, T, R>(options: SubscribeOptions<DB, 
   const { handler, bulkHandler } = compileHandlers(options);
   const consumer = options.inbox.consumer;
   const connect = compileConnect(options, consumer, queue);
-  const logger = checkLogger(options.logger) ?? options.inbox.config.logger;
+  const logger = checkLogger(options.logger) ?? inboxConfig(options.inbox).logger;
   const deadLetter = compileDeadLetter(options.deadLetter, queue);
   const topology = compileTopology(options.assertTopology);
   if (
