@@ -32,3 +32,9 @@ export {
   settleOutcomes,
 } from './settle-outcome.js';
 export { truncateUtf8 } from './truncate.js';
+export {
+  createOutboxRelay,
+  type OutboxPublish,
+  type OutboxRelayEngineOptions,
+  relayOptions,
+} from './outbox/outbox-relay.js';
