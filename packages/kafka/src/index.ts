@@ -56,3 +56,4 @@ export {
 export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
 export { PublishError } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';
+export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';

@@ -33,3 +33,4 @@ export type {
   SubscriptionEvents,
   SubscriptionListener,
 } from './subscription-events.js';
+export { createRabbitRelay, type RabbitRelayOptions } from './rabbit-relay.js';
