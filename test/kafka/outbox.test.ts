@@ -111,7 +111,8 @@ describe('the Kafka relay', () => {
               ids.map((messageId) => ({ topic, key, payload: { messageId }, messageId })),
             );
             await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
-            for (const id of ids) await sql`INSERT INTO ${sql.table(log)} (key, message_id) VALUES (${key}, ${id})`.execute(trx);
+            for (const id of ids)
+              await sql`INSERT INTO ${sql.table(log)} (key, message_id) VALUES (${key}, ${id})`.execute(trx);
           });
         }
       }),

@@ -103,7 +103,11 @@ describe('the RabbitMQ relay', () => {
     await broker.channel.assertExchange(exchange, 'direct', { durable: false, autoDelete: true });
     await broker.channel.bindQueue(queue, exchange, 'r');
     expect(await outbox.retryFailed()).toBe(1);
-    await waitFor('the poison and the message behind it published', async () => (await broker.count(queue)) === 2, 20_000);
+    await waitFor(
+      'the poison and the message behind it published',
+      async () => (await broker.count(queue)) === 2,
+      20_000,
+    );
     const second = await broker.drain(queue);
     expect(second.map((m) => m.properties.messageId)).toEqual(['poison', 'behind-poison']);
     expect(await pending(table)).toEqual([]);
@@ -114,7 +118,12 @@ describe('the RabbitMQ relay', () => {
     const queue = uniqueName('outbox-crash');
     await broker.declareQueue(queue);
     const { outbox, table } = await freshOutbox('rb_crash');
-    await outbox.enqueue(t.db, { exchange: '', routingKey: queue, payload: { n: 1, amountCents: 700 }, messageId: 'crash-1' });
+    await outbox.enqueue(t.db, {
+      exchange: '',
+      routingKey: queue,
+      payload: { n: 1, amountCents: 700 },
+      messageId: 'crash-1',
+    });
 
     const child = spawn(process.execPath, [fileURLToPath(new URL('./support/relay-child.ts', import.meta.url))], {
       env: {

@@ -96,9 +96,10 @@ describe('enqueue', () => {
     cases.push([{ topic: 't', payload: cyclic }, 'payload']);
     await t.db.transaction().execute(async (trx) => {
       for (const [message, field] of cases) {
-        const error = await outbox
-          .enqueue(trx, [{ topic: 'ok', payload: 1 }, message as never])
-          .then(() => undefined, (e: unknown) => e);
+        const error = await outbox.enqueue(trx, [{ topic: 'ok', payload: 1 }, message as never]).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         expect(error, JSON.stringify(field)).toBeInstanceOf(InvalidOutboxMessageError);
         expect(error).toMatchObject({ code: 'INBOX_INVALID_OUTBOX_MESSAGE', field, index: 1 });
       }
@@ -113,7 +114,9 @@ describe('enqueue', () => {
     const statements: string[] = [];
     const logged = new Kysely<unknown>({
       dialect: new PostgresDialect({ pool: t.pool }),
-      log: (event) => statements.push(event.query.sql),
+      log: (event) => {
+        statements.push(event.query.sql);
+      },
     });
     await logged.transaction().execute(async (trx) => {
       statements.length = 0;

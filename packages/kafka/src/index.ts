@@ -47,6 +47,7 @@ export type {
 } from './kafka-inbox-events.js';
 export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaInboxOptions } from './kafka-inbox-options.js';
+export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';
 export {
   type KafkaStartupRetry,
   type KafkaStartupStep,
@@ -56,4 +57,3 @@ export {
 export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
 export { PublishError } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';
-export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';

@@ -69,7 +69,10 @@ export class OutboxListener {
         this.#held = held;
         const gone = new Promise<void>((resolve) => {
           held?.client.on('error', (error) => {
-            this.#logger.warn({ err: error }, 'inboxkit: the outbox relay lost its LISTEN connection; polling until it is back');
+            this.#logger.warn(
+              { err: error },
+              'inboxkit: the outbox relay lost its LISTEN connection; polling until it is back',
+            );
             resolve();
           });
           held?.client.on('end', () => resolve());

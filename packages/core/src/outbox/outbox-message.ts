@@ -121,10 +121,12 @@ function headersJson(headers: unknown, fail: (field: string, detail: string) => 
   }
   for (const [name, value] of Object.entries(headers)) {
     if (name.length === 0) fail('headers', 'has an empty header name.');
-    if (typeof value !== 'string') fail('headers', `value of ${JSON.stringify(name)} must be a string, got ${typeof value}.`);
+    if (typeof value !== 'string')
+      fail('headers', `value of ${JSON.stringify(name)} must be a string, got ${typeof value}.`);
   }
   const json = JSON.stringify(headers);
-  if (hasUnstorableJson(json)) fail('headers', 'hold a NUL character or a lone surrogate, which Postgres cannot store.');
+  if (hasUnstorableJson(json))
+    fail('headers', 'hold a NUL character or a lone surrogate, which Postgres cannot store.');
   return json;
 }
 

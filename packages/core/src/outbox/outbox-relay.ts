@@ -319,7 +319,12 @@ export class OutboxRelay {
         const attempts = row.attempts + 1;
         const fail = attempts >= this.#maxAttempts;
         const delayMs = fail ? 0 : backoffDelayMs(this.#retry, attempts);
-        refusals.push({ sequence: row.sequence, error: storableText(`${error.name}: ${error.message}`), delayMs, fail });
+        refusals.push({
+          sequence: row.sequence,
+          error: storableText(`${error.name}: ${error.message}`),
+          delayMs,
+          fail,
+        });
         notices.push(() => {
           if (fail) {
             this.#events.emit('failed', { relay: this.name, messageId: row.message_id, attempts, error });
@@ -374,7 +379,9 @@ export class OutboxRelay {
   async #publishChecked(records: readonly OutboxRecord[]): Promise<(Error | undefined)[]> {
     const results = await this.#publish(records);
     if (!Array.isArray(results) || results.length !== records.length) {
-      throw new TypeError(`The relay's publish step returned ${String(results?.length)} results for ${records.length} messages.`);
+      throw new TypeError(
+        `The relay's publish step returned ${String(results?.length)} results for ${records.length} messages.`,
+      );
     }
     return results.map((result) => (result === undefined ? undefined : toError(result)));
   }
