@@ -147,7 +147,7 @@ describe('enqueue', () => {
     expect(last[0]?.routing_key).toBe('q');
   });
 
-  it('notifies at commit only: a rolled-back enqueue wakes nobody', async () => {
+  it('notifies at commit only: a rolled-back enqueue wakes nobody, nor one with notify: false', async () => {
     const outbox = await freshOutbox('ob_notify');
     const listener = new pg.Client({ connectionString: t.url });
     await listener.connect();
@@ -164,6 +164,10 @@ describe('enqueue', () => {
           throw new Error('handler failed');
         })
         .catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(heard).toEqual([]);
+      const quiet = createOutbox({ db: t.db, table: 'ob_notify', notify: false });
+      await t.db.transaction().execute((trx) => quiet.enqueue(trx, { topic: 't', payload: 'quiet' }));
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(heard).toEqual([]);
       await t.db.transaction().execute((trx) => outbox.enqueue(trx, { topic: 't', payload: 1 }));

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from '../errors.js';
-import { positiveInteger } from '../option-checks.js';
+import { bool, positiveInteger } from '../option-checks.js';
 import type { QueryRunner } from '../sql/executor.js';
 import { type OutboxMessage, outboxRows } from './outbox-message.js';
 import { type OutboxTables, outboxTables } from './outbox-tables.js';
@@ -18,6 +18,13 @@ export interface OutboxOptions {
   readonly schema?: string;
   /** Default `'outbox'`. */
   readonly table?: string;
+  /**
+   * Wake the relays with `NOTIFY` when an enqueueing transaction commits. Default `true`.
+   * Postgres serialises the commits of notifying transactions on one lock, which costs
+   * many concurrent writers throughput (docs/outbox.md, "Latency"); with `false`, relays
+   * find new rows by polling (give them a short `pollIntervalMs`).
+   */
+  readonly notify?: boolean;
 }
 
 /** A message set aside after the broker refused it past the relay's retry policy. */
@@ -46,7 +53,7 @@ export interface OutboxConfig {
 }
 
 const configs = new WeakMap<Outbox, OutboxConfig>();
-const KEYS = new Set(['db', 'schema', 'table']);
+const KEYS = new Set(['db', 'schema', 'table', 'notify']);
 
 /**
  * The outbox: messages written in a transaction, published by a relay once it committed
@@ -71,7 +78,7 @@ export class Outbox {
     }
     const tables = outboxTables(options.schema, options.table);
     this.#db = options.db;
-    this.#enqueue = compileEnqueue(tables);
+    this.#enqueue = compileEnqueue(tables, bool('notify', options.notify, true));
     this.#listFailed = compileListFailed(tables);
     this.#retryFailed = compileRetryFailed(tables);
     configs.set(
