@@ -36,6 +36,14 @@ async function idempotentProducer(): Promise<Producer> {
 }
 
 describe('the Kafka relay', () => {
+  it('refuses bad options naming them', async () => {
+    const { outbox } = await freshOutbox('kf_options');
+    const producer = setup.kit.producer;
+    expect(() => createKafkaRelay({ outbox } as never)).toThrow(/`producer`/);
+    expect(() => createKafkaRelay({ outbox, producer, sendTimeoutMs: 0 })).toThrow(/`sendTimeoutMs`/);
+    expect(() => createKafkaRelay({ outbox, producer, acks: 1 } as never)).toThrow(/Unknown option `acks`/);
+  });
+
   it('publishes what committed exactly once with its key, headers and message id; nothing of a rollback', async () => {
     const { t, kit } = setup;
     const topic = uniqueName('outbox-commit');

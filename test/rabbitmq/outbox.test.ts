@@ -33,6 +33,19 @@ async function pending(table: string): Promise<{ message_id: string; status: str
 }
 
 describe('the RabbitMQ relay', () => {
+  it('refuses bad options naming them', async () => {
+    const { outbox } = await freshOutbox('rb_options');
+    expect(() => createRabbitRelay({ outbox } as never)).toThrow(/`url`/);
+    expect(() => createRabbitRelay({ outbox, url: 'localhost' })).toThrow(/`url`/);
+    expect(() => createRabbitRelay({ outbox, url: amqpUrl(), connect: async () => ({}) as never })).toThrow(
+      /either `url` or `connect`/,
+    );
+    expect(() => createRabbitRelay({ outbox, url: amqpUrl(), publishTimeoutMs: -1 })).toThrow(/`publishTimeoutMs`/);
+    expect(() => createRabbitRelay({ outbox, url: amqpUrl(), prefetch: 1 } as never)).toThrow(
+      /Unknown option `prefetch`/,
+    );
+  });
+
   it('publishes what committed exactly once, persistent, with its id and headers; nothing of a rollback', async () => {
     const { t, broker } = setup;
     const queue = uniqueName('outbox-commit');

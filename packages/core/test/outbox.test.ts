@@ -188,6 +188,8 @@ describe('relay engine', () => {
       listen: { connectionString: t.url },
       pollIntervalMs: 60_000,
     });
+    const batches: { count: number; messageIds: readonly string[] }[] = [];
+    relay.on('published', (e) => batches.push({ count: e.count, messageIds: e.messageIds }));
     try {
       await t.db
         .transaction()
@@ -207,6 +209,7 @@ describe('relay engine', () => {
       expect(JSON.parse(published[0]?.payload.toString() ?? '')).toEqual({ n: 1 });
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(published.map((r) => r.messageId)).toEqual(['m-1']);
+      expect(batches).toEqual([{ count: 1, messageIds: ['m-1'] }]);
     } finally {
       await relay.close();
     }
@@ -270,9 +273,10 @@ describe('relay engine', () => {
       pollIntervalMs: 20,
       retry: { maxAttempts: 3, minDelayMs: 10, maxDelayMs: 20 },
     });
-    const events = { refused: 0, failed: [] as string[] };
+    const events = { refused: 0, failed: [] as string[], backlog: [] as { pending: number; failed: number }[] };
     relay.on('refused', () => events.refused++);
     relay.on('failed', (e) => events.failed.push(e.messageId));
+    relay.on('backlog', (e) => events.backlog.push({ pending: e.pending, failed: e.failed }));
     try {
       await outbox.enqueue(t.db, [
         { topic: 'missing', key: 'k1', payload: 1, messageId: 'poison' },
@@ -290,6 +294,8 @@ describe('relay engine', () => {
       expect(failed[0]).toMatchObject({ messageId: 'poison', attempts: 3, destination: 'missing', key: 'k1' });
       expect(failed[0]?.lastError).toContain('no such destination');
       expect((await rows('ob_poison')).map((r) => r.message_id)).toEqual(['poison', 'after-poison']);
+      // Idle polls report the backlog: the message behind the poison, and the poison.
+      await until(() => events.backlog.some((b) => b.pending === 1 && b.failed === 1));
 
       destinationExists = true;
       expect(await outbox.retryFailed(['poison'])).toBe(1);
@@ -355,6 +361,19 @@ describe('relay engine', () => {
     } finally {
       await relay.close();
     }
+  });
+
+  it('refuses bad options naming them', () => {
+    const outbox = createOutbox({ db: t.db, table: 'ob_options' });
+    const publish: OutboxPublish = async (records) => records.map(() => undefined);
+    expect(() => createOutboxRelay({ outbox, publish, batchSize: 0 })).toThrow(/`batchSize`/);
+    expect(() => createOutboxRelay({ outbox, publish, pollIntervalMs: -1 })).toThrow(/`pollIntervalMs`/);
+    expect(() => createOutboxRelay({ outbox, publish, retry: { maxAttempts: 1.5 } })).toThrow(/`retry.maxAttempts`/);
+    expect(() => createOutboxRelay({ outbox, publish, retry: { minDelayMs: 0 } })).toThrow(/`retry.minDelayMs`/);
+    expect(() => createOutboxRelay({ outbox, publish, listen: { url: 'x' } as never })).toThrow(/`listen`/);
+    expect(() => createOutboxRelay({ outbox, publish, batchsize: 5 } as never)).toThrow(/Unknown option `batchsize`/);
+    expect(() => createOutboxRelay({ outbox: {} as never, publish })).toThrow(/createOutbox/);
+    expect(() => createOutbox({ db: t.db, notify: 'yes' } as never)).toThrow(/`notify`/);
   });
 
   it('close() drains the batch in flight and is idempotent', async () => {
