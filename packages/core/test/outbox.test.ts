@@ -2,9 +2,11 @@
 // commit only), and the relay engine with a publish step that records what it was given
 // (the broker relays have their own tests in test/kafka and test/rabbitmq).
 import {
+  createInbox,
   createOutbox,
   InvalidOutboxMessageError,
   migrateOutbox,
+  NonRetryableError,
   type Outbox,
   type OutboxRecord,
   outboxSchemaSql,
@@ -191,18 +193,19 @@ describe('relay engine', () => {
     const batches: { count: number; messageIds: readonly string[] }[] = [];
     relay.on('published', (e) => batches.push({ count: e.count, messageIds: e.messageIds }));
     try {
-      await t.db
-        .transaction()
-        .execute(async (trx) => {
-          await outbox.enqueue(trx, { topic: 't', payload: { n: 'rolled back' }, messageId: 'never' });
-          throw new Error('handler failed');
-        })
-        .catch(() => {});
+      // An inbox handler that enqueues and then fails for good: its transaction rolls back.
+      const inbox = createInbox({ db: t.db, consumer: 'outbox-commit', retry: { retries: 0 } });
+      const failed = await inbox.process({ id: 'in-1' }, async (trx) => {
+        await outbox.enqueue(trx, { topic: 't', payload: { n: 'rolled back' }, messageId: 'never' });
+        throw new NonRetryableError('the handler failed after enqueueing');
+      });
+      expect(failed.status).toBe('dead_letter');
       // Give the LISTEN connection time to be up; a poll interval of a minute means only NOTIFY can wake it.
       await new Promise((resolve) => setTimeout(resolve, 500));
-      await t.db.transaction().execute(async (trx) => {
+      const processed = await inbox.process({ id: 'in-2' }, async (trx) => {
         await outbox.enqueue(trx, { topic: 't', key: 'k', payload: { n: 1 }, messageId: 'm-1', headers: { h: 'v' } });
       });
+      expect(processed.status).toBe('processed');
       await until(() => published.length === 1);
       await until(async () => (await rows('ob_commit')).length === 0);
       expect(published[0]).toMatchObject({ messageId: 'm-1', destination: 't', key: 'k', headers: { h: 'v' } });

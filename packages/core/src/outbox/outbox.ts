@@ -1,7 +1,6 @@
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import { bool, positiveInteger } from '../option-checks.js';
-import type { QueryRunner } from '../sql/executor.js';
 import { type OutboxMessage, outboxRows } from './outbox-message.js';
 import { type OutboxTables, outboxTables } from './outbox-tables.js';
 import { compileClaim } from './sql/claim.js';
@@ -110,7 +109,8 @@ export class Outbox {
    * })
    * ```
    */
-  async enqueue(trx: QueryRunner, message: OutboxMessage | readonly OutboxMessage[]): Promise<void> {
+  // biome-ignore lint/suspicious/noExplicitAny: a transaction (or instance) of any database schema.
+  async enqueue(trx: Kysely<any>, message: OutboxMessage | readonly OutboxMessage[]): Promise<void> {
     const messages: readonly OutboxMessage[] = Array.isArray(message) ? message : [message as OutboxMessage];
     const rows = outboxRows(messages);
     if (rows.messageIds.length === 0) return;
