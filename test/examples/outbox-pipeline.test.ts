@@ -139,7 +139,8 @@ async function produceChunk(producer: Producer, topic: string, chunk: readonly P
 }
 
 it('applies every input exactly once downstream, in key order, while stages die, connections drop and Postgres restarts', async () => {
-  const { t, server } = database;
+  const { t } = database;
+  const server = database.server as NonNullable<FileDatabase['server']>;
   const migrated = await migrateOutbox(t.db);
   if (migrated.error) throw migrated.error;
   await sql`CREATE TABLE pipeline_effects (id bigserial PRIMARY KEY, input_id text NOT NULL, key text NOT NULL,
