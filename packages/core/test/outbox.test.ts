@@ -218,6 +218,22 @@ describe('relay engine', () => {
     }
   });
 
+  it('listens on a client kept from a node-postgres pool', async () => {
+    const outbox = await freshOutbox('ob_listen_pool');
+    const { published, publish } = recordingPublish();
+    const pool = new pg.Pool({ connectionString: t.url, max: 2 });
+    const relay = createOutboxRelay({ outbox, publish, listen: { pool }, pollIntervalMs: 60_000 });
+    try {
+      await until(async () => pool.totalCount === 1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await outbox.enqueue(t.db, { topic: 't', payload: 1, messageId: 'woken' });
+      await until(() => published.length === 1, 10_000);
+    } finally {
+      await relay.close();
+      await pool.end();
+    }
+  });
+
   it('keeps per-key order with two relays and concurrent enqueuers', async () => {
     const outbox = await freshOutbox('ob_order');
     const { published, publish } = recordingPublish();
