@@ -1,6 +1,7 @@
 // The outbox in core against a real Postgres: enqueue (one statement, typed errors, NOTIFY at
 // commit only), and the relay engine with a publish step that records what it was given
 // (the broker relays have their own tests in test/kafka and test/rabbitmq).
+import { readFileSync } from 'node:fs';
 import {
   createInbox,
   createOutbox,
@@ -62,6 +63,21 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20
 }
 
 describe('outbox schema', () => {
+  it('the shipped plain SQL file is what outboxSchemaSql() generates for the default names', () => {
+    const file = readFileSync(new URL('../sql/0002_outbox.sql', import.meta.url), 'utf8');
+    expect(file).toBe(outboxSchemaSql());
+  });
+
+  it('migrates a custom schema and table from several connections at once, exactly once', async () => {
+    const results = await Promise.all(
+      [1, 2, 3].map(() => migrateOutbox(t.connect(1).db, { schema: 'relay_ns', table: 'events_out' })),
+    );
+    for (const result of results) expect(result.error).toBeUndefined();
+    expect(results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success')).toHaveLength(1);
+    const outbox = createOutbox({ db: t.db, schema: 'relay_ns', table: 'events_out' });
+    await outbox.enqueue(t.db, { topic: 't', payload: 1 });
+  });
+
   it('migrates with its own history table and is idempotent as plain SQL, names quoted', async () => {
     const again = await migrateOutbox(t.db);
     expect(again.error).toBeUndefined();
