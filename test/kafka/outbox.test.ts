@@ -161,6 +161,7 @@ describe('the Kafka relay', () => {
     await waitFor(() => failed.length === 2, { timeoutMs: 60_000, what: 'the too-large record set aside' });
     const records = await readTopic(kit.kafka, topic, 1);
     expect(records.map((r) => r.headers['message-id'])).toEqual(['other-key']);
+    await waitFor(async () => (await outboxRows(table)).length === 3, { timeoutMs: 20_000, what: 'other-key deleted' });
     const [poison, wrongBroker] = await outbox.failed();
     expect(poison).toMatchObject({ messageId: 'too-large', attempts: 2 });
     expect(wrongBroker?.lastError).toMatch(/not a Kafka topic/);

@@ -328,6 +328,7 @@ describe('relay engine', () => {
       expect(failed).toHaveLength(1);
       expect(failed[0]).toMatchObject({ messageId: 'poison', attempts: 3, destination: 'missing', key: 'k1' });
       expect(failed[0]?.lastError).toContain('no such destination');
+      await until(async () => (await rows('ob_poison')).length === 2);
       expect((await rows('ob_poison')).map((r) => r.message_id)).toEqual(['poison', 'after-poison']);
       // Idle polls report the backlog: the message behind the poison, and the poison.
       await until(() => events.backlog.some((b) => b.pending === 1 && b.failed === 1));
@@ -336,7 +337,32 @@ describe('relay engine', () => {
       expect(await outbox.retryFailed(['poison'])).toBe(1);
       await until(() => published.length === 4);
       expect(published.slice(2).map((p) => p.messageId)).toEqual(['poison', 'after-poison']);
-      expect(await outbox.failed()).toEqual([]);
+      await until(async () => (await rows('ob_poison')).length === 0);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('lets other keys and keyless messages through behind a deep backlog held by a failed message', async () => {
+    const outbox = await freshOutbox('ob_deep');
+    const { published, publish } = recordingPublish((r) =>
+      r.messageId === 'stuck' ? new Error('refused for good') : undefined,
+    );
+    await outbox.enqueue(t.db, { topic: 't', key: 'a-hot', payload: 0, messageId: 'stuck' });
+    await outbox.enqueue(
+      t.db,
+      Array.from({ length: 2000 }, (_, i) => ({ topic: 't', key: 'a-hot', payload: i, messageId: `behind-${i}` })),
+    );
+    await outbox.enqueue(t.db, [
+      { topic: 't', key: 'z-late', payload: 1, messageId: 'late-key' },
+      { topic: 't', payload: 1, messageId: 'late-keyless' },
+    ]);
+    const relay = createOutboxRelay({ outbox, publish, batchSize: 10, pollIntervalMs: 20, retry: { maxAttempts: 1 } });
+    try {
+      await until(() => published.length === 2);
+      expect(published.map((p) => p.messageId).sort()).toEqual(['late-key', 'late-keyless']);
+      await until(async () => (await outbox.failed()).length === 1);
+      expect((await outbox.failed()).map((f) => f.messageId)).toEqual(['stuck']);
     } finally {
       await relay.close();
     }
