@@ -138,7 +138,7 @@ describe('the Kafka relay', () => {
     }
   });
 
-  it('sets aside a record the broker refuses (too large) and lets other keys flow', async () => {
+  it('sets aside a record the broker refuses (too large), and a RabbitMQ message, and lets other keys flow', async () => {
     const { kit } = setup;
     const topic = uniqueName('outbox-too-large');
     await createTopics(kit.admin, [{ topic, numPartitions: 1 }]);
@@ -156,15 +156,19 @@ describe('the Kafka relay', () => {
       { topic, key: 'k1', payload: Buffer.alloc(3 * 1024 * 1024, 1), messageId: 'too-large' },
       { topic, key: 'k1', payload: 'behind', messageId: 'behind' },
       { topic, key: 'k2', payload: 'other', messageId: 'other-key' },
+      { exchange: 'x', routingKey: 'r', key: 'k3', payload: 'for RabbitMQ', messageId: 'wrong-broker' },
     ]);
-    await waitFor(() => failed.length === 1, { timeoutMs: 60_000, what: 'the too-large record set aside' });
+    await waitFor(() => failed.length === 2, { timeoutMs: 60_000, what: 'the too-large record set aside' });
     const records = await readTopic(kit.kafka, topic, 1);
     expect(records.map((r) => r.headers['message-id'])).toEqual(['other-key']);
-    const [poison] = await outbox.failed();
+    await waitFor(async () => (await outboxRows(table)).length === 3, { timeoutMs: 20_000, what: 'other-key deleted' });
+    const [poison, wrongBroker] = await outbox.failed();
     expect(poison).toMatchObject({ messageId: 'too-large', attempts: 2 });
+    expect(wrongBroker?.lastError).toMatch(/not a Kafka topic/);
     expect(await outboxRows(table)).toEqual([
       { message_id: 'too-large', status: 'failed' },
       { message_id: 'behind', status: 'pending' },
+      { message_id: 'wrong-broker', status: 'failed' },
     ]);
   });
 });

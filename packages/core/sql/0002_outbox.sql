@@ -19,4 +19,7 @@ CREATE TABLE IF NOT EXISTS "public"."outbox" (
                    CHECK (status IN ('pending', 'failed'))
 );
 CREATE INDEX IF NOT EXISTS "outbox_pending_idx" ON "public"."outbox" (sequence) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS "outbox_key_idx" ON "public"."outbox" (key, sequence) WHERE key IS NOT NULL;
+-- Not partial: the planner then uses it for the claim's per-key lookups, which compare
+-- with a parameter (a partial index's predicate is not proven there).
+CREATE INDEX IF NOT EXISTS "outbox_key_idx" ON "public"."outbox" (key, sequence);
+CREATE INDEX IF NOT EXISTS "outbox_keyless_idx" ON "public"."outbox" (sequence) WHERE key IS NULL AND status = 'pending';

@@ -1,6 +1,7 @@
 // The outbox in core against a real Postgres: enqueue (one statement, typed errors, NOTIFY at
 // commit only), and the relay engine with a publish step that records what it was given
 // (the broker relays have their own tests in test/kafka and test/rabbitmq).
+import { readFileSync } from 'node:fs';
 import {
   createInbox,
   createOutbox,
@@ -62,6 +63,21 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20
 }
 
 describe('outbox schema', () => {
+  it('the shipped plain SQL file is what outboxSchemaSql() generates for the default names', () => {
+    const file = readFileSync(new URL('../sql/0002_outbox.sql', import.meta.url), 'utf8');
+    expect(file).toBe(outboxSchemaSql());
+  });
+
+  it('migrates a custom schema and table from several connections at once, exactly once', async () => {
+    const results = await Promise.all(
+      [1, 2, 3].map(() => migrateOutbox(t.connect(1).db, { schema: 'relay_ns', table: 'events_out' })),
+    );
+    for (const result of results) expect(result.error).toBeUndefined();
+    expect(results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success')).toHaveLength(1);
+    const outbox = createOutbox({ db: t.db, schema: 'relay_ns', table: 'events_out' });
+    await outbox.enqueue(t.db, { topic: 't', payload: 1 });
+  });
+
   it('migrates with its own history table and is idempotent as plain SQL, names quoted', async () => {
     const again = await migrateOutbox(t.db);
     expect(again.error).toBeUndefined();
@@ -218,6 +234,22 @@ describe('relay engine', () => {
     }
   });
 
+  it('listens on a client kept from a node-postgres pool', async () => {
+    const outbox = await freshOutbox('ob_listen_pool');
+    const { published, publish } = recordingPublish();
+    const pool = new pg.Pool({ connectionString: t.url, max: 2 });
+    const relay = createOutboxRelay({ outbox, publish, listen: { pool }, pollIntervalMs: 60_000 });
+    try {
+      await until(async () => pool.totalCount === 1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await outbox.enqueue(t.db, { topic: 't', payload: 1, messageId: 'woken' });
+      await until(() => published.length === 1, 10_000);
+    } finally {
+      await relay.close();
+      await pool.end();
+    }
+  });
+
   it('keeps per-key order with two relays and concurrent enqueuers', async () => {
     const outbox = await freshOutbox('ob_order');
     const { published, publish } = recordingPublish();
@@ -296,6 +328,7 @@ describe('relay engine', () => {
       expect(failed).toHaveLength(1);
       expect(failed[0]).toMatchObject({ messageId: 'poison', attempts: 3, destination: 'missing', key: 'k1' });
       expect(failed[0]?.lastError).toContain('no such destination');
+      await until(async () => (await rows('ob_poison')).length === 2);
       expect((await rows('ob_poison')).map((r) => r.message_id)).toEqual(['poison', 'after-poison']);
       // Idle polls report the backlog: the message behind the poison, and the poison.
       await until(() => events.backlog.some((b) => b.pending === 1 && b.failed === 1));
@@ -304,7 +337,32 @@ describe('relay engine', () => {
       expect(await outbox.retryFailed(['poison'])).toBe(1);
       await until(() => published.length === 4);
       expect(published.slice(2).map((p) => p.messageId)).toEqual(['poison', 'after-poison']);
-      expect(await outbox.failed()).toEqual([]);
+      await until(async () => (await rows('ob_poison')).length === 0);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('lets other keys and keyless messages through behind a deep backlog held by a failed message', async () => {
+    const outbox = await freshOutbox('ob_deep');
+    const { published, publish } = recordingPublish((r) =>
+      r.messageId === 'stuck' ? new Error('refused for good') : undefined,
+    );
+    await outbox.enqueue(t.db, { topic: 't', key: 'a-hot', payload: 0, messageId: 'stuck' });
+    await outbox.enqueue(
+      t.db,
+      Array.from({ length: 2000 }, (_, i) => ({ topic: 't', key: 'a-hot', payload: i, messageId: `behind-${i}` })),
+    );
+    await outbox.enqueue(t.db, [
+      { topic: 't', key: 'z-late', payload: 1, messageId: 'late-key' },
+      { topic: 't', payload: 1, messageId: 'late-keyless' },
+    ]);
+    const relay = createOutboxRelay({ outbox, publish, batchSize: 10, pollIntervalMs: 20, retry: { maxAttempts: 1 } });
+    try {
+      await until(() => published.length === 2);
+      expect(published.map((p) => p.messageId).sort()).toEqual(['late-key', 'late-keyless']);
+      await until(async () => (await outbox.failed()).length === 1);
+      expect((await outbox.failed()).map((f) => f.messageId)).toEqual(['stuck']);
     } finally {
       await relay.close();
     }

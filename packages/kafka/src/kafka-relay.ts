@@ -64,12 +64,20 @@ export function createKafkaRelay(options: KafkaRelayOptions): OutboxRelay {
     ...common,
     publish: async (records) => {
       const byTopic = new Map<string, number[]>();
+      const results: (Error | undefined)[] = records.map(() => undefined);
       records.forEach((record, i) => {
+        if (record.routingKey !== null) {
+          // A RabbitMQ message in the outbox a Kafka relay reads: sending it to a topic named
+          // after its exchange would be a silent misdelivery.
+          results[i] = new ConfigurationError(
+            `Outbox message ${JSON.stringify(record.messageId)} is for an exchange and routing key, not a Kafka topic; this outbox is relayed to Kafka.`,
+          );
+          return;
+        }
         const indexes = byTopic.get(record.destination);
         if (indexes === undefined) byTopic.set(record.destination, [i]);
         else indexes.push(i);
       });
-      const results: (Error | undefined)[] = records.map(() => undefined);
       await Promise.all(
         [...byTopic].map(async ([topic, indexes]) => {
           try {

@@ -66,21 +66,29 @@ class RelayConnection {
     const live = await this.#open();
     const settled = await Promise.allSettled(
       records.map((record) =>
-        this.#publisher.publish({
-          exchange: record.destination,
-          routingKey: record.routingKey ?? '',
-          content: record.payload,
-          options: {
-            persistent: true,
-            mandatory: true,
-            messageId: record.messageId,
-            headers: { ...record.headers },
-          },
-        }),
+        record.routingKey === null
+          ? Promise.reject(
+              new ConfigurationError(
+                `Outbox message ${JSON.stringify(record.messageId)} is for a Kafka topic, not an exchange and routing key; this outbox is relayed to RabbitMQ.`,
+              ),
+            )
+          : this.#publisher.publish({
+              exchange: record.destination,
+              routingKey: record.routingKey,
+              content: record.payload,
+              options: {
+                persistent: true,
+                mandatory: true,
+                messageId: record.messageId,
+                headers: { ...record.headers },
+              },
+            }),
       ),
     );
-    const failures = settled.map((s) => (s.status === 'rejected' ? (s.reason as PublishError) : undefined));
-    const lost = failures.find((f) => f !== undefined && f.failure === 'not_connected');
+    const failures = settled.map((s) =>
+      s.status === 'rejected' ? (s.reason as PublishError | ConfigurationError) : undefined,
+    );
+    const lost = failures.find((f) => f !== undefined && 'failure' in f && f.failure === 'not_connected');
     if (!live.open || lost !== undefined) {
       throw new BrokerUnavailableForRelayError('The connection to RabbitMQ was lost during the publish.', {
         cause: lost ?? failures.find((f) => f !== undefined),

@@ -121,6 +121,8 @@ export class OutboxRelay {
   readonly #listener: OutboxListener | undefined;
   readonly #stop = new AbortController();
   #woken = false;
+  /** Where the next claim's walk over the keys starts (see `sql/claim.ts`). */
+  #fromKey = '';
   #wakeUp: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #closed: Promise<void> | undefined;
@@ -300,7 +302,8 @@ export class OutboxRelay {
     const { db, claim, settle } = this.#config;
     const notices: (() => void)[] = [];
     const claimed = await (db as Kysely<unknown>).transaction().execute(async (trx) => {
-      const rows = await claim(trx, this.#batchSize);
+      const { rows, nextKey } = await claim(trx, this.#batchSize, this.#fromKey);
+      this.#fromKey = nextKey ?? '';
       if (rows.length === 0) return 0;
       const started = performance.now();
       const records = rows.map(toRecord);

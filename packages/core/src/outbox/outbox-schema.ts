@@ -25,6 +25,7 @@ export function outboxSchemaSql(options: OutboxSchemaOptions = {}): string {
   const tables = outboxTables(options.schema, options.table);
   const pending = quoteIdentifier(`${tables.table}_pending_idx`);
   const byKey = quoteIdentifier(`${tables.table}_key_idx`);
+  const keyless = quoteIdentifier(`${tables.table}_keyless_idx`);
   return `-- inboxkit 0002: the outbox table.
 CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(tables.schema)};
 
@@ -46,7 +47,10 @@ CREATE TABLE IF NOT EXISTS ${tables.qualified} (
                    CHECK (status IN ('pending', 'failed'))
 );
 CREATE INDEX IF NOT EXISTS ${pending} ON ${tables.qualified} (sequence) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS ${byKey} ON ${tables.qualified} (key, sequence) WHERE key IS NOT NULL;
+-- Not partial: the planner then uses it for the claim's per-key lookups, which compare
+-- with a parameter (a partial index's predicate is not proven there).
+CREATE INDEX IF NOT EXISTS ${byKey} ON ${tables.qualified} (key, sequence);
+CREATE INDEX IF NOT EXISTS ${keyless} ON ${tables.qualified} (sequence) WHERE key IS NULL AND status = 'pending';
 `;
 }
 

@@ -18,7 +18,7 @@ export interface OutboxTables {
 
 export function outboxTables(schema: unknown = 'public', table: unknown = 'outbox'): OutboxTables {
   const s = checkIdentifier('schema', schema);
-  const t = checkIdentifier('table', table, 63 - '_pending_idx'.length);
+  const t = checkIdentifier('table', table, 63 - '_keyless_idx'.length);
   const qualified = `${quoteIdentifier(s)}.${quoteIdentifier(t)}`;
   const digest = createHash('sha256').update(qualified).digest();
   return Object.freeze({
