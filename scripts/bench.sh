@@ -2,7 +2,7 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http
+#   npm run bench -- core         one of: core, kafka, rabbitmq, http, outbox
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
@@ -18,12 +18,13 @@ run() {
     core|http) bash scripts/services.sh start postgres ;;
     rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
     kafka) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
+    outbox) for service in postgres rabbitmq kafka; do bash scripts/services.sh start "$service"; done ;;
   esac
   echo "inboxkit: benchmark $name" >&2
   node "bench/$name.ts" "$@"
 }
 if [ "$which" = all ]; then
-  for name in core rabbitmq kafka http; do [ -f "bench/$name.ts" ] && run "$name" "$@"; done
+  for name in core rabbitmq kafka http outbox; do [ -f "bench/$name.ts" ] && run "$name" "$@"; done
 else
   run "$which" "$@"
 fi
