@@ -249,7 +249,21 @@ it('applies every input exactly once downstream, in key order, while stages die,
     const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM outbox`.execute(t.db);
     return rows[0]?.n ?? -1;
   };
-  await waitFor('every input applied downstream', async () => (await effects()) >= distinct.length, 120_000, 250);
+  // Until every input has its effect, or nothing has moved for 10 s with the outbox and the
+  // queue empty (a lost message: the counts below then say which).
+  let last = { applied: -1, at: Date.now() };
+  await waitFor(
+    'every input applied downstream, or the pipeline idle',
+    async () => {
+      const applied = await effects();
+      if (applied >= distinct.length) return true;
+      if (applied !== last.applied) last = { applied, at: Date.now() };
+      const idle = (await outboxRows()) === 0 && (await broker.count(queue)) === 0;
+      return idle && Date.now() - last.at > 10_000;
+    },
+    120_000,
+    250,
+  );
   await waitFor('the outbox emptied', async () => (await outboxRows()) === 0, 30_000, 250);
   await waitFor('every delivery acked', async () => (await messagesInQueue(queue)) === 0, 30_000, 250);
   await new Promise((resolve) => setTimeout(resolve, 1000)); // a late copy would show now
