@@ -114,6 +114,11 @@ export function isLockTimeout(error: unknown): boolean {
   return sqlstate(error) === '55P03';
 }
 
+/** True for `undefined_function` (42883): the claim function of migration 0002 is missing. */
+export function isUndefinedFunction(error: unknown): boolean {
+  return sqlstate(error) === '42883';
+}
+
 /** True when the error marks itself, or is marked by the policy, as not worth retrying. */
 export function isNonRetryable(error: unknown, policy: RetryPolicy): boolean {
   if (error instanceof NonRetryableError || hasCode(error, 'INBOX_NON_RETRYABLE')) return true;
