@@ -323,7 +323,7 @@ function claimFunctionInKysely(db: Kysely<BenchDB>): Work {
       .execute(async (trx) => {
         const fingerprint = hash('sha256', d.payload, 'buffer');
         const { rows } = await trx.executeQuery(
-          CompiledQuery.raw<{ claimed: boolean }>(INBOX_CLAIM_FUNCTION, ['bench', d.id, fingerprint]),
+          CompiledQuery.raw(INBOX_CLAIM_FUNCTION, ['bench', d.id, fingerprint]) as CompiledQuery<{ claimed: boolean }>,
         );
         if (rows[0]?.claimed === true) await trx.executeQuery(CompiledQuery.raw(BUSINESS, [d.id, 1]));
       });

@@ -32,11 +32,12 @@ export type ClaimMessage = (
  * - The stored row is read by a second statement inside the function: under READ
  *   COMMITTED a row committed by the transaction the insert waited for is visible to the
  *   next statement, not to the insert.
- * - Why a function: its statements' plans are cached by the server session, so neither
- *   a named prepared statement (no session state, docs/design.md "Clients") nor a longer
- *   statement planned on every call (a CTE returning the stored row cost every message
- *   about 50 µs of planning) is needed, and a duplicate costs the three statements of a
- *   hand-written consumer (BEGIN, claim, COMMIT), not four (bench/claim-function.ts).
+ * - Why a function: its statements' plans are cached by the server session, so neither a
+ *   named prepared statement (session state, which PgBouncer in transaction mode cannot
+ *   carry) nor a longer statement planned on every call (a CTE returning the stored row
+ *   cost every message about 50 µs of planning) is needed, and a duplicate costs the
+ *   three statements of a hand-written consumer (BEGIN, claim, COMMIT), not four
+ *   (bench/claim-function.ts).
  */
 export function compileClaimMessage(
   tables: InboxTables,
