@@ -155,8 +155,9 @@ function viaInbox(inbox: Inbox<BenchDB>): Work {
     const outcome = await inbox.process(d, async (trx) => {
       await trx.executeQuery(CompiledQuery.raw(BUSINESS, [d.id, 1]));
     });
-    if (outcome.status !== 'processed' && outcome.status !== 'duplicate')
-      throw new Error(`unexpected ${outcome.status}`);
+    if (outcome.status !== 'processed' && outcome.status !== 'duplicate') {
+      throw new Error(`unexpected ${outcome.status}`, { cause: 'error' in outcome ? outcome.error : undefined });
+    }
   };
 }
 
@@ -387,6 +388,18 @@ function fakePool(): PostgresPool & pg.Pool {
       const text = typeof sqlOrConfig === 'string' ? sqlOrConfig : (sqlOrConfig as { text: string }).text;
       const values = (parameters ?? (sqlOrConfig as { values?: unknown[] }).values ?? []) as unknown[];
       const verb = text.trimStart().slice(0, 6).toUpperCase();
+      if (text.includes('to_regprocedure')) return result('SELECT', [{ usable: true }]);
+      if (text.includes('"processed_messages_claim"(')) {
+        const id = values[1] as string;
+        const stored = claimed.get(id);
+        if (stored === undefined) {
+          claimed.set(id, (values[2] as Buffer | null) ?? null);
+          return result('SELECT', [{ claimed: true }]);
+        }
+        return result('SELECT', [
+          { claimed: false, status: 'processed', payload_hash: stored, result: null, processed_at: new Date() },
+        ]);
+      }
       if (verb === 'INSERT' && text.includes('processed_messages')) {
         const id = values[1] as string;
         if (claimed.has(id)) return result('INSERT', []);
