@@ -113,8 +113,9 @@ export class InboxContext<DB> {
 
   /**
    * The claim function went away after it was found (42883: a database restored or
-   * migrated down): claim without it from now on. The caller runs the attempt again; the
-   * message is neither retried nor dead-lettered for it.
+   * migrated down; 42501: its EXECUTE privilege revoked): claim without it from now on.
+   * The caller runs the attempt again; the message is neither retried nor dead-lettered
+   * for it (a claim without the function that fails too is an ordinary failed attempt).
    */
   claimFunctionMissing(): void {
     if (this.claim === this.sql.claimMessageWithoutFunction) return;
@@ -125,7 +126,7 @@ export class InboxContext<DB> {
   #warnNoClaimFunction(): void {
     this.config.logger.warn(
       { consumer: this.consumer, claimFunction: this.config.tables.claimFunction },
-      'inboxkit: the claim function of migration 0002 is missing: run migrateInbox (or apply packages/core/sql/0002_claim_function.sql); until then a duplicate costs one more statement',
+      'inboxkit: the claim function of migration 0002 is missing (or not executable by this role): run migrateInbox (or apply packages/core/sql/0002_claim_function.sql); until then a duplicate costs one more statement',
     );
   }
 

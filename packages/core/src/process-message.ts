@@ -2,7 +2,7 @@
 // result, commit; each failed attempt retried with the retry policy.
 import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
-import { isLockTimeout, isUndefinedFunction } from './error-classification.js';
+import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import { runTimed } from './handler-timeout.js';
 import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
@@ -24,7 +24,7 @@ class CrashLoopDetected extends Error {
   }
 }
 
-/** The claim function was missing (42883): the attempt runs again, claiming without it. */
+/** The claim function was missing or not executable (42883, 42501): the attempt runs again, claiming without it. */
 class ClaimAgain extends Error {
   constructor() {
     super('inboxkit: the claim function is missing; claiming without it');
@@ -229,7 +229,7 @@ async function attempt<DB, M extends InboxMessage, R>(
         claim = await claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
-        if (claimMessage === ctx.sql.claimMessage && isUndefinedFunction(error)) {
+        if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
           ctx.claimFunctionMissing();
           throw new ClaimAgain();
         }

@@ -1,7 +1,9 @@
 // The claim function (migration 0002) and the claim without it (a database migrated only to
 // 0001): the same semantics on both, one statement for a duplicate's claim with the
 // function, two without; the choice made once per inbox; the upgrade from 0001 to 0002.
+import { randomBytes } from 'node:crypto';
 import { createInbox, type InboxLogger, inboxMigrations, inboxSchemaSql, migrateInbox } from '@inboxkit/core';
+import { createPgPool } from '@inboxkit/core/pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -186,6 +188,32 @@ describe.each(modes)('the claim $mode', ({ schema, statements: duplicateStatemen
     expect((await waiter.process({ id: 'h-1' }, async () => {})).status).toBe('duplicate');
   });
 
+  it('under serializable isolation, a delivery that waited on the key is retried into a duplicate, never run twice', async () => {
+    const options = { consumer: 'serializable', schema, isolationLevel: 'serializable' } as const;
+    const first = createInbox({ db: t.connect(1).db, ...options });
+    const second = createInbox({ db: t.connect(1).db, ...options });
+    let claimed!: () => void;
+    const holding = new Promise<void>((resolve) => {
+      claimed = resolve;
+    });
+    let runs = 0;
+    const a = first.process({ id: 'z-1', payload: 'p' }, async () => {
+      runs++;
+      claimed();
+      await sleep(200);
+      return 'kept';
+    });
+    await holding;
+    // The waiting claim fails serialization (40001) once the first commits: contention,
+    // retried in a new transaction, which finds the stored row.
+    const b = await second.process({ id: 'z-1', payload: 'p' }, async () => {
+      runs++;
+    });
+    expect((await a).status).toBe('processed');
+    expect(b).toMatchObject({ status: 'duplicate', result: 'kept' });
+    expect(runs).toBe(1);
+  });
+
   it('sets lock_timeout and statement_timeout for the transaction only', async () => {
     const { db } = t.connect(1); // one connection: the check after the transaction runs on it
     const inbox = createInbox({ db, consumer: 'settings', schema, lockTimeoutMs: 1234, handlerTimeoutMs: 5000 });
@@ -250,6 +278,52 @@ describe('upgrading from 0001 to 0002', () => {
     expect(warned.filter((w) => w.includes('0002'))).toHaveLength(1);
     // The failed call was tried once; the claims after it went without the function.
     expect(statements.filter((text) => text.includes('"processed_messages_claim"('))).toHaveLength(1);
+  });
+
+  it('a role that may not execute the function claims without it, also when EXECUTE is revoked under a running inbox', async () => {
+    const schema = 'claim_noexec';
+    const fn = `${schema}.processed_messages_claim(text, text, bytea, text, text)`;
+    await migrateUpTo(schema, 'inboxkit_0002_claim_function');
+    const role = `ik_noexec_${randomBytes(4).toString('hex')}`;
+    await sql
+      .raw(`CREATE ROLE ${role} LOGIN;
+GRANT USAGE ON SCHEMA ${schema} TO ${role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${schema} TO ${role};
+REVOKE EXECUTE ON FUNCTION ${fn} FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ${fn} TO ${role};`)
+      .execute(t.db);
+    const url = new URL(t.url);
+    url.username = role;
+    const pool = createPgPool({ connectionString: url.toString(), max: 2 });
+    try {
+      const db = new Kysely<TestDB>({ dialect: new PostgresDialect({ pool }) });
+      // No retries: a claim refused for want of privilege, counted as a failed attempt,
+      // would dead-letter at once.
+      const running = warnings();
+      const inbox = createInbox({ db, consumer: 'noexec', schema, logger: running.logger, retry: { retries: 0 } });
+      expect(await inbox.process({ id: 'n-0' }, async () => 'zero')).toMatchObject({ status: 'processed' });
+      expect(running.warned).toEqual([]);
+
+      await sql.raw(`REVOKE EXECUTE ON FUNCTION ${fn} FROM ${role}`).execute(t.db);
+      expect(await inbox.process({ id: 'n-1' }, async () => 'one')).toMatchObject({ status: 'processed', attempts: 1 });
+      expect(await inbox.process({ id: 'n-0' }, async () => 'again')).toMatchObject({
+        status: 'duplicate',
+        result: 'zero',
+      });
+      expect(running.warned.filter((w) => w.includes('0002'))).toHaveLength(1);
+
+      const fresh = warnings();
+      const later = createInbox({ db, consumer: 'noexec', schema, logger: fresh.logger, retry: { retries: 0 } });
+      expect(await later.process({ id: 'n-2' }, async () => 'two')).toMatchObject({ status: 'processed' });
+      expect(await later.process({ id: 'n-1' }, async () => 'again')).toMatchObject({
+        status: 'duplicate',
+        result: 'one',
+      });
+      expect(fresh.warned.filter((w) => w.includes('0002'))).toHaveLength(1);
+    } finally {
+      await pool.end();
+      await sql.raw(`DROP OWNED BY ${role}; DROP ROLE ${role}`).execute(t.db);
+    }
   });
 
   it('fits the function name of the longest table name in 63 bytes', async () => {
