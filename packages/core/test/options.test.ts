@@ -84,4 +84,15 @@ describe('migrations', () => {
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM billing.inbox_keys`.execute(t.db);
     expect(Number(rows[0]?.n)).toBe(1);
   });
+
+  it('leaves no lock behind: a migration from another connection afterwards is not kept waiting', async () => {
+    // createTestDatabase migrated the default table already, through the test's pool.
+    expect(await t.advisoryLocks()).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      const { error, results } = await migrateInbox(t.connect(1).db as never);
+      expect(error).toBeUndefined();
+      expect(results).toEqual([]);
+      expect(await t.advisoryLocks()).toBe(0);
+    }
+  });
 });
