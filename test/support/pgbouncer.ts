@@ -83,6 +83,10 @@ pidfile = ${join(dir, 'pgbouncer.pid')}
   writeFileSync(join(dir, 'userlist.txt'), `"${user}" ""\n`);
   const [file, argv] = withParentDeathSignal(PGBOUNCER, [...(asRoot ? ['-u', 'postgres'] : []), config]);
   const child: ChildProcess = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The parent-death signal does not survive PgBouncer's switch to the postgres user: kill it
+  // on exit too.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
@@ -101,6 +105,7 @@ pidfile = ${join(dir, 'pgbouncer.pid')}
     stopped = true;
     if (running()) child.kill('SIGTERM');
     await exited;
+    process.off('exit', killOnExit);
     rmSync(dir, { recursive: true, force: true });
   };
   const url = `postgres://${encodeURIComponent(user)}@127.0.0.1:${port}/postgres`;
