@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely';
-import type { Migration, MigrationResult, MigrationResultSet } from 'kysely/migration';
-import { ConfigurationError } from './errors.js';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
 import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+import { runMigrations } from './migration-runner.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
@@ -112,59 +112,10 @@ export async function migrateInbox<DB>(
     }
   }
   const tables = inboxTables(options.schema, options.table);
-  const migrations = Object.entries(inboxMigrations(options)).sort(([a], [b]) => a.localeCompare(b));
-  const history = `${quoteIdentifier(tables.schema)}.${quoteIdentifier(`${tables.table}_migration`)}`;
-  const lockKey = `inboxkit:migrate:${tables.qualified}`;
-  try {
-    return await (db as Kysely<unknown>).transaction().execute(async (trx) => {
-      // Not Kysely's session-level migration lock: a pooler in transaction mode could run its
-      // unlock on another server connection and leave the lock held on this one.
-      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${lockKey}, 0))`.execute(trx);
-      await sql.raw(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(tables.schema)}`).execute(trx);
-      await sql
-        .raw(`CREATE TABLE IF NOT EXISTS ${history} (
-  name      varchar(255) NOT NULL PRIMARY KEY,
-  timestamp varchar(255) NOT NULL
-)`)
-        .execute(trx);
-      const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.raw(history)} ORDER BY name`.execute(trx);
-      const executed = new Set(rows.map((row) => row.name));
-      const unknown = [...executed].filter((name) => !migrations.some(([known]) => known === name));
-      if (unknown.length > 0) {
-        throw new ConfigurationError(
-          `The inbox tables ${tables.qualified} were migrated by a newer inboxkit (${unknown.join(', ')}); upgrade @inboxkit/core.`,
-        );
-      }
-      const pending = migrations.filter(([name]) => !executed.has(name));
-      const results: MigrationResult[] = [];
-      for (const [index, [name, migration]] of pending.entries()) {
-        try {
-          await migration.up(trx);
-          await sql`INSERT INTO ${sql.raw(history)} (name, timestamp) VALUES (${name}, ${new Date().toISOString()})`.execute(
-            trx,
-          );
-          results.push({ migrationName: name, direction: 'Up', status: 'Success' });
-        } catch (error) {
-          results.push({ migrationName: name, direction: 'Up', status: 'Error' });
-          for (const [later] of pending.slice(index + 1)) {
-            results.push({ migrationName: later, direction: 'Up', status: 'NotExecuted' });
-          }
-          throw new MigrationFailed({ error, results });
-        }
-      }
-      return { results };
-    });
-  } catch (error) {
-    if (error instanceof MigrationFailed) return error.resultSet;
-    return { error, results: undefined };
-  }
-}
-
-/** Carries a failed migration's result set out of its transaction, which it rolls back. */
-class MigrationFailed extends Error {
-  readonly resultSet: MigrationResultSet;
-  constructor(resultSet: MigrationResultSet) {
-    super('inboxkit: a migration failed');
-    this.resultSet = resultSet;
-  }
+  return runMigrations(db, {
+    migrations: inboxMigrations(options),
+    schema: tables.schema,
+    historyTable: `${tables.table}_migration`,
+    subject: `The inbox tables ${tables.qualified}`,
+  });
 }

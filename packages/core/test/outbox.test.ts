@@ -64,7 +64,7 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20
 
 describe('outbox schema', () => {
   it('the shipped plain SQL file is what outboxSchemaSql() generates for the default names', () => {
-    const file = readFileSync(new URL('../sql/0002_outbox.sql', import.meta.url), 'utf8');
+    const file = readFileSync(new URL('../sql/outbox_0001.sql', import.meta.url), 'utf8');
     expect(file).toBe(outboxSchemaSql());
   });
 

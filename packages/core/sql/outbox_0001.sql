@@ -1,4 +1,4 @@
--- inboxkit 0002: the outbox table.
+-- inboxkit outbox 0001: the outbox table.
 CREATE SCHEMA IF NOT EXISTS "public";
 
 -- One row per message to publish, written in the transaction that decided to send it and
