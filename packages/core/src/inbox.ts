@@ -247,6 +247,7 @@ export class Inbox<DB> {
           const count = await this.#ctx.sql.purge.purgeBatch(runner, consumer, before, batchSize);
           batches++;
           deleted += count;
+          options.onBatch?.(count);
           if (count < batchSize) break;
         }
         await this.#ctx.sql.purge.purgeAttempts(runner, consumer, before);
