@@ -97,9 +97,16 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
       });
       let visited = 0;
       const blocked = new Set<number>();
+      // Once settled (done, or failed), no further record is visited: kafkajs may still
+      // hand over batches until the consumer is disconnected.
+      let settled = false;
       let settle: (error?: unknown) => void = () => {};
       const done = new Promise<void>((resolve, reject) => {
-        settle = (error?: unknown) => (error === undefined ? resolve() : reject(error));
+        settle = (error?: unknown) => {
+          settled = true;
+          if (error === undefined) resolve();
+          else reject(error);
+        };
       });
       const finish = (partition: number) => {
         start.delete(partition);
@@ -118,7 +125,7 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
             if (from === undefined || until === undefined) return;
             try {
               for (const message of batch.messages) {
-                if (!isRunning() || isStale()) return;
+                if (settled || !isRunning() || isStale()) return;
                 const offset = BigInt(message.offset);
                 if (offset < from) continue;
                 if (offset >= until) break;
