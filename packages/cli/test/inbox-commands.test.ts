@@ -5,7 +5,7 @@ import { createInbox, NonRetryableError } from '@inboxkit/core';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
-import { oneLine, runCli, startCli } from './support/run-cli.ts';
+import { oneLine, runCli, runInTerminal, startCli } from './support/run-cli.ts';
 
 let t: TestDatabase;
 let env: Record<string, string>;
@@ -176,6 +176,20 @@ describe('forget', () => {
     expect(await keyCount('forget-ask')).toBe(1);
   });
 
+  it('on a terminal it asks: yes deletes, anything else deletes nothing (exit 1)', async () => {
+    await seed('forget-tty', ['t1', 't2']);
+    const prompt = '[y/N]';
+    const declined = await runInTerminal(['forget', 'forget-tty', 't1'], env, { prompt, input: 'n\r' });
+    expect(declined.code).toBe(1);
+    expect(declined.stdout).toContain('Forget 1 key(s) of consumer "forget-tty"? 1 of them processed');
+    expect(declined.stdout).toContain('Not confirmed; nothing was deleted.');
+    expect(await keyCount('forget-tty')).toBe(2);
+    const accepted = await runInTerminal(['forget', 'forget-tty', 't1'], env, { prompt, input: 'y\r' });
+    expect(accepted.code, accepted.stdout).toBe(0);
+    expect(accepted.stdout).toContain('Forgot 1 key(s) of consumer forget-tty.');
+    expect(await keyCount('forget-tty')).toBe(1);
+  });
+
   it('an id without a key, or an unknown consumer, is exit 1 and deletes nothing', async () => {
     await seed('forget-some', ['k1', 'k2']);
     const result = await runCli(['forget', 'forget-some', 'k1', 'k-none', '--yes'], env);
@@ -208,6 +222,25 @@ describe('purge', () => {
     const again = await runCli(['purge', '--consumer', 'purge'], env);
     expect(again.code).toBe(0);
     expect(await keyCount('purge')).toBe(1);
+  });
+
+  it('draws a progress bar on a terminal, and none with --json', async () => {
+    await seed('purge-bar', ['q1', 'q2', 'q3']);
+    await sql`UPDATE processed_messages SET processed_at = now() - interval '10 days' WHERE consumer = 'purge-bar'`.execute(
+      t.db,
+    );
+    const drawn = await runInTerminal(['purge', '--consumer', 'purge-bar', '--batch-size', '1'], env);
+    expect(drawn.code, drawn.stdout).toBe(0);
+    expect(drawn.stdout).toContain('purge purge-bar [');
+    expect(drawn.stdout).toContain('3/3');
+    await seed('purge-bar', ['q4']);
+    await sql`UPDATE processed_messages SET processed_at = now() - interval '10 days' WHERE consumer = 'purge-bar'`.execute(
+      t.db,
+    );
+    const quiet = await runInTerminal(['purge', '--consumer', 'purge-bar', '--json'], env);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stdout).not.toContain('purge purge-bar [');
+    expect(JSON.parse(quiet.stdout.trim()).consumers).toEqual([{ consumer: 'purge-bar', deleted: 1, skipped: false }]);
   });
 
   it('a malformed --retention is exit 2 and deletes nothing', async () => {

@@ -48,3 +48,37 @@ export function oneLine(result: CliResult): string {
   if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${result.stderr}`);
   return lines[0] ?? '';
 }
+
+/**
+ * Runs `inboxkit <args>` on a pseudo-terminal (util-linux `script`), as an operator at a
+ * terminal does: a confirmation is asked, a progress bar drawn. `answer` is typed once the
+ * output shows `prompt`.
+ */
+export function runInTerminal(
+  args: readonly string[],
+  env: Record<string, string>,
+  answer?: { readonly prompt: string; readonly input: string },
+): Promise<CliResult> {
+  const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
+  const command = [process.execPath, '--disable-warning=TimeoutNegativeWarning', BIN, ...args].map(quote).join(' ');
+  const child = spawn('script', ['-qec', command, '/dev/null'], {
+    env: { PATH: process.env.PATH ?? '', TERM: 'xterm', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let answered = false;
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+    if (answer !== undefined && !answered && stdout.includes(answer.prompt)) {
+      answered = true;
+      child.stdin?.write(answer.input);
+    }
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  return new Promise((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
