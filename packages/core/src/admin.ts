@@ -27,7 +27,7 @@ export interface StatusOptions {
   /**
    * Keys are counted exactly up to this many per consumer (a bounded scan of the primary
    * key); past it, keys and dead-lettered keys are estimated from the planner's
-   * statistics. Default `100000`.
+   * statistics. Default `10000`.
    */
   readonly exactUpTo?: number;
   /** The longest the oldest-key lookup may take, in milliseconds; past it the figure is `null`. Default `5000`. */
@@ -127,7 +127,7 @@ export class InboxAdmin {
   /** A consumer's figures, without reading the whole table (see {@link StatusOptions}). */
   async consumerStatus(consumer: string, options: StatusOptions = {}): Promise<ConsumerStatus> {
     checkConsumer(consumer);
-    const exactUpTo = options.exactUpTo ?? 100_000;
+    const exactUpTo = options.exactUpTo ?? 10_000;
     const timeoutMs = options.timeoutMs ?? 5000;
     if (!Number.isInteger(exactUpTo) || exactUpTo < 1) {
       throw new ConfigurationError(`Expected \`exactUpTo\` to be a positive whole number, got ${String(exactUpTo)}.`);

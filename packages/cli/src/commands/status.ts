@@ -26,7 +26,7 @@ export function registerStatus(program: Command): void {
     .option('--consumer <name>', 'only this consumer')
     .option('--watch', 'refresh until interrupted')
     .option('--interval <duration>', 'refresh period with --watch', '5s')
-    .option('--exact-up-to <n>', 'count keys exactly up to this many per consumer, estimate beyond', '100000')
+    .option('--exact-up-to <n>', 'count keys exactly up to this many per consumer, estimate beyond', '10000')
     .option('--json', 'print JSON (with --watch: one document per refresh)')
     .action(async (flags: StatusFlags, command: Command) => {
       const settings = settingsOf(command);
