@@ -15,7 +15,7 @@ import {
 } from '../../../test/rabbitmq/support/broker.ts';
 import { Subscriptions } from '../../../test/rabbitmq/support/subscriptions.ts';
 import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
-import { type CliResult, oneLine, runCli, startCli } from './support/run-cli.ts';
+import { type CliResult, oneLine, runCli, runInTerminal, startCli } from './support/run-cli.ts';
 
 let t: TestDatabase;
 let broker: TestBroker;
@@ -148,8 +148,12 @@ describe('dlq on a RabbitMQ dead-letter queue', () => {
     ]);
     await waitFor('fix-2 left', async () => (await broker.count(dlq)) === 1, 10_000);
 
-    const rest = json(await runCli(['dlq', 'replay', '--queue', dlq, '--reason', 'non_retryable', '--json'], env()));
-    expect(rest).toMatchObject({ replayed: 1 });
+    // At a terminal: a progress bar, then the summary.
+    const rest = await runInTerminal(['dlq', 'replay', '--queue', dlq, '--reason', 'non_retryable'], env());
+    expect(rest.code, rest.stdout).toBe(0);
+    expect(rest.stdout).toContain('replay [');
+    expect(rest.stdout).toContain('1/1');
+    expect(rest.stdout).toContain('Replayed 1; refused 0; not selected 0 (left in place).');
     await waitFor('fix-2 applied', async () => (await charges('fix-')).length === 3, 30_000);
     expect(await charges('fix-')).toEqual([
       { id: 'fix-1', n: 1 },

@@ -160,7 +160,6 @@ export function registerDlq(program: Command): void {
         try {
           await dlqSource.walk(
             async (entry, replay) => {
-              bar.grow(outcomes.length + 1);
               const record = (action: string, why?: string) => {
                 outcomes.push({ ...summary(entry, undefined), action, ...(why === undefined ? {} : { why }) });
                 bar.increment();
@@ -188,7 +187,7 @@ export function registerDlq(program: Command): void {
               record('replayed');
               return 'remove';
             },
-            { limit, removing: flags.dryRun !== true },
+            { limit, removing: flags.dryRun !== true, onTotal: (total) => bar.grow(total) },
           );
         } finally {
           bar.stop();

@@ -18,6 +18,14 @@ export interface DlqSource {
    * as replays dead-lettered again), at most `limit`. With `removing`, a message is
    * removed after `visit` returned `remove`; else nothing is removed.
    */
-  walk(visit: Visit, options: { readonly limit: number | undefined; readonly removing: boolean }): Promise<void>;
+  walk(
+    visit: Visit,
+    options: {
+      readonly limit: number | undefined;
+      readonly removing: boolean;
+      /** Told how many dead letters the walk will visit (at most), before the first. */
+      readonly onTotal?: (total: number) => void;
+    },
+  ): Promise<void>;
   close(): Promise<void>;
 }

@@ -85,6 +85,9 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
           end.set(w.partition, BigInt(w.high));
         }
       }
+      let total = 0;
+      for (const [partition, from] of start) total += Number((end.get(partition) ?? from) - from);
+      options.onTotal?.(options.limit === undefined ? total : Math.min(total, options.limit));
       if (start.size === 0) return;
       // Only a replay reads as the CLI's group (and commits); a list reads as a throwaway
       // group that commits nothing, and skips what the CLI's group has passed.

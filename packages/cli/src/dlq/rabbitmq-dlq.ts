@@ -68,6 +68,7 @@ export async function openRabbitDlq(url: string, queue: string): Promise<DlqSour
         returned = true;
       });
       const total = options.limit === undefined ? messageCount : Math.min(messageCount, options.limit);
+      options.onTotal?.(total);
       try {
         for (let index = 0; index < total; index++) {
           const message = await channel.get(queue, { noAck: false });
