@@ -244,6 +244,53 @@ describe('dlq on a RabbitMQ dead-letter queue', () => {
     expect(await broker.count(dlq)).toBe(1);
   });
 
+  it("replays a broker dead letter (deadLetter: 'nack', no x-inboxkit headers) only with --consumer", async () => {
+    const queue = uniqueName('nack');
+    const dlq = `${queue}.dlq`;
+    const deadLetterArgs = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': dlq };
+    await broker.declareQueue(dlq);
+    await broker.declareQueue(queue, deadLetterArgs);
+    const consumer = uniqueName('nack');
+    const state = { fixed: false };
+    subscriptions.add(
+      subscribe<TestDB, { amountCents: number }, void>({
+        inbox: createInbox({ db: t.db, consumer }),
+        url: amqpUrl(),
+        queue,
+        decode: 'json',
+        deadLetter: 'nack',
+        assertTopology: { queueArguments: deadLetterArgs },
+        handler: async (trx, message) => {
+          if (!state.fixed) throw new NonRetryableError('bug');
+          await trx.insertInto('charges').values({ id: message.id, user_id: 'u-1', amount_cents: 1 }).execute();
+        },
+      }),
+    );
+    await broker.publish(queue, [{ id: 'nack-1', body: { amountCents: 1 } }]);
+    await waitFor('a dead letter', async () => (await broker.count(dlq)) === 1, 30_000);
+    const [listed] = json(await runCli(['dlq', 'list', '--queue', dlq, '--json'], env())).deadLetters;
+    expect(listed).toMatchObject({
+      messageId: 'nack-1',
+      consumer: null,
+      destination: { exchange: '', routingKey: queue },
+    });
+    state.fixed = true;
+
+    // Without the consumer its dead-lettered key cannot be cleared: a replay would be acked as a duplicate.
+    const refused = json(await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--json'], env()));
+    expect(refused).toMatchObject({ replayed: 0, refused: 1 });
+    expect(refused.deadLetters[0].why).toContain('--consumer');
+    await waitFor('left in place', async () => (await broker.count(dlq)) === 1, 10_000);
+
+    const replayed = json(
+      await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--consumer', consumer, '--json'], env()),
+    );
+    expect(replayed).toMatchObject({ replayed: 1 });
+    await waitFor('applied', async () => (await charges('nack-')).length === 1, 30_000);
+    expect(await charges('nack-')).toEqual([{ id: 'nack-1', n: 1 }]);
+    expect(await broker.count(dlq)).toBe(0);
+  });
+
   it('an unknown queue or an unreachable broker is exit 1 with one line', async () => {
     const missing = await runCli(['dlq', 'list', '--queue', uniqueName('none')], env());
     expect(missing.code).toBe(1);

@@ -30,6 +30,7 @@ interface ReplayFlags extends SourceFlags {
   readonly retention?: string;
   readonly force?: boolean;
   readonly dryRun?: boolean;
+  readonly consumer?: string;
 }
 
 /** `inboxkit dlq list | show | replay` on a Kafka dead-letter topic or a RabbitMQ dead-letter queue. */
@@ -138,6 +139,10 @@ export function registerDlq(program: Command): void {
     .option('--max-replays <n>', 'refuse a dead letter replayed this many times already', '3')
     .option('--retention <duration>', "the inbox's retention window: older dead letters are refused (default 7d)")
     .option('--force', 'replay dead letters older than the retention window too')
+    .option(
+      '--consumer <name>',
+      'the inbox consumer of dead letters that carry no x-inboxkit-consumer header (RabbitMQ deadLetter: nack)',
+    )
     .option('--dry-run', 'say what would be replayed; change nothing')
     .option('--json', 'print the result as JSON (no progress bar)')
     .action(async (flags: ReplayFlags, command: Command) => {
@@ -159,7 +164,11 @@ export function registerDlq(program: Command): void {
         const bar = progress('replay', 0, !settings.json);
         try {
           await dlqSource.walk(
-            async (entry, replay) => {
+            async (found, replay) => {
+              const entry =
+                found.consumer === undefined && flags.consumer !== undefined
+                  ? { ...found, consumer: flags.consumer }
+                  : found;
               const record = (action: string, why?: string) => {
                 outcomes.push({ ...summary(entry, undefined), action, ...(why === undefined ? {} : { why }) });
                 bar.increment();

@@ -35,7 +35,9 @@ export interface ReplayLimits {
  *   may have been purged, so it could run as a new message (and a copy of it that did
  *   apply would not stop it);
  * - a payload conflict: its key holds other content, so a replay is a conflict again;
- * - no destination to replay it to.
+ * - no destination to replay it to;
+ * - an id but no consumer (a RabbitMQ `deadLetter: 'nack'` dead letter carries none of our
+ *   headers; `--consumer` names it): its dead-lettered key could not be cleared.
  */
 export function refusal(entry: DlqEntry, limits: ReplayLimits): string | undefined {
   if (entry.replays >= limits.maxReplays) {
@@ -49,5 +51,10 @@ export function refusal(entry: DlqEntry, limits: ReplayLimits): string | undefin
     return 'payload_conflict: its key holds other content, a replay would conflict again (inboxkit forget the key first if this content must run)';
   }
   if (entry.destination === undefined) return 'no original destination in its headers';
+  // A message with an id may have a dead-lettered key: replayed without clearing it, it
+  // would be acked as a duplicate and never run.
+  if (entry.messageId !== undefined && entry.consumer === undefined) {
+    return 'no consumer in its headers (a broker dead letter, deadLetter: nack): pass --consumer <inbox consumer name>';
+  }
   return undefined;
 }
