@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { settingsOf, withDatabase } from '../context.js';
 import { parseCount, parseDuration } from '../durations.js';
 import { NotFoundError } from '../errors.js';
-import { printJson, printTable } from '../output.js';
+import { printJson, printLine, printTable } from '../output.js';
 import { progress } from '../progress.js';
 
 interface PurgeFlags {
@@ -56,6 +56,10 @@ export function registerPurge(program: Command): void {
       });
       if (settings.json) {
         printJson({ olderThanMs, consumers: results });
+        return;
+      }
+      if (results.length === 0) {
+        printLine('No consumer has keys.');
         return;
       }
       printTable(
