@@ -17,6 +17,12 @@ export { forgetExpiredKey } from './forget-expired-key.js';
 export { inboxConfig } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
+export {
+  createOutboxRelay,
+  type OutboxPublish,
+  type OutboxRelayEngineOptions,
+  relayOptions,
+} from './outbox/outbox-relay.js';
 export { isSettled } from './outcome.js';
 export { retryDelayMs, retrySpanMs } from './retry-policy.js';
 export {

@@ -79,7 +79,7 @@ export class InboxContext<DB> {
       uncountAttempt: compileUncountAttempt(tables),
       clearAttempts: compileClearAttempts(tables),
       purge: compilePurgeExpired(tables),
-      purgeLock: compileTryPurgeLock(),
+      tryPurgeLock: compileTryPurgeLock(),
     } as const;
   }
 

@@ -120,6 +120,8 @@ const KNOWN = new Set([
 ]);
 const ISOLATION_LEVELS = new Set<string>(['read committed', 'repeatable read', 'serializable']);
 export const DAY_MS = 24 * 60 * 60 * 1000;
+/** `retentionMs` when none is given: 7 days. */
+export const DEFAULT_RETENTION_MS = 7 * DAY_MS;
 
 export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<DB> {
   if (typeof options !== 'object' || options === null) {
@@ -176,7 +178,7 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
         ? undefined
         : positiveInteger('handlerTimeoutMs', options.handlerTimeoutMs, 0, 2_147_483_647),
     retry,
-    retentionMs: positiveInteger('retentionMs', options.retentionMs, 7 * DAY_MS),
+    retentionMs: positiveInteger('retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
     crashLoopLimit: positiveInteger('crashLoopLimit', options.crashLoopLimit, 3, 1000),
     logger: checkLogger(options.logger) ?? silentLogger,
   };

@@ -219,9 +219,12 @@ export class Inbox<DB> {
 
   /**
    * Deletes this consumer's keys older than the retention window, `batchSize` at a time,
-   * each delete its own short transaction. Safe to run from several processes at once: one
-   * holds an advisory lock and does the work, the others return `skipped: true` at once.
-   * Run it on a schedule (every few minutes); see README "Retention".
+   * each delete its own short transaction. Safe to run from several processes at once: each
+   * batch's transaction takes an advisory lock first, so one purger deletes at a time; a
+   * purge that finds the lock taken at its first batch returns `skipped: true` at once, and
+   * one that finds it taken later stops there and leaves the rest to the one holding it.
+   * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
+   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
    */
   async purge(options: PurgeOptions = {}): Promise<PurgeResult> {
     const olderThanMs = options.olderThanMs ?? this.#ctx.config.retentionMs;
@@ -235,26 +238,29 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
+    const { purge, tryPurgeLock } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
-    const result = await db.connection().execute(async (connection) => {
-      const runner = connection as unknown as QueryRunner;
-      if (!(await this.#ctx.sql.purgeLock.tryLock(runner, lockKey))) return { deleted: 0, batches: 0, skipped: true };
-      try {
-        let deleted = 0;
-        let batches = 0;
-        for (;;) {
-          const count = await this.#ctx.sql.purge.purgeBatch(runner, consumer, before, batchSize);
-          batches++;
-          deleted += count;
-          if (count < batchSize) break;
-        }
-        await this.#ctx.sql.purge.purgeAttempts(runner, consumer, before);
-        return { deleted, batches, skipped: false };
-      } finally {
-        await this.#ctx.sql.purgeLock.unlock(runner, lockKey);
+    // One short transaction holding the purge lock, or `undefined` when another purger has it.
+    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>): Promise<T | undefined> =>
+      db.transaction().execute(async (trx) => {
+        const runner = trx as unknown as QueryRunner;
+        return (await tryPurgeLock(runner, lockKey)) ? work(runner) : undefined;
+      });
+    let deleted = 0;
+    let batches = 0;
+    for (;;) {
+      const count = await whileLeading((runner) => purge.purgeBatch(runner, consumer, before, batchSize));
+      if (count === undefined) break;
+      batches++;
+      deleted += count;
+      options.onBatch?.(count);
+      if (count < batchSize) {
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+        break;
       }
-    });
+    }
+    const result = { deleted, batches, skipped: batches === 0 };
     this.#ctx.events.emit('purged', { consumer, ...result });
     return result;
   }

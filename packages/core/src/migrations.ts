@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
-import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
 import { ATTEMPTS_SUFFIX, type InboxTables, inboxTables, quoteIdentifier } from './identifiers.js';
+import { runMigrations } from './migration-runner.js';
 import { claimFunctionSignature, claimFunctionSql } from './sql/claim-message.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
@@ -104,9 +105,12 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
 
 /**
  * Brings the inbox tables up to date with their own migration history table
- * (`<table>_migration` in the same schema). Like Kysely's `Migrator`, it never throws:
- * it returns `{ error, results }`. Safe to call from several processes at once (Kysely
- * takes a lock); a database migrated by a newer inboxkit is refused with an error.
+ * (`<table>_migration` in the same schema, in the format of Kysely's `Migrator`). Like the
+ * `Migrator`, it never throws: it returns `{ error, results }`. Safe to call from several
+ * processes at once: it all runs in one transaction that first takes a transaction-scoped
+ * advisory lock, so it works behind PgBouncer in transaction mode (docs/pgbouncer.md), and
+ * a failed migration leaves nothing behind. A database migrated by a newer inboxkit is
+ * refused with an error.
  *
  * With `waitForDatabase`, it first waits until the database answers (see
  * {@link waitForDatabase}), so a consumer started while Postgres restarts comes up with it;
@@ -130,13 +134,10 @@ export async function migrateInbox<DB>(
     }
   }
   const tables = inboxTables(options.schema, options.table);
-  const migrations = inboxMigrations(options);
-  const migrator = new Migrator({
-    db: db as Kysely<unknown>,
-    provider: { getMigrations: async () => migrations },
-    migrationTableSchema: tables.schema,
-    migrationTableName: `${tables.table}_migration`,
-    migrationLockTableName: `${tables.table}_migration_lock`,
+  return runMigrations(db, {
+    migrations: inboxMigrations(options),
+    schema: tables.schema,
+    historyTable: `${tables.table}_migration`,
+    subject: `The inbox tables ${tables.qualified}`,
   });
-  return migrator.migrateToLatest();
 }
