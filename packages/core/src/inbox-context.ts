@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { classifyFailure, type FailureKind } from './error-classification.js';
-import { DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
+import { ConfigurationError, DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
 import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
 import { fingerprint } from './fingerprint.js';
 import { runTimed, type TimedCall } from './handler-timeout.js';
@@ -15,13 +15,18 @@ import type {
   RetryLaterOutcome,
 } from './outcome.js';
 import { type ClaimMessage, compileClaimMessage, compileClaimMessageWithoutFunction } from './sql/claim-message.js';
-import { compileClaimMessages } from './sql/claim-messages.js';
+import { type ClaimMessages, compileClaimMessages, compileClaimMessagesPartitioned } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
-import { compileFindClaimFunction } from './sql/find-claim-function.js';
+import { compileFindClaimFunction, type TableLayout } from './sql/find-claim-function.js';
+import { compileMaintainPartitions } from './sql/maintain-partitions.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
 import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
-import { compileRecordDeadLetter } from './sql/record-dead-letter.js';
+import {
+  compileRecordDeadLetter,
+  compileRecordDeadLetterPartitioned,
+  type RecordDeadLetter,
+} from './sql/record-dead-letter.js';
 import { compileReleaseMessages } from './sql/release-messages.js';
 import { compileStoreResults } from './sql/store-results.js';
 import { SuspectGate } from './suspect-gate.js';
@@ -59,6 +64,11 @@ export class InboxContext<DB> {
   readonly sql;
   /** The claim this inbox uses, once {@link findClaim} has decided; `undefined` before. */
   claim: ClaimMessage | undefined;
+  /** The batch claim and the dead-letter record for the table's layout (plain until {@link findClaim} finds it partitioned). */
+  claimMany: ClaimMessages;
+  recordDeadLetter: RecordDeadLetter;
+  /** Whether the table is partitioned by time, once {@link findClaim} has looked; `undefined` before. */
+  partitioned: boolean | undefined;
   #findingClaim: Promise<ClaimMessage> | undefined;
 
   constructor(config: InboxConfig<DB>) {
@@ -71,16 +81,21 @@ export class InboxContext<DB> {
       claimMessageWithoutFunction: compileClaimMessageWithoutFunction(tables, lockTimeoutMs, handlerTimeoutMs),
       findClaimFunction: compileFindClaimFunction(tables),
       claimMessages: compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs),
+      claimMessagesPartitioned: compileClaimMessagesPartitioned(tables, lockTimeoutMs, handlerTimeoutMs),
       readStored: compileReadStored(tables),
       storeResults: compileStoreResults(tables),
       releaseMessages: compileReleaseMessages(tables),
       recordDeadLetter: compileRecordDeadLetter(tables, lockTimeoutMs),
+      recordDeadLetterPartitioned: compileRecordDeadLetterPartitioned(tables, lockTimeoutMs),
+      maintainPartitions: compileMaintainPartitions(tables),
       recordAttempt: compileRecordAttempt(tables),
       uncountAttempt: compileUncountAttempt(tables),
       clearAttempts: compileClearAttempts(tables),
       purge: compilePurgeExpired(tables),
       tryPurgeLock: compileTryPurgeLock(),
     } as const;
+    this.claimMany = this.sql.claimMessages;
+    this.recordDeadLetter = this.sql.recordDeadLetter;
   }
 
   // --- the claim: through the claim function, or without it -------------------------------
@@ -92,23 +107,50 @@ export class InboxContext<DB> {
    * migration). Concurrent first messages share one look-up. A look-up that fails (the
    * database does not answer) decides nothing: that message claims without the function,
    * which works on every schema, and the next one asks again.
+   *
+   * A partitioned table (docs/retention.md) is claimed only through its claim functions,
+   * under READ COMMITTED: without them, or under another isolation level, it rejects
+   * with {@link ConfigurationError} (and `process` and the batch entry points reject with
+   * it), since `ON CONFLICT` cannot deduplicate across partitions.
    */
   findClaim(): Promise<ClaimMessage> {
     if (this.claim !== undefined) return Promise.resolve(this.claim);
     this.#findingClaim ??= this.sql
       .findClaimFunction(this.runner)
       .then(
-        (found) => {
-          if (!found) this.#warnNoClaimFunction();
-          this.claim = found ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
-          return this.claim;
-        },
+        (layout) => this.#useLayout(layout),
         () => this.sql.claimMessageWithoutFunction,
       )
       .finally(() => {
         this.#findingClaim = undefined;
       });
     return this.#findingClaim;
+  }
+
+  #useLayout(layout: TableLayout): ClaimMessage {
+    this.partitioned = layout.partitioned;
+    if (layout.partitioned) {
+      const { tables, isolationLevel } = this.config;
+      if (!layout.claimFunction) {
+        throw new ConfigurationError(
+          `The inbox table ${tables.qualified} is partitioned but its claim function ${tables.claimFunction} is missing or not executable by this role: run migrateInbox(db, { partitioned }) (docs/retention.md).`,
+        );
+      }
+      if (isolationLevel !== 'read committed') {
+        throw new ConfigurationError(
+          `The inbox table ${tables.qualified} is partitioned: its keys are deduplicated only under \`isolationLevel: 'read committed'\`, not '${isolationLevel}' (docs/retention.md).`,
+        );
+      }
+      this.claimMany = this.sql.claimMessagesPartitioned;
+      this.recordDeadLetter = this.sql.recordDeadLetterPartitioned;
+      this.claim = this.sql.claimMessage;
+      return this.claim;
+    }
+    if (!layout.claimFunction) this.#warnNoClaimFunction();
+    this.claimMany = this.sql.claimMessages;
+    this.recordDeadLetter = this.sql.recordDeadLetter;
+    this.claim = layout.claimFunction ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
+    return this.claim;
   }
 
   /**
@@ -118,6 +160,11 @@ export class InboxContext<DB> {
    * for it (a claim without the function that fails too is an ordinary failed attempt).
    */
   claimFunctionMissing(): void {
+    if (this.partitioned === true) {
+      // No claim without the function on a partitioned table: look again, which refuses.
+      this.claim = undefined;
+      return;
+    }
     if (this.claim === this.sql.claimMessageWithoutFunction) return;
     this.claim = this.sql.claimMessageWithoutFunction;
     this.#warnNoClaimFunction();

@@ -199,7 +199,8 @@ export class Inbox<DB> {
       hash = null;
     }
     try {
-      await this.#ctx.sql.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
+      if (this.#ctx.claim === undefined) await this.#ctx.findClaim();
+      await this.#ctx.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
     } catch (thrown) {
       const error = toError(thrown);
       if ((await this.#ctx.classify(error)) === 'unavailable') throw unavailable(error);
@@ -225,6 +226,10 @@ export class Inbox<DB> {
    * one that finds it taken later stops there and leaves the rest to the one holding it.
    * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
    * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
+   *
+   * On a table partitioned by time (`migrateInbox(db, { partitioned })`, docs/retention.md)
+   * it deletes no keys: it creates the partitions ahead and drops those whose keys are all
+   * expired, one purger per table at a time (the others return `skipped: true`).
    */
   async purge(options: PurgeOptions = {}): Promise<PurgeResult> {
     const olderThanMs = options.olderThanMs ?? this.#ctx.config.retentionMs;
@@ -238,15 +243,27 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
-    const { purge, tryPurgeLock } = this.#ctx.sql;
+    const { purge, tryPurgeLock, findClaimFunction, maintainPartitions } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
     // One short transaction holding the purge lock, or `undefined` when another purger has it.
-    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>): Promise<T | undefined> =>
+    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>, key = lockKey): Promise<T | undefined> =>
       db.transaction().execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
-        return (await tryPurgeLock(runner, lockKey)) ? work(runner) : undefined;
+        return (await tryPurgeLock(runner, key)) ? work(runner) : undefined;
       });
+    if ((await findClaimFunction(this.#ctx.runner)).partitioned) {
+      // A partitioned table: drop partitions instead of deleting keys, one maintainer per
+      // table (the partitions hold every consumer's keys), then this consumer's attempts.
+      const partitions = await whileLeading(
+        (runner) => maintainPartitions(runner, olderThanMs),
+        `inboxkit:partitions:${tables.qualified}`,
+      );
+      if (partitions !== undefined) await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+      const result = { deleted: 0, batches: 0, skipped: partitions === undefined, ...(partitions && { partitions }) };
+      this.#ctx.events.emit('purged', { consumer, ...result });
+      return result;
+    }
     let deleted = 0;
     let batches = 0;
     for (;;) {

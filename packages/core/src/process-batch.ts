@@ -49,6 +49,13 @@ type RunHandlers<DB, M, R> = (
 /** Thrown inside an optimistic batch transaction to roll it back when one handler failed. */
 class OptimisticBatchFailed extends Error {}
 
+/**
+ * The batch claim met a table whose layout changed under the running inbox (42P10: no
+ * unique index for its `ON CONFLICT`, the table was partitioned since the inbox looked):
+ * the pass is run again with the claim for the table as it is now.
+ */
+class LayoutChanged extends Error {}
+
 const SAVEPOINT = sql.raw('SAVEPOINT inboxkit_message');
 const RELEASE_SAVEPOINT = sql.raw('RELEASE SAVEPOINT inboxkit_message');
 const ROLLBACK_TO_SAVEPOINT = sql.raw('ROLLBACK TO SAVEPOINT inboxkit_message');
@@ -126,6 +133,8 @@ async function runBatch<DB, M extends InboxMessage, R>(
   if (!Array.isArray(messages)) {
     throw new ConfigurationError('inbox.processBatch(messages, ...): `messages` must be an array.');
   }
+  // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
+  if (ctx.claim === undefined) await ctx.findClaim();
   const outcomes: (ProcessOutcome<R> | undefined)[] = new Array(messages.length);
   const entries: Entry<M>[] = [];
   const firstOf = new Map<string, Entry<M>>();
@@ -242,6 +251,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
   const ids = entries.map((entry) => entry.id);
   const hashes = entries.map((entry) => entry.hash);
   const contentionDeadline = ctx.contentionDeadline();
+  let relooked = false;
   for (let wait = 0; ; wait++) {
     const outcomes = new Map<number, ProcessOutcome<R>>();
     const stop: { culprit?: number } = {};
@@ -253,9 +263,10 @@ async function batchPass<DB, M extends InboxMessage, R>(
           const runner = trx as unknown as QueryRunner;
           let claimed: Set<string>;
           try {
-            claimed = await ctx.sql.claimMessages(runner, consumer, ids, hashes);
+            claimed = await ctx.claimMany(runner, consumer, ids, hashes);
           } catch (error) {
             if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
+            if ((error as { code?: unknown }).code === '42P10') throw new LayoutChanged();
             throw error;
           }
           const fresh = entries.filter((entry) => claimed.has(entry.id));
@@ -308,6 +319,12 @@ async function batchPass<DB, M extends InboxMessage, R>(
         });
     } catch (thrown) {
       if (thrown instanceof OptimisticBatchFailed) return { kind: 'handler_failed' };
+      if (thrown instanceof LayoutChanged && !relooked) {
+        relooked = true;
+        ctx.claim = undefined;
+        await ctx.findClaim();
+        continue;
+      }
       if (thrown instanceof HookFailed) throw thrown.error;
       const error = toError(thrown);
       const kind = await ctx.classify(error);

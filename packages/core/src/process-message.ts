@@ -49,6 +49,8 @@ export async function processMessage<DB, M extends InboxMessage, R>(
   const key = ctx.keyOf(message);
   if ('status' in key) return key;
   const { id, hash } = key;
+  // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
+  if (ctx.claim === undefined) await ctx.findClaim();
   // Suspects run alone: a crash one causes must not count against neighbours in flight.
   const suspect = options.suspect === true;
   if (suspect) await ctx.gate.enterExclusive();
@@ -118,6 +120,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
   let lastError: Error | undefined;
   let refused = false;
   let crashLoop: CrashLoopDetected | undefined;
+  let refusal: ConfigurationError | undefined;
   try {
     return await pRetry(
       async (attemptNumber) => {
@@ -129,6 +132,10 @@ async function withRetries<DB, M extends InboxMessage, R>(
             return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect);
           } catch (thrown) {
             if (thrown instanceof ClaimAgain) continue;
+            if (thrown instanceof ConfigurationError) {
+              refusal = thrown;
+              throw new AbortError(thrown);
+            }
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
               throw new AbortError(thrown);
@@ -171,6 +178,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
     );
   } catch (thrown) {
     if (thrown instanceof HookFailed) throw thrown.error;
+    if (refusal !== undefined) throw refusal;
     if (crashLoop !== undefined) {
       const { crashes, firstAttemptAt } = crashLoop;
       return ctx.deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, firstAttemptAt);
@@ -231,6 +239,11 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
         if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
           ctx.claimFunctionMissing();
+          throw new ClaimAgain();
+        }
+        if (claimMessage === ctx.sql.claimMessageWithoutFunction && (error as { code?: unknown }).code === '42P10') {
+          // No unique index for ON CONFLICT: the table was partitioned since the inbox looked.
+          ctx.claim = undefined;
           throw new ClaimAgain();
         }
         throw error;
