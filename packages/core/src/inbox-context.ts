@@ -154,6 +154,21 @@ export class InboxContext<DB> {
   }
 
   /**
+   * A claim on a partitioned table found no partition for its `processed_at` (23514: no
+   * purge ran for longer than the partitions made ahead last): creates the current one and
+   * those ahead now, behind the maintenance lock (waiting for it, as a purger may hold it),
+   * dropping nothing. The caller then claims again.
+   */
+  async makePartitions(): Promise<void> {
+    const { db, tables } = this.config;
+    await db.transaction().execute(async (trx) => {
+      const runner = trx as unknown as QueryRunner;
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${partitionLockKey(tables.qualified)}, 0))`.execute(trx);
+      await this.sql.maintainPartitions(runner, KEEP_EVERYTHING_MS);
+    });
+  }
+
+  /**
    * The claim function went away after it was found (42883: a database restored or
    * migrated down; 42501: its EXECUTE privilege revoked): claim without it from now on.
    * The caller runs the attempt again; the message is neither retried nor dead-lettered
@@ -404,6 +419,19 @@ export class InboxContext<DB> {
       clearTimeout(timer);
     }
   }
+}
+
+/** The key of the lock one partition maintainer holds at a time (`purge()` and {@link InboxContext.makePartitions}). */
+export function partitionLockKey(qualified: string): string {
+  return `inboxkit:partitions:${qualified}`;
+}
+
+/** An age no key reaches: maintenance that only creates partitions. */
+const KEEP_EVERYTHING_MS = 100 * 365 * 86_400_000;
+
+/** True for a claim on a partitioned table that found no partition for its row (23514). */
+export function isNoPartition(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23514';
 }
 
 /** A database failure as the outcome carries it. */

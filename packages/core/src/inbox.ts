@@ -1,6 +1,6 @@
 import { ConfigurationError, toError } from './errors.js';
 import type { InboxEventName, InboxListener } from './events.js';
-import { InboxContext, unavailable } from './inbox-context.js';
+import { InboxContext, partitionLockKey, unavailable } from './inbox-context.js';
 import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import { compileInboxOptions, type InboxConfig, type InboxOptions } from './inbox-options.js';
 import type {
@@ -257,7 +257,7 @@ export class Inbox<DB> {
       // table (the partitions hold every consumer's keys), then this consumer's attempts.
       const partitions = await whileLeading(
         (runner) => maintainPartitions(runner, olderThanMs),
-        `inboxkit:partitions:${tables.qualified}`,
+        partitionLockKey(tables.qualified),
       );
       if (partitions !== undefined) await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
       const result = { deleted: 0, batches: 0, skipped: partitions === undefined, ...(partitions && { partitions }) };

@@ -5,7 +5,7 @@ import { sql, type Transaction } from 'kysely';
 import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, LockTimeoutError, toError } from './errors.js';
 import type { RetryLaterReason } from './events.js';
-import { HookFailed, type InboxContext, type TimedHandlerCall, unavailable } from './inbox-context.js';
+import { HookFailed, type InboxContext, isNoPartition, type TimedHandlerCall, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { BatchHandler, BatchOptions, BatchResult, MessageHandler } from './inbox-types.js';
 import type { ProcessOutcome } from './outcome.js';
@@ -55,6 +55,9 @@ class OptimisticBatchFailed extends Error {}
  * the pass is run again with the claim for the table as it is now.
  */
 class LayoutChanged extends Error {}
+
+/** A partitioned table had no partition for the claim's rows (23514): partitions are made, the pass runs again. */
+class PartitionMissing extends Error {}
 
 const SAVEPOINT = sql.raw('SAVEPOINT inboxkit_message');
 const RELEASE_SAVEPOINT = sql.raw('RELEASE SAVEPOINT inboxkit_message');
@@ -252,6 +255,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
   const hashes = entries.map((entry) => entry.hash);
   const contentionDeadline = ctx.contentionDeadline();
   let relooked = false;
+  let madePartitions = false;
   for (let wait = 0; ; wait++) {
     const outcomes = new Map<number, ProcessOutcome<R>>();
     const stop: { culprit?: number } = {};
@@ -267,6 +271,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
           } catch (error) {
             if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
             if ((error as { code?: unknown }).code === '42P10') throw new LayoutChanged();
+            if (ctx.partitioned === true && isNoPartition(error) && !madePartitions) throw new PartitionMissing();
             throw error;
           }
           const fresh = entries.filter((entry) => claimed.has(entry.id));
@@ -319,6 +324,12 @@ async function batchPass<DB, M extends InboxMessage, R>(
         });
     } catch (thrown) {
       if (thrown instanceof OptimisticBatchFailed) return { kind: 'handler_failed' };
+      if (thrown instanceof PartitionMissing) {
+        madePartitions = true;
+        // A failure here shows again as the claim's, and takes its course then.
+        await ctx.makePartitions().catch(() => {});
+        continue;
+      }
       if (thrown instanceof LayoutChanged && !relooked) {
         relooked = true;
         ctx.claim = undefined;

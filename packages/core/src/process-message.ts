@@ -5,7 +5,7 @@ import type { FailureKind } from './error-classification.js';
 import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import { runTimed } from './handler-timeout.js';
-import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
+import { HookFailed, type InboxContext, isNoPartition, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
@@ -21,6 +21,15 @@ class CrashLoopDetected extends Error {
     super('inboxkit: crash loop');
     this.crashes = crashes;
     this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/** A partitioned table had no partition for the claim's row (23514): partitions are made, the attempt runs again. */
+class PartitionMissing extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('inboxkit: no partition for the claim; making partitions');
+    this.error = error;
   }
 }
 
@@ -121,6 +130,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
   let refused = false;
   let crashLoop: CrashLoopDetected | undefined;
   let refusal: ConfigurationError | undefined;
+  let madePartitions = false;
   try {
     return await pRetry(
       async (attemptNumber) => {
@@ -132,6 +142,14 @@ async function withRetries<DB, M extends InboxMessage, R>(
             return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect);
           } catch (thrown) {
             if (thrown instanceof ClaimAgain) continue;
+            if (thrown instanceof PartitionMissing) {
+              // Once per message: if partitions cannot be made, the failure takes its course.
+              if (madePartitions) throw thrown.error;
+              madePartitions = true;
+              // A failure here shows again as the claim's, and takes its course then.
+              await ctx.makePartitions().catch(() => {});
+              continue;
+            }
             if (thrown instanceof ConfigurationError) {
               refusal = thrown;
               throw new AbortError(thrown);
@@ -241,6 +259,7 @@ async function attempt<DB, M extends InboxMessage, R>(
           ctx.claimFunctionMissing();
           throw new ClaimAgain();
         }
+        if (ctx.partitioned === true && isNoPartition(error)) throw new PartitionMissing(error);
         if (claimMessage === ctx.sql.claimMessageWithoutFunction && (error as { code?: unknown }).code === '42P10') {
           // No unique index for ON CONFLICT: the table was partitioned since the inbox looked.
           ctx.claim = undefined;

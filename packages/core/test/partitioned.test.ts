@@ -286,6 +286,23 @@ describe('a partitioned inbox table', () => {
     await holder.destroy();
   });
 
+  it('a claim that finds no partition for now (no purge ran for too long) makes them and goes on', async () => {
+    const schema = 'part_missing';
+    await partitionedSchema(schema, { intervalMs: DAY_MS, premake: 2 });
+    const inbox = createInbox({ db, consumer: 'missing', schema });
+    for (const batchFirst of [false, true]) {
+      for (const p of await partitions(schema)) await sql.raw(`DROP TABLE "${schema}"."${p.name}"`).execute(db);
+      expect(await partitions(schema)).toHaveLength(0);
+      const id = `missing-${batchFirst}`;
+      const outcome = batchFirst
+        ? (await inbox.processBatch([{ id, payload: 'p' }], (trx, m) => charge(m.id)(trx))).outcomes[0]
+        : await inbox.process({ id, payload: 'p' }, charge(id));
+      expect(outcome?.status).toBe('processed');
+      expect(await partitions(schema)).toHaveLength(3);
+      expect(await charges(id)).toBe(1);
+    }
+  });
+
   it('converts a plain table with keys in place: old keys stay duplicates, a running inbox follows', async () => {
     const schema = 'part_convert';
     expect((await migrateInbox(db, { schema })).error).toBeUndefined();
