@@ -303,40 +303,111 @@ describe('a partitioned inbox table', () => {
     }
   });
 
-  it('converts a plain table with keys in place: old keys stay duplicates, a running inbox follows', async () => {
-    const schema = 'part_convert';
-    expect((await migrateInbox(db, { schema })).error).toBeUndefined();
-    const inbox = createInbox({ db, consumer: 'convert', schema });
-    await inbox.process({ id: 'conv-1', payload: 'p' }, charge('conv-1'));
-    await inbox.processBatch([{ id: 'conv-2', payload: 'p' }], (trx, m) => charge(m.id)(trx));
-    await sql`INSERT INTO ${sql.table(`${schema}.processed_messages`)} (consumer, message_id, processed_at)
-      SELECT 'convert', 'bulk-' || g, now() - interval '1 hour' FROM generate_series(1, 5000) AS g`.execute(db);
+  it.each([
+    ['part_convert', false],
+    ['part_convert_prebuilt', true],
+  ])(
+    'converts a plain table with keys in place: old keys stay duplicates, a running inbox follows (%s)',
+    async (schema, prebuilt) => {
+      expect((await migrateInbox(db, { schema })).error).toBeUndefined();
+      const inbox = createInbox({ db, consumer: 'convert', schema });
+      await inbox.process({ id: `${schema}-conv-1`, payload: 'p' }, charge(`${schema}-conv-1`));
+      await inbox.processBatch([{ id: `${schema}-conv-2`, payload: 'p' }], (trx, m) => charge(m.id)(trx));
+      await sql`INSERT INTO ${sql.table(`${schema}.processed_messages`)} (consumer, message_id, processed_at)
+      SELECT 'convert', ${`${schema}-bulk-`}::text || g, now() - interval '1 hour' FROM generate_series(1, 5000) AS g`.execute(
+        db,
+      );
 
-    const { error } = await migrateInbox(db, { schema, partitioned: { intervalMs: DAY_MS } });
-    expect(error).toBeUndefined();
-    const made = await partitions(schema);
-    expect(made[0]?.name).toBe('processed_messages_plain');
-    expect(made[0]?.from).toBeNull();
-    const { rows } = await sql<{ n: number }>`
+      if (prebuilt) {
+        // docs/retention.md: on a large table, the partitions' key is built beforehand.
+        await sql
+          .raw(`CREATE UNIQUE INDEX CONCURRENTLY processed_messages_partition_key
+          ON "${schema}".processed_messages (consumer, message_id, processed_at)`)
+          .execute(db);
+      }
+      const { error } = await migrateInbox(db, { schema, partitioned: { intervalMs: DAY_MS } });
+      expect(error).toBeUndefined();
+      const { rows: keyIndex } = await sql<{ indexname: string }>`
+      SELECT indexname FROM pg_indexes WHERE schemaname = ${schema} AND tablename = 'processed_messages_plain'
+      AND indexdef LIKE '%(consumer, message_id, processed_at)%'`.execute(db);
+      expect(keyIndex.map((r) => r.indexname)).toEqual(['processed_messages_plain_pkey']);
+      const made = await partitions(schema);
+      expect(made[0]?.name).toBe('processed_messages_plain');
+      expect(made[0]?.from).toBeNull();
+      const { rows } = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM ${sql.table(`${schema}.processed_messages`)}`.execute(db);
-    expect(rows[0]?.n).toBe(5002);
+      expect(rows[0]?.n).toBe(5002);
 
-    // The inbox created before the conversion: its single and batch claims follow the table.
-    expect((await inbox.process({ id: 'conv-1', payload: 'p' }, charge('conv-1'))).status).toBe('duplicate');
-    const batch = await inbox.processBatch(
+      // The inbox created before the conversion: its single and batch claims follow the table.
+      expect((await inbox.process({ id: `${schema}-conv-1`, payload: 'p' }, charge(`${schema}-conv-1`))).status).toBe(
+        'duplicate',
+      );
+      const batch = await inbox.processBatch(
+        [
+          { id: `${schema}-conv-2`, payload: 'p' },
+          { id: `${schema}-bulk-7`, payload: 'p' },
+          { id: `${schema}-conv-3`, payload: 'p' },
+        ],
+        (trx, m) => charge(m.id)(trx),
+      );
+      expect(batch.outcomes.map((o) => o.status)).toEqual(['duplicate', 'duplicate', 'processed']);
+      for (const id of [`${schema}-conv-1`, `${schema}-conv-2`, `${schema}-conv-3`]) expect(await charges(id)).toBe(1);
+      expect(await charges(`${schema}-bulk-7`)).toBe(0);
+      // A fresh inbox, too.
+      const fresh = createInbox({ db, consumer: 'convert', schema });
+      expect((await fresh.process({ id: `${schema}-bulk-9`, payload: 'p' }, charge(`${schema}-bulk-9`))).status).toBe(
+        'duplicate',
+      );
+    },
+  );
+
+  it('goes back to a plain table with the procedure of docs/retention.md', async () => {
+    const schema = 'part_back';
+    await partitionedSchema(schema, { intervalMs: 1000, premake: 5 });
+    const inbox = createInbox({ db, consumer: 'back', schema });
+    await inbox.process({ id: 'back-1', payload: 'p' }, charge('back-1'));
+    await until(nextBoundary(1000, 0));
+    await inbox.process({ id: 'back-2', payload: 'p' }, charge('back-2'));
+
+    // The procedure, as the docs give it (names for schema part_back).
+    await db.transaction().execute(async (trx) => {
+      await sql.raw(`LOCK TABLE ${schema}.processed_messages IN ACCESS EXCLUSIVE MODE`).execute(trx);
+      await sql.raw(`ALTER TABLE ${schema}.processed_messages RENAME TO processed_messages_partitioned`).execute(trx);
+      await sql.raw(inboxSchemaSql({ schema })).execute(trx);
+      await sql
+        .raw(`INSERT INTO ${schema}.processed_messages (consumer, message_id, processed_at, payload_hash, result, status)
+        SELECT consumer, message_id, processed_at, payload_hash, result, status FROM ${schema}.processed_messages_partitioned
+        ON CONFLICT (consumer, message_id) DO NOTHING`)
+        .execute(trx);
+      await sql.raw(`DROP TABLE ${schema}.processed_messages_partitioned`).execute(trx);
+      // Again, now that no partition holds the name of the plain table's processed_at index.
+      await sql.raw(inboxSchemaSql({ schema })).execute(trx);
+      await sql
+        .raw(`DROP FUNCTION ${schema}.processed_messages_claim(text, text[], bytea[], text, jsonb[], text, text);
+        DROP FUNCTION ${schema}.processed_messages_maintain(bigint, text)`)
+        .execute(trx);
+    });
+
+    const kind = await sql<{
+      relkind: string;
+    }>`SELECT relkind FROM pg_class WHERE oid = ${`${schema}.processed_messages`}::regclass`.execute(db);
+    expect(kind.rows[0]?.relkind).toBe('r');
+    const indexes = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_indexes
+      WHERE schemaname = ${schema} AND tablename = 'processed_messages' AND indexdef LIKE '%(processed_at)%'`.execute(
+      db,
+    );
+    expect(indexes.rows[0]?.n).toBe(1);
+    const fresh = createInbox({ db, consumer: 'back', schema });
+    expect((await fresh.process({ id: 'back-1', payload: 'p' }, charge('back-1'))).status).toBe('duplicate');
+    const batch = await fresh.processBatch(
       [
-        { id: 'conv-2', payload: 'p' },
-        { id: 'bulk-7', payload: 'p' },
-        { id: 'conv-3', payload: 'p' },
+        { id: 'back-2', payload: 'p' },
+        { id: 'back-3', payload: 'p' },
       ],
       (trx, m) => charge(m.id)(trx),
     );
-    expect(batch.outcomes.map((o) => o.status)).toEqual(['duplicate', 'duplicate', 'processed']);
-    for (const id of ['conv-1', 'conv-2', 'conv-3']) expect(await charges(id)).toBe(1);
-    expect(await charges('bulk-7')).toBe(0);
-    // A fresh inbox, too.
-    const fresh = createInbox({ db, consumer: 'convert', schema });
-    expect((await fresh.process({ id: 'bulk-9', payload: 'p' }, charge('bulk-9'))).status).toBe('duplicate');
+    expect(batch.outcomes.map((o) => o.status)).toEqual(['duplicate', 'processed']);
+    for (const id of ['back-1', 'back-2', 'back-3']) expect(await charges(id)).toBe(1);
   });
 
   it('refuses REPEATABLE READ and SERIALIZABLE, in the inbox and in the claim functions', async () => {
