@@ -113,8 +113,9 @@ export class Inbox<DB> {
    *    that does not answer gives `retry_later`, never a verdict.
    *
    * Never throws for a message's sake: every outcome is a value. Only the caller's own
-   * programming errors (a handler that is not a function) and a throwing `beforeAttempt`
-   * reject.
+   * programming errors (a handler that is not a function; an `isolationLevel` other than
+   * READ COMMITTED on a partitioned table, a `ConfigurationError`) and a throwing
+   * `beforeAttempt` reject.
    */
   process<M extends InboxMessage, R>(
     message: M,
