@@ -57,8 +57,7 @@ BEGIN
       DROP TABLE ${tables.qualified};
       v_kind := NULL;
     ELSE
-      v_boundary := pg_catalog.date_bin(interval '${settings.intervalMs} milliseconds', now(), timestamptz '2000-01-01 00:00:00+00')
-        + interval '${settings.intervalMs} milliseconds';
+      v_boundary := ${intervalStart('now()', settings)} + interval '${settings.intervalMs} milliseconds';
       SELECT conname INTO v_pkey FROM pg_catalog.pg_constraint
         WHERE conrelid = ${literal(tables.qualified)}::regclass AND contype = 'p';
       -- The partitions' key includes processed_at. An index built beforehand (CONCURRENTLY,
@@ -205,10 +204,9 @@ RETURNS TABLE (created integer, dropped integer, blocked integer)
 LANGUAGE plpgsql VOLATILE AS $inboxkit$
 DECLARE
   v_interval constant interval := interval '${settings.intervalMs} milliseconds';
-  v_origin constant timestamptz := timestamptz '2000-01-01 00:00:00+00';
   v_now constant timestamptz := now();
   v_keep constant interval := greatest(p_older_than_ms, ${settings.retentionMs}) * interval '1 millisecond';
-  v_until constant timestamptz := pg_catalog.date_bin(v_interval, v_now, v_origin) + v_interval * ${settings.premake + 1};
+  v_until constant timestamptz := ${intervalStart('now()', settings)} + v_interval * ${settings.premake + 1};
   v_start timestamptz;
   v_end timestamptz;
   v_name text;
@@ -219,9 +217,9 @@ BEGIN
   blocked := 0;
   PERFORM pg_catalog.set_config('lock_timeout', p_lock_timeout, true);
   -- Ahead: from the end of the last partition (or the current interval) to v_until.
-  SELECT greatest(pg_catalog.date_bin(v_interval, v_now, v_origin), max(b.upper)) INTO v_start FROM (${bounds}) AS b;
+  SELECT greatest(${intervalStart('v_now', settings)}, max(b.upper)) INTO v_start FROM (${bounds}) AS b;
   WHILE v_start < v_until LOOP
-    v_end := pg_catalog.date_bin(v_interval, v_start, v_origin) + v_interval;
+    v_end := ${intervalStart('v_start', settings)} + v_interval;
     v_name := ${literal(`${tables.table}_p`)} || to_char(v_start AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS');
     BEGIN
       EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
@@ -248,6 +246,15 @@ BEGIN
 END
 $inboxkit$;
 `;
+}
+
+/**
+ * The start of the interval holding `ts`: intervals are counted from 2000-01-01 00:00 UTC
+ * (what `date_bin` does, written out so that Postgres 11 to 13 run it too).
+ */
+function intervalStart(ts: string, settings: PartitionSettings): string {
+  const origin = "timestamptz '2000-01-01 00:00:00+00'";
+  return `(${origin} + floor(extract(epoch FROM (${ts}) - ${origin}) * 1000 / ${settings.intervalMs}) * interval '${settings.intervalMs} milliseconds')`;
 }
 
 /** The advisory lock keys' seed: the table's own, so that two inbox tables never share a key's lock. */
