@@ -3,6 +3,7 @@
 
 export {
   ConfigurationError,
+  ConnectionBusyError,
   CrashLoopError,
   DatabaseUnavailableError,
   HandlerError,
