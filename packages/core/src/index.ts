@@ -44,6 +44,7 @@ export {
   createOutbox,
   type FailedOutboxMessage,
   Outbox,
+  type OutboxBacklog,
   type OutboxOptions,
 } from './outbox/outbox.js';
 export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';
