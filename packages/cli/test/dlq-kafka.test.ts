@@ -64,6 +64,13 @@ function json(result: CliResult) {
   return JSON.parse(result.stdout);
 }
 
+/** A replay that refused some of its selection: exit 1, one line saying so, the report on stdout. */
+function refusedJson(result: CliResult, refused: number) {
+  expect(result.code, result.stderr).toBe(1);
+  expect(oneLine(result)).toContain(`${refused} selected dead letter(s) refused`);
+  return JSON.parse(result.stdout);
+}
+
 describe('dlq on a Kafka dead-letter topic', () => {
   it('replays the fixed poison exactly once, survives a kill midway, and list shows what a partial replay left', async () => {
     const { topic, dlq, consumer, state } = await poisonedTopic('cli-kafka');
@@ -151,11 +158,43 @@ describe('dlq on a Kafka dead-letter topic', () => {
     const listed = json(await runCli(['dlq', 'list', '--topic', dlq, '--json'], env())).deadLetters;
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ messageId: 'forever-1', replays: 1 });
-    const second = json(
+    const second = refusedJson(
       await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--max-replays', '1', '--json'], env()),
+      1,
     );
     expect(second).toMatchObject({ replayed: 0, refused: 1 });
     expect(await topicSize(setup.kit.admin, dlq)).toBe(2);
+  });
+
+  it("refuses a replay while the CLI's group has another member (a second replay), replaying nothing", async () => {
+    const { topic, dlq, state } = await poisonedTopic('cli-kafka-busy');
+    await produce(setup.kit.producer, topic, [{ id: 'busy-1', value: JSON.stringify({ amountCents: 100 }) }]);
+    await waitFor(async () => (await topicSize(setup.kit.admin, dlq)) === 1, { what: 'a dead letter' });
+    state.fixed = true;
+    // Another replay, as Kafka sees it: a live member of the CLI's group (it commits nothing).
+    const other = setup.kit.kafka.consumer({ groupId: `inboxkit-cli.${dlq}`, ...consumerSettings });
+    let joined = false;
+    other.on(other.events.GROUP_JOIN, () => {
+      joined = true;
+    });
+    try {
+      await other.connect();
+      await other.subscribe({ topic: dlq, fromBeginning: true });
+      await other.run({ autoCommit: false, eachMessage: async () => {} });
+      await waitFor(async () => joined, { what: 'the other member joined' });
+      const refused = await runCli(['dlq', 'replay', '--topic', dlq, '--all'], env());
+      expect(refused.code).toBe(1);
+      expect(oneLine(refused)).toMatch(
+        /^inboxkit: Not replaying topic ".*" as consumer group "inboxkit-cli\..*": it has 1 other member\(s\): another replay of the topic is running/,
+      );
+      expect(await charges('busy-')).toEqual([]);
+    } finally {
+      await other.disconnect();
+    }
+    const replayed = json(await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--json'], env()));
+    expect(replayed).toMatchObject({ replayed: 1, refused: 0 });
+    await waitFor(async () => (await charges('busy-')).length === 1, { what: 'busy-1 applied' });
+    expect(await charges('busy-')).toEqual([{ id: 'busy-1', n: 1 }]);
   });
 
   it('an unknown topic or unreachable brokers is exit 1 with one line; no brokers is exit 2', async () => {
