@@ -197,6 +197,45 @@ describe('dlq on a Kafka dead-letter topic', () => {
     expect(await charges('busy-')).toEqual([{ id: 'busy-1', n: 1 }]);
   });
 
+  it('a replay stops when another member joins its group midway, and the next run finishes the job', async () => {
+    const { topic, dlq, consumer, state } = await poisonedTopic('cli-kafka-join');
+    const ids = ['mid-1', 'mid-2', 'mid-3'];
+    await produce(
+      setup.kit.producer,
+      topic,
+      ids.map((id) => ({ id, value: JSON.stringify({ amountCents: 100 }) })),
+    );
+    await waitFor(async () => (await topicSize(setup.kit.admin, dlq)) === 3, { what: '3 dead letters' });
+    state.fixed = true;
+    const holder = new pg.Client({ connectionString: setup.t.url });
+    await holder.connect();
+    const other = setup.kit.kafka.consumer({ groupId: `inboxkit-cli.${dlq}`, ...consumerSettings });
+    try {
+      // Hold mid-2's key: the replay does mid-1, then waits there while another member joins.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM processed_messages WHERE consumer = $1 AND message_id = $2 FOR UPDATE', [
+        consumer,
+        'mid-2',
+      ]);
+      const replay = startCli(['dlq', 'replay', '--topic', dlq, '--all'], env());
+      await waitFor(async () => (await charges('mid-')).length === 1, { what: 'mid-1 applied' });
+      await other.connect();
+      await other.subscribe({ topic: dlq, fromBeginning: true });
+      await other.run({ autoCommit: false, eachMessage: async () => {} });
+      await holder.query('ROLLBACK');
+      const stopped = await replay.done;
+      expect(stopped.code).toBe(1);
+      expect(stopped.stderr).toContain('another member joined it during the replay; stopped');
+    } finally {
+      await holder.end();
+      await other.disconnect();
+    }
+    const again = await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--json'], env());
+    expect(again.code, again.stderr).toBe(0);
+    await waitFor(async () => (await charges('mid-')).length === 3, { what: 'all applied' });
+    expect(await charges('mid-')).toEqual(ids.map((id) => ({ id, n: 1 })));
+  });
+
   it('an unknown topic or unreachable brokers is exit 1 with one line; no brokers is exit 2', async () => {
     const missing = await runCli(['dlq', 'list', '--topic', uniqueName('none')], env());
     expect(missing.code).toBe(1);

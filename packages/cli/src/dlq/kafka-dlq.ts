@@ -179,7 +179,14 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
               }
               if (BigInt(batch.lastOffset()) + 1n >= until) finish(partition);
             } catch (error) {
-              settle(error);
+              // A commit refused because the group rebalanced under the replay: another
+              // member came. The record was published; the next run publishes it again, a
+              // duplicate the inbox skips.
+              settle(
+                isRebalanced(error)
+                  ? busyGroupError(groupId, topic, 'another member joined it during the replay; stopped')
+                  : error,
+              );
             }
           },
         });
@@ -249,6 +256,17 @@ async function refuseBusyGroup(
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
+}
+
+/** Kafka's answers to a member whose group rebalanced without it (or is rebalancing). */
+const REBALANCED = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
+
+function isRebalanced(error: unknown): boolean {
+  for (let e = error; e !== undefined && e !== null; e = (e as { cause?: unknown }).cause) {
+    if (REBALANCED.has(String((e as { type?: unknown }).type))) return true;
+    if ((e as { cause?: unknown }).cause === e) break;
+  }
+  return false;
 }
 
 function busyGroupError(groupId: string, topic: string, why: string): CliError {
