@@ -221,9 +221,21 @@ describe('dlq on a Kafka dead-letter topic', () => {
       await waitFor(async () => (await charges('mid-')).length === 1, { what: 'mid-1 applied' });
       await other.connect();
       await other.subscribe({ topic: dlq, fromBeginning: true });
-      await other.run({ autoCommit: false, eachMessage: async () => {} });
+      // run() resolves once the newcomer joined, which waits for the replay to rejoin: not awaited yet.
+      const joining = other.run({ autoCommit: false, eachMessage: async () => {} });
+      // Let the replay go on once the group is rebalancing for the newcomer, past the replay's
+      // heartbeat interval (1 s: its next heartbeat is then due, and answered "rebalancing")
+      // and before its wait for the key times out (10 s). Released earlier, the replay may
+      // finish within its generation, which is safe too, but not what this test is about.
+      await waitFor(
+        async () =>
+          (await setup.kit.admin.describeGroups([`inboxkit-cli.${dlq}`])).groups[0]?.state === 'PreparingRebalance',
+        { what: 'the group rebalancing' },
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1500));
       await holder.query('ROLLBACK');
       const stopped = await replay.done;
+      await joining;
       expect(stopped.code).toBe(1);
       expect(stopped.stderr).toContain('another member joined it during the replay; stopped');
     } finally {
