@@ -45,6 +45,7 @@ export {
   createOutbox,
   type FailedOutboxMessage,
   Outbox,
+  type OutboxBacklog,
   type OutboxOptions,
 } from './outbox/outbox.js';
 export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';
