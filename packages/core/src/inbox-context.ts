@@ -24,7 +24,7 @@ import { type ClaimMessage, compileClaimMessage, compileClaimMessageWithoutFunct
 import { type ClaimMessages, compileClaimMessages, compileClaimMessagesPartitioned } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
 import { compileFindClaimFunction, type TableLayout } from './sql/find-claim-function.js';
-import { compileMaintainPartitions } from './sql/maintain-partitions.js';
+import { compileDropDetachedPartitions, compileMaintainPartitions } from './sql/maintain-partitions.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
 import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
@@ -94,6 +94,7 @@ export class InboxContext<DB> {
       recordDeadLetter: compileRecordDeadLetter(tables, lockTimeoutMs),
       recordDeadLetterPartitioned: compileRecordDeadLetterPartitioned(tables, lockTimeoutMs),
       maintainPartitions: compileMaintainPartitions(tables),
+      dropDetachedPartitions: compileDropDetachedPartitions(tables),
       recordAttempt: compileRecordAttempt(tables),
       uncountAttempt: compileUncountAttempt(tables),
       clearAttempts: compileClearAttempts(tables),

@@ -244,7 +244,7 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
-    const { purge, tryPurgeLock, findClaimFunction, maintainPartitions } = this.#ctx.sql;
+    const { purge, tryPurgeLock, findClaimFunction, maintainPartitions, dropDetachedPartitions } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
     // One short transaction holding the purge lock, or `undefined` when another purger has it.
@@ -260,7 +260,11 @@ export class Inbox<DB> {
         (runner) => maintainPartitions(runner, olderThanMs),
         partitionLockKey(tables.qualified),
       );
-      if (partitions !== undefined) await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+      if (partitions !== undefined) {
+        // The detached partitions are dropped apart, so that claims never wait on the unlinking.
+        await whileLeading(dropDetachedPartitions, partitionLockKey(tables.qualified));
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+      }
       const result = { deleted: 0, batches: 0, skipped: partitions === undefined, ...(partitions && { partitions }) };
       this.#ctx.events.emit('purged', { consumer, ...result });
       return result;

@@ -48,6 +48,13 @@ async function partitions(schema: string): Promise<{ name: string; from: Date | 
     .sort((a, b) => a.to.getTime() - b.to.getTime());
 }
 
+/** Tables named like partitions in `schema`, attached or not. */
+async function tablesLike(schema: string): Promise<number> {
+  const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_tables
+    WHERE schemaname = ${schema} AND tablename LIKE 'processed_messages\_p%'`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
 /** The stored rows of a key, with the partition each lies in. */
 async function keyRows(schema: string, id: string) {
   const { rows } = await sql<{ partition: string; processed_at: Date; status: string }>`
@@ -281,9 +288,27 @@ describe('a partitioned inbox table', () => {
     expect(left.every((p) => p.to.getTime() > now - 2000 - 1000)).toBe(true);
     expect(Math.max(...left.map((p) => p.to.getTime()))).toBeGreaterThan(now + 2000);
     expect(await keyRows(schema, 'old-1')).toHaveLength(0);
+    // Detached, then dropped: no table is left behind beside the partitions.
+    expect(await tablesLike(schema)).toBe(left.length);
     // Its key expired with its partition: the id is new again, in the current partition.
     expect((await inbox.process({ id: 'old-1', payload: 'p' }, async () => 2)).status).toBe('processed');
     await holder.destroy();
+  });
+
+  it('a partition detached by a purge that stopped before its drop is dropped by the next purge', async () => {
+    const schema = 'part_detached';
+    await partitionedSchema(schema, { intervalMs: 1000, premake: 2, retentionMs: 1000 });
+    const inbox = createInbox({ db, consumer: 'detached', schema });
+    await inbox.process({ id: 'detached-1', payload: 'p' }, async () => 1);
+    await sleep(2500);
+    // The first step alone, as a purger that died after it would leave things.
+    const { rows } = await sql<{ dropped: number }>`
+      SELECT dropped FROM ${sql.raw(`"${schema}"."processed_messages_maintain"`)}(0, '1s')`.execute(db);
+    expect(rows[0]?.dropped).toBeGreaterThanOrEqual(1);
+    expect(await tablesLike(schema)).toBeGreaterThan((await partitions(schema)).length);
+    expect(await keyRows(schema, 'detached-1')).toHaveLength(0);
+    await inbox.purge();
+    expect(await tablesLike(schema)).toBe((await partitions(schema)).length);
   });
 
   it('a claim that finds no partition for now (no purge ran for too long) makes them and goes on', async () => {

@@ -6,7 +6,7 @@ import { MAINTENANCE_LOCK_TIMEOUT_MS } from './partitioned-table.js';
 export interface Maintenance {
   /** Partitions created ahead. */
   readonly created: number;
-  /** Partitions dropped behind. */
+  /** Partitions taken out behind (detached, then dropped by {@link compileDropDetachedPartitions}). */
   readonly dropped: number;
   /** Steps that did not get their lock in time, left to the next run. */
   readonly blocked: number;
@@ -24,5 +24,18 @@ export function compileMaintainPartitions(tables: InboxTables) {
     const { rows } = await runner.executeQuery(raw<Maintenance>(text, [Math.floor(olderThanMs)]));
     const row = rows[0];
     return { created: row?.created ?? 0, dropped: row?.dropped ?? 0, blocked: row?.blocked ?? 0 };
+  };
+}
+
+/**
+ * The second step of maintenance: drops the partitions the first detached, in a
+ * transaction of its own (one that holds no lock on the inbox table, so claims never wait
+ * on the unlinking of files). Returns how many it dropped.
+ */
+export function compileDropDetachedPartitions(tables: InboxTables) {
+  const text = `SELECT ${tables.maintainFunction}('${MAINTENANCE_LOCK_TIMEOUT_MS}ms') AS dropped`;
+  return async function dropDetachedPartitions(runner: QueryRunner): Promise<number> {
+    const { rows } = await runner.executeQuery(raw<{ dropped: number }>(text, []));
+    return rows[0]?.dropped ?? 0;
   };
 }

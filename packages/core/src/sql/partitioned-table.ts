@@ -186,10 +186,13 @@ $inboxkit$;
  * Step 3: partition maintenance, one function so that a purge is one round trip, and so
  * that the settings live in the database, the same for every process. It creates the
  * current partition and `premake` more (each table created apart, then attached, which
- * locks the parent only in SHARE UPDATE EXCLUSIVE mode: claims go on), and drops every
+ * locks the parent only in SHARE UPDATE EXCLUSIVE mode: claims go on), and detaches every
  * partition whose keys are all older than the larger of `p_older_than_ms` and the table's
- * retention floor. A step that does not get its lock within `p_lock_timeout` (a long
- * transaction on the table) is left to the next call and counted as `blocked`: a DROP
+ * retention floor. Detaching takes the parent's ACCESS EXCLUSIVE lock, but only for a
+ * change of the catalog; the drop, whose unlinking of files takes longer, is the second
+ * step, the overload `<table>_maintain(lock_timeout)`, in a transaction of its own that
+ * claims never wait on. A step that does not get its lock within `p_lock_timeout` (a long
+ * transaction on the table) is left to the next call and counted as `blocked`: a detach
  * waiting in the lock queue would hold up every claim behind it.
  *
  * The caller takes the maintenance lock first (one maintainer at a time).
@@ -233,16 +236,45 @@ BEGIN
     END;
     v_start := v_end;
   END LOOP;
-  -- Behind: partitions whose every key is older than the retention.
+  -- Behind: partitions whose every key is older than the retention, detached here (a
+  -- change of the catalog) and dropped by the second step, after this transaction ends.
   FOR v_part IN SELECT b.rel FROM (${bounds}) AS b WHERE b.upper <= v_now - v_keep ORDER BY b.upper LOOP
     BEGIN
-      EXECUTE format('DROP TABLE %s', v_part.rel);
+      EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', ${literal(tables.qualified)}, v_part.rel);
+      EXECUTE format('COMMENT ON TABLE %s IS %L', v_part.rel, ${literal(detachedComment(tables))});
       dropped := dropped + 1;
     EXCEPTION WHEN lock_not_available THEN
       blocked := blocked + 1;
     END;
   END LOOP;
   RETURN NEXT;
+END
+$inboxkit$;
+
+-- The second step: drops the partitions the first detached (found by their comment), in a
+-- transaction of its own that holds no lock on the inbox table.
+CREATE OR REPLACE FUNCTION ${tables.maintainFunction}(p_lock_timeout text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $inboxkit$
+DECLARE
+  v_rel regclass;
+  v_dropped integer := 0;
+BEGIN
+  PERFORM pg_catalog.set_config('lock_timeout', p_lock_timeout, true);
+  FOR v_rel IN
+    SELECT c.oid::regclass FROM pg_catalog.pg_class AS c
+    JOIN pg_catalog.pg_description AS d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+    WHERE c.relnamespace = ${literal(tables.schema)}::regnamespace AND c.relkind = 'r'
+      AND d.description = ${literal(detachedComment(tables))}
+  LOOP
+    BEGIN
+      EXECUTE format('DROP TABLE %s', v_rel);
+      v_dropped := v_dropped + 1;
+    EXCEPTION WHEN lock_not_available THEN
+      NULL;
+    END;
+  END LOOP;
+  RETURN v_dropped;
 END
 $inboxkit$;
 `;
@@ -255,6 +287,11 @@ $inboxkit$;
 function intervalStart(ts: string, settings: PartitionSettings): string {
   const origin = "timestamptz '2000-01-01 00:00:00+00'";
   return `(${origin} + floor(extract(epoch FROM (${ts}) - ${origin}) * 1000 / ${settings.intervalMs}) * interval '${settings.intervalMs} milliseconds')`;
+}
+
+/** What marks a partition detached by maintenance, to be dropped. */
+function detachedComment(tables: InboxTables): string {
+  return `inboxkit: expired partition detached from ${tables.qualified}, to be dropped`;
 }
 
 /** The advisory lock keys' seed: the table's own, so that two inbox tables never share a key's lock. */
