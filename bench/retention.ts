@@ -19,8 +19,9 @@
 // 4. expires more days while the hot path runs, and compares the hot path's p99 during the
 //    expiry with its p99 without: on the plain table the next day's purge against the hot
 //    path just before it; on the partitioned one, whose drop takes milliseconds, up to three
-//    rounds of two `window-ms` windows, the second with a day's drop in its middle (median
-//    of the rounds' ratios).
+//    rounds of three `window-ms` windows, the middle one with a day's drop in its middle,
+//    its p99 against the mean of the two others (median of the rounds' ratios; the third
+//    window against the first shows the noise).
 // Prints the figures and saves bench/results/retention.json. The machine is shared: the
 // load average is printed beside the figures.
 import { execSync } from 'node:child_process';
@@ -255,9 +256,9 @@ for (const layout of LAYOUTS) {
   );
 
   // Expiry under the hot path. Plain: the next day's purge, with the hot path's p99 during it
-  // against its p99 just before. Partitioned: a drop takes milliseconds, so rounds of two
-  // windows of WINDOW_MS each, one without and one with a day's drop in its middle; the
-  // median of the rounds' p99 ratios is kept.
+  // against its p99 just before. Partitioned: a drop takes milliseconds, so rounds of three
+  // windows of WINDOW_MS each, the middle one with a day's drop in its middle; the median of
+  // the rounds' p99 ratios is kept.
   const underLoad: object[] = [];
   let p99Ratio: number;
   if (layout === 'plain') {
@@ -272,18 +273,33 @@ for (const layout of LAYOUTS) {
     );
   } else {
     const ratios: number[] = [];
+    const noise: number[] = [];
     for (let day = 2; day < DAYS - 1 && day < 2 + DROP_ROUNDS; day++) {
       const keys = (await keysBefore(full, day)) - (await keysBefore(full, day - 1));
-      const without = await hotPath(onFull, 0, sleep(WINDOW_MS));
+      const before = await hotPath(onFull, 0, sleep(WINDOW_MS));
       const expiring = sleep(WINDOW_MS / 2).then(() => expire(onFull, day, false));
       const [during, expired] = await Promise.all([hotPath(onFull, 0, sleep(WINDOW_MS)), expiring]);
-      const ratio = round(during.p99Ms / without.p99Ms);
+      const after = await hotPath(onFull, 0, sleep(WINDOW_MS));
+      // Against the windows on both sides, so that a drift of the machine's load cancels out;
+      // the two windows without a drop, one against the other, show the noise.
+      const ratio = round((2 * during.p99Ms) / (before.p99Ms + after.p99Ms));
+      const unchanged = round(after.p99Ms / before.p99Ms);
       ratios.push(ratio);
-      underLoad.push({ keys, ...expired, hotPathWithout: without, hotPathDuring: during, p99Ratio: ratio });
+      noise.push(unchanged);
+      underLoad.push({
+        keys,
+        ...expired,
+        hotPathBefore: before,
+        hotPathDuring: during,
+        hotPathAfter: after,
+        p99Ratio: ratio,
+        p99RatioWithoutDrop: unchanged,
+      });
       console.log(
-        `[${layout}] drop of one day (${keys} keys) under the hot path: ${expired.seconds} s, WAL ${(expired.walBytes / 2 ** 20).toFixed(1)} MiB (the hot path's own included); hot path p99 ${during.p99Ms} ms in the window with the drop, ${without.p99Ms} ms in the one before: ${ratio}x`,
+        `[${layout}] drop of one day (${keys} keys) under the hot path: ${expired.seconds} s, WAL ${(expired.walBytes / 2 ** 20).toFixed(1)} MiB (the hot path's own included); hot path p99 ${during.p99Ms} ms in the window with the drop, ${before.p99Ms} ms before and ${after.p99Ms} ms after it: ${ratio}x (after/before, no drop in either: ${unchanged}x)`,
       );
     }
+    console.log(`[${layout}] p99 ratios, median: with a drop ${median(ratios)}x, without (noise) ${median(noise)}x`);
     p99Ratio = round(median(ratios));
   }
   targets.push({
