@@ -2,7 +2,8 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status
+#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status, retention (not in
+#                                 "every benchmark": it fills about 4 GB and runs for ten minutes)
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
@@ -15,7 +16,7 @@ run() {
   local name="$1"; shift
   [ -f "bench/$name.ts" ] || { echo "inboxkit: no benchmark named $name" >&2; exit 2; }
   case "$name" in
-    core|http|cli-status) bash scripts/services.sh start postgres ;;
+    core|http|cli-status|retention) bash scripts/services.sh start postgres ;;
     rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
     kafka) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
   esac
