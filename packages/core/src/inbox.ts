@@ -74,8 +74,8 @@ const telemetries = new WeakMap<Inbox<unknown>, InboxTelemetry>();
  * The inbox's OpenTelemetry side, for adapters: the process spans of the messages they
  * hand to it (docs/telemetry.md). On `@inboxkit/core/adapter`.
  */
-export function inboxTelemetry(inbox: Inbox<unknown>): InboxTelemetry {
-  const telemetry = telemetries.get(inbox);
+export function inboxTelemetry<DB>(inbox: Inbox<DB>): InboxTelemetry {
+  const telemetry = telemetries.get(inbox as Inbox<unknown>);
   if (telemetry === undefined) {
     throw new ConfigurationError('Expected an inbox made by createInbox({ db, consumer }).');
   }

@@ -3,6 +3,7 @@ import {
   type DeadLetterEntry as CoreDeadLetterEntry,
   DEAD_LETTER_HEADER_PREFIX,
   deadLetterFailure,
+  traceHeaders,
   truncateUtf8,
 } from '@inboxkit/core/adapter';
 import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
@@ -47,6 +48,10 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   for (const [name, value] of Object.entries(message.record.headers ?? {})) {
     if (!name.startsWith(DEAD_LETTER_HEADER_PREFIX) && value !== undefined) headers[name] = value;
   }
+  // The trace goes on from the record's process span (docs/telemetry.md).
+  const trace = traceHeaders(message);
+  if (trace.traceparent !== undefined) delete headers.tracestate;
+  Object.assign(headers, trace);
   const failure = deadLetterFailure(outcome, now);
   const H = DEAD_LETTER_HEADERS;
   headers[H.reason] = failure.reason;

@@ -9,9 +9,12 @@ import {
   asDeadLetter,
   deadLetterFailure,
   type HandBackReason,
+  type InboxTelemetry,
+  inboxTelemetry,
   invalidMessageOutcome,
   settleOutcome,
   toError,
+  traceHeaders,
   truncateUtf8,
 } from '@inboxkit/core/adapter';
 import { BatchCollector } from './batch-collector.js';
@@ -25,6 +28,7 @@ import {
 } from './dead-letter-headers.js';
 import { decodeBody } from './decode.js';
 import type { Delivery } from './delivery.js';
+import { batchSource, deliverySource } from './delivery-telemetry.js';
 import { FailureStreak } from './failure-streak.js';
 import { readMessageId } from './message-id.js';
 import type { OwnRequeues } from './own-requeues.js';
@@ -70,6 +74,7 @@ export class DeliveryProcessor<DB, T, R> {
   readonly #signal: AbortSignal;
   readonly #streak: FailureStreak;
   readonly #batches: BatchCollector<RabbitMessage<T>, ProcessOutcome<R>> | undefined;
+  readonly #telemetry: InboxTelemetry;
 
   constructor(
     config: SubscriptionConfig<DB, T, R>,
@@ -84,6 +89,7 @@ export class DeliveryProcessor<DB, T, R> {
     this.#ownRequeues = ownRequeues;
     this.#signal = signal;
     this.#streak = new FailureStreak(config.requeueBackoff);
+    this.#telemetry = inboxTelemetry(config.inbox);
     this.#batches =
       config.maxBatchSize > 1
         ? new BatchCollector(config.maxBatchSize, (messages) => this.#runBatch(messages))
@@ -92,8 +98,20 @@ export class DeliveryProcessor<DB, T, R> {
 
   /** Handles a delivery to its settlement. Never rejects. */
   async handle(delivery: Delivery): Promise<void> {
+    // The delivery's process span, active while it is processed and settled (docs/telemetry.md).
+    const trace = this.#telemetry.message(deliverySource(this.#config.queue, delivery.raw));
+    let unexpected: Error | undefined;
+    await trace.run(async () => {
+      unexpected = await this.#handleSafely(delivery, (message) => trace.bind(message));
+    });
+    trace.end(delivery.outcome, delivery.finished, unexpected);
+  }
+
+  /** {@link handle} without its span; resolves with the unexpected error, if one was met. */
+  async #handleSafely(delivery: Delivery, traced: (message: object) => void): Promise<Error | undefined> {
     try {
-      await this.#handle(delivery);
+      await this.#handle(delivery, traced);
+      return undefined;
     } catch (thrown) {
       const error = toError(thrown);
       this.#config.logger.error(
@@ -102,10 +120,11 @@ export class DeliveryProcessor<DB, T, R> {
       );
       this.#events.emit('error', { error, during: 'handling a delivery' });
       if (!delivery.settled) await this.#requeueLater(delivery, 'unexpected_error', error);
+      return error;
     }
   }
 
-  async #handle(delivery: Delivery): Promise<void> {
+  async #handle(delivery: Delivery, traced: (message: object) => void): Promise<void> {
     const { inbox, handler, queue } = this.#config;
     const raw = delivery.raw;
     let id: string;
@@ -135,6 +154,7 @@ export class DeliveryProcessor<DB, T, R> {
       deliveryCount,
       queue,
     };
+    traced(message);
     // A redelivery may be the repeat of one that crashed a process: crash-loop protection
     // (counted in Postgres, run alone). Not when this process itself handed it back.
     const suspect = (message.redelivered || deliveryCount > 0) && !this.#ownRequeues.take(id);
@@ -151,11 +171,29 @@ export class DeliveryProcessor<DB, T, R> {
    * which has no batch bookkeeping to pay for.
    */
   async #runBatch(messages: readonly RabbitMessage<T>[]): Promise<readonly ProcessOutcome<R>[]> {
-    const { inbox, handler, bulkHandler } = this.#config;
+    const { inbox, handler, bulkHandler, queue } = this.#config;
     const first = messages[0];
     if (messages.length === 1 && first !== undefined) return [await inbox.process(first, handler)];
-    if (bulkHandler !== undefined) return (await inbox.processBulk(messages, bulkHandler)).outcomes;
-    return (await inbox.processBatch(messages, handler)).outcomes;
+    // One span for the transaction, linked to each delivery's own span.
+    const trace = this.#telemetry.batchTrace(
+      batchSource(queue),
+      messages.map((message) => ({ ...batchSource(queue), headers: undefined, message })),
+    );
+    let outcomes: readonly ProcessOutcome<R>[] = [];
+    let thrown: unknown;
+    try {
+      outcomes = await trace.run(async () =>
+        bulkHandler !== undefined
+          ? (await inbox.processBulk(messages, bulkHandler)).outcomes
+          : (await inbox.processBatch(messages, handler)).outcomes,
+      );
+      return outcomes;
+    } catch (error) {
+      thrown = error;
+      throw error;
+    } finally {
+      trace.end(outcomes, outcomes.length, thrown);
+    }
   }
 
   /**
@@ -163,6 +201,7 @@ export class DeliveryProcessor<DB, T, R> {
    * queue while broker-delayed retries are left, and its attempts add up across them.
    */
   async #settle(delivery: Delivery, message: RabbitMessage<T>, outcome: ProcessOutcome<R>): Promise<void> {
+    delivery.outcome = outcome;
     if (outcome.status !== 'dead_letter') return this.#settleOutcome(delivery, message, outcome, message);
     const headers = message.headers;
     const retries = numberHeader(headers[DEAD_LETTER_HEADERS.retries]);
@@ -188,6 +227,7 @@ export class DeliveryProcessor<DB, T, R> {
     outcome: ProcessOutcome<R>,
     rabbit?: RabbitMessage<T>,
   ): Promise<void> {
+    delivery.outcome = outcome;
     if (
       this.#config.deadLetter.kind === 'nack' &&
       (outcome.status === 'dead_letter' || outcome.status === 'conflict')
@@ -280,6 +320,7 @@ export class DeliveryProcessor<DB, T, R> {
             [DEAD_LETTER_HEADERS.originalRoutingKey]: original.routingKey,
             [DEAD_LETTER_HEADERS.errorName]: outcome.error.name,
             [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(outcome.error.message, ERROR_MESSAGE_BYTES),
+            ...traceHeaders(),
           },
           { expiration: String(delayMs), mandatory: true },
         ),
@@ -339,7 +380,8 @@ export class DeliveryProcessor<DB, T, R> {
       exchange: route.exchange,
       routingKey,
       content: raw.content,
-      options: republishOptions(raw, failureHeaders(raw, info), { mandatory: true }),
+      // The trace goes on from this delivery's process span (docs/telemetry.md).
+      options: republishOptions(raw, { ...failureHeaders(raw, info), ...traceHeaders() }, { mandatory: true }),
     });
     return { exchange: route.exchange, routingKey };
   }

@@ -1,0 +1,291 @@
+import { createInbox, migrateInbox, NonRetryableError } from '@inboxkit/core';
+import { inboxTelemetry, traceHeaders } from '@inboxkit/core/adapter';
+import { context, SpanStatusCode, trace } from '@opentelemetry/api';
+import { type Kysely, sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  counterSum,
+  histogramCount,
+  type OtelSdk,
+  registerOtelSdk,
+  traceparentOf,
+} from '../../../test/support/otel.ts';
+import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
+
+// The inbox's OpenTelemetry metrics and its spans' building blocks, with the real SDK and
+// in-memory exporters, against Postgres (docs/telemetry.md). The adapters' end-to-end traces
+// are tested with the brokers (packages/kafka/test, packages/rabbitmq/test).
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase('core_telemetry');
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+const fastRetry = { retries: 3, minTimeout: 1, maxTimeout: 5, randomize: false } as const;
+
+function charge(id: string, amount = 100) {
+  return { id, payload: JSON.stringify({ id, amount }) };
+}
+
+async function insertCharge(trx: Kysely<TestDB>, id: string): Promise<void> {
+  await trx.insertInto('charges').values({ id, user_id: 'u', amount_cents: 1 }).execute();
+}
+
+describe('without an SDK', () => {
+  it('processes as usual, makes no recording span and injects no headers', async () => {
+    const inbox = createInbox({ db: t.db, consumer: 'no-sdk' });
+    let recording: boolean | undefined;
+    const outcome = await inbox.process(charge('n-1'), async (trx) => {
+      recording = trace.getActiveSpan()?.isRecording() ?? false;
+      await insertCharge(trx, 'n-1');
+    });
+    expect(outcome.status).toBe('processed');
+    expect(recording).toBe(false);
+
+    // What an adapter does around a delivery: a span whose parent is the message's headers.
+    const telemetry = inboxTelemetry(inbox);
+    expect(telemetry.off).toBe(false); // the API is installed: only no SDK is registered
+    const producer = trace.getTracer('test').startSpan('producer');
+    const traced = telemetry.message({
+      system: 'kafka',
+      destination: 'charges',
+      headers: { traceparent: traceparentOf(producer) },
+      attributes: {},
+    });
+    const inside = await traced.run(async () => ({
+      recording: trace.getActiveSpan()?.isRecording() ?? false,
+      headers: traceHeaders(),
+    }));
+    traced.end(outcome, true);
+    expect(inside).toEqual({ recording: false, headers: {} });
+  });
+});
+
+describe('with the SDK registered', () => {
+  let sdk: OtelSdk;
+  beforeAll(() => {
+    sdk = registerOtelSdk();
+  });
+  afterAll(async () => {
+    await sdk?.shutdown();
+  });
+
+  it('counts outcomes by reason and times handler calls, one message and batches alike', async () => {
+    const inbox = createInbox({ db: t.db, consumer: 'counted', retry: fastRetry, telemetry: { gauges: false } });
+    const handler = async (trx: Kysely<TestDB>, message: { id: string }) => insertCharge(trx, message.id);
+    expect((await inbox.process(charge('m-1'), handler)).status).toBe('processed');
+    expect((await inbox.process(charge('m-1'), handler)).status).toBe('duplicate');
+    expect((await inbox.process(charge('m-1', 999), handler)).status).toBe('conflict');
+    const poison = await inbox.process(charge('m-2'), () => {
+      throw new NonRetryableError('card refused');
+    });
+    expect(poison).toMatchObject({ status: 'dead_letter', reason: 'non_retryable' });
+    const batch = await inbox.processBatch([charge('b-1'), charge('b-2'), charge('m-1')], handler);
+    expect(batch.outcomes.map((o) => o.status)).toEqual(['processed', 'processed', 'duplicate']);
+    const bulk = await inbox.processBulk([charge('k-1'), charge('k-2')], async (trx, messages) => {
+      for (const message of messages) await insertCharge(trx, message.id);
+    });
+    expect(bulk.outcomes.map((o) => o.status)).toEqual(['processed', 'processed']);
+
+    const collected = await sdk.collect();
+    const outcomes = sdk.points(collected, 'inboxkit.inbox.outcomes');
+    const of = (match: Record<string, string>) => counterSum(outcomes, { 'inboxkit.consumer': 'counted', ...match });
+    expect(of({ 'inboxkit.outcome': 'processed' })).toBe(5);
+    expect(of({ 'inboxkit.outcome': 'duplicate' })).toBe(2);
+    expect(of({ 'inboxkit.outcome': 'conflict', 'inboxkit.reason': 'payload_conflict' })).toBe(1);
+    expect(of({ 'inboxkit.outcome': 'dead_letter', 'inboxkit.reason': 'non_retryable' })).toBe(1);
+
+    const durations = sdk.points(collected, 'inboxkit.handler.duration');
+    // Handler calls: m-1, the poison's one attempt, b-1 and b-2 in one pass, one bulk call.
+    expect(histogramCount(durations, { 'inboxkit.consumer': 'counted' })).toBe(5);
+    expect(histogramCount(durations, { 'inboxkit.consumer': 'counted', 'error.type': 'NonRetryableError' })).toBe(1);
+  });
+
+  it("records a retried attempt's error on the active span, and a dead letter's outcome and status on the message's span", async () => {
+    const inbox = createInbox({ db: t.db, consumer: 'retried', retry: fastRetry, telemetry: { gauges: false } });
+    const telemetry = inboxTelemetry(inbox);
+    const producer = trace.getTracer('test').startSpan('producer');
+    producer.end();
+    sdk.reset();
+
+    let calls = 0;
+    const message = charge('r-1');
+    const traced = telemetry.message({
+      system: 'kafka',
+      destination: 'charges',
+      headers: { traceparent: traceparentOf(producer) },
+      attributes: { 'messaging.destination.name': 'charges' },
+      message,
+    });
+    const outcome = await traced.run(() =>
+      inbox.process(message, async (trx) => {
+        calls++;
+        if (calls === 1) throw new Error('deadlock, try again');
+        await trace.getTracer('test').startActiveSpan('business write', async (span) => {
+          await insertCharge(trx, 'r-1');
+          span.end();
+        });
+      }),
+    );
+    const headers = traced.run(async () => traceHeaders(message));
+    traced.end(outcome, true);
+    expect(outcome).toMatchObject({ status: 'processed', attempts: 2 });
+
+    const spans = sdk.spans();
+    const process = spans.find((span) => span.name === 'process charges');
+    const business = spans.find((span) => span.name === 'business write');
+    expect(process).toBeDefined();
+    expect(process?.spanContext().traceId).toBe(producer.spanContext().traceId);
+    expect(process?.parentSpanContext?.spanId).toBe(producer.spanContext().spanId);
+    expect(business?.parentSpanContext?.spanId).toBe(process?.spanContext().spanId);
+    expect(process?.attributes).toMatchObject({
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': 'charges',
+      'messaging.message.id': 'r-1',
+      'inboxkit.consumer': 'retried',
+      'inboxkit.outcome': 'processed',
+      'inboxkit.attempts': 2,
+    });
+    expect(process?.events.map((event) => event.name)).toEqual(['exception', 'inboxkit.retry']);
+    expect(process?.events[0]?.attributes?.['exception.message']).toBe('deadlock, try again');
+    expect((await headers).traceparent).toBe(
+      `00-${process?.spanContext().traceId}-${process?.spanContext().spanId}-01`,
+    );
+
+    sdk.reset();
+    const poison = charge('r-2');
+    const deadTrace = telemetry.message({
+      system: 'kafka',
+      destination: 'charges',
+      headers: undefined,
+      attributes: {},
+    });
+    const dead = await deadTrace.run(() =>
+      inbox.process(poison, () => {
+        throw new NonRetryableError('card refused');
+      }),
+    );
+    deadTrace.end(dead, true);
+    const [deadSpan] = sdk.spans();
+    expect(deadSpan?.status).toEqual({ code: SpanStatusCode.ERROR, message: 'non_retryable: card refused' });
+    expect(deadSpan?.attributes).toMatchObject({
+      'inboxkit.outcome': 'dead_letter',
+      'inboxkit.reason': 'non_retryable',
+      'error.type': 'NonRetryableError',
+    });
+    expect(deadSpan?.events.some((event) => event.name === 'exception')).toBe(true);
+  });
+
+  it('links a batch span to each message and gives each message a span under its own producer', async () => {
+    const inbox = createInbox({ db: t.db, consumer: 'batched', telemetry: { gauges: false } });
+    const telemetry = inboxTelemetry(inbox);
+    const producers = [0, 1].map((i) => trace.getTracer('test').startSpan(`producer ${i}`));
+    sdk.reset();
+    const messages = [charge('l-1'), charge('l-2')];
+    const batch = telemetry.batchTrace(
+      { system: 'kafka', destination: 'charges', attributes: {} },
+      producers.map((producer) => ({
+        system: 'kafka',
+        destination: 'charges',
+        headers: { traceparent: traceparentOf(producer) },
+        attributes: {},
+      })),
+    );
+    const result = await batch.run(() =>
+      inbox.processBatch(messages, async (trx, message) => insertCharge(trx, message.id)),
+    );
+    batch.end(result.outcomes, 2);
+    const spans = sdk.spans();
+    const batchSpan = spans.find((span) => span.attributes['messaging.batch.message_count'] === 2);
+    expect(batchSpan?.links.map((link) => link.context.spanId)).toEqual(
+      producers.map((producer) => producer.spanContext().spanId),
+    );
+    const members = spans.filter((span) => span !== batchSpan);
+    expect(members.map((span) => span.parentSpanContext?.spanId)).toEqual(
+      producers.map((producer) => producer.spanContext().spanId),
+    );
+    expect(members.map((span) => span.attributes['messaging.message.id'])).toEqual(['l-1', 'l-2']);
+    expect(members.every((span) => span.links[0]?.context.spanId === batchSpan?.spanContext().spanId)).toBe(true);
+  });
+
+  it("reports the gauges from bounded queries: keys (a bounded count, then the planner's estimate), the oldest key's age, crash-loop suspects", async () => {
+    const { error } = await migrateInbox(t.db, { table: 'gauged' });
+    expect(error).toBeUndefined();
+    const inbox = createInbox({ db: t.db, consumer: 'gauged', table: 'gauged', telemetry: { gaugeIntervalMs: 1 } });
+    for (let i = 0; i < 5; i++) {
+      await inbox.process(charge(`g-${i}`), async () => {});
+    }
+    await sql`UPDATE gauged SET processed_at = now() - interval '1 hour' WHERE message_id = 'g-0'`.execute(t.db);
+    await sql`INSERT INTO gauged_attempts (consumer, message_id, attempts) VALUES ('gauged', 'x-1', 1), ('gauged', 'x-2', 2), ('other', 'x-3', 1)`.execute(
+      t.db,
+    );
+    const at = (collected: Awaited<ReturnType<OtelSdk['collect']>>, name: string, match: Record<string, string>) =>
+      sdk
+        .points(collected, name)
+        .filter((point) => Object.entries(match).every(([key, value]) => point.attributes[key] === value))
+        .map((point) => point.value as number);
+
+    // Never analyzed (reltuples = -1): counted, up to a bound.
+    let collected = await sdk.collect();
+    expect(at(collected, 'inboxkit.inbox.keys', { 'inboxkit.table': 'public.gauged' })).toEqual([5]);
+    expect(at(collected, 'inboxkit.inbox.crash_loop_suspects', { 'inboxkit.consumer': 'gauged' })).toEqual([2]);
+    const [age] = at(collected, 'inboxkit.inbox.oldest_key.age', { 'inboxkit.consumer': 'gauged' });
+    expect(age).toBeGreaterThanOrEqual(3600);
+    expect(age).toBeLessThan(3600 + 600);
+
+    // Other consumers' keys count in the table's figure; once analyzed, it is the estimate.
+    await sql`INSERT INTO gauged (consumer, message_id) SELECT 'other', 'o-' || i FROM generate_series(1, 1000) i`.execute(
+      t.db,
+    );
+    await sql`ANALYZE gauged`.execute(t.db);
+    collected = await sdk.collect();
+    expect(at(collected, 'inboxkit.inbox.keys', { 'inboxkit.table': 'public.gauged' })).toEqual([1005]);
+  });
+
+  it('keeps the gauge figures for gaugeIntervalMs: a collection within it does not query Postgres again', async () => {
+    const { error } = await migrateInbox(t.db, { table: 'cached' });
+    expect(error).toBeUndefined();
+    const inbox = createInbox({
+      db: t.db,
+      consumer: 'cached',
+      table: 'cached',
+      telemetry: { gaugeIntervalMs: 3_600_000 },
+    });
+    await inbox.process(charge('c-1'), async () => {});
+    const suspects = async () =>
+      sdk
+        .points(await sdk.collect(), 'inboxkit.inbox.crash_loop_suspects')
+        .filter((point) => point.attributes['inboxkit.consumer'] === 'cached')
+        .map((point) => point.value);
+    expect(await suspects()).toEqual([0]);
+    await sql`INSERT INTO cached_attempts (consumer, message_id, attempts) VALUES ('cached', 'x-1', 1)`.execute(t.db);
+    expect(await suspects()).toEqual([0]);
+  });
+
+  it('records nothing for an inbox made with telemetry: false', async () => {
+    const inbox = createInbox({ db: t.db, consumer: 'silent', telemetry: false });
+    const telemetry = inboxTelemetry(inbox);
+    expect(telemetry.off).toBe(true);
+    sdk.reset();
+    const traced = telemetry.message({ system: 'kafka', destination: 'charges', headers: undefined, attributes: {} });
+    const outcome = await traced.run(() => inbox.process(charge('s-1'), async () => {}));
+    traced.end(outcome, true);
+    expect(outcome.status).toBe('processed');
+    expect(sdk.spans()).toEqual([]);
+    const collected = await sdk.collect();
+    for (const name of ['inboxkit.inbox.outcomes', 'inboxkit.inbox.crash_loop_suspects']) {
+      expect(sdk.points(collected, name).filter((p) => p.attributes['inboxkit.consumer'] === 'silent')).toEqual([]);
+    }
+  });
+
+  it('carries the active context into traceHeaders when no message span is bound', async () => {
+    const span = trace.getTracer('test').startSpan('enqueue');
+    const headers = context.with(trace.setSpan(context.active(), span), () => traceHeaders());
+    span.end();
+    expect(headers.traceparent).toBe(traceparentOf(span));
+  });
+});
