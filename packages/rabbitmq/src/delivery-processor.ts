@@ -227,7 +227,8 @@ export class DeliveryProcessor<DB, T, R> {
     outcome: ProcessOutcome<R>,
     rabbit?: RabbitMessage<T>,
   ): Promise<void> {
-    delivery.outcome = outcome;
+    // The inbox's own outcome when there was one (its span counts it once), else the adapter's.
+    delivery.outcome ??= outcome;
     if (
       this.#config.deadLetter.kind === 'nack' &&
       (outcome.status === 'dead_letter' || outcome.status === 'conflict')
