@@ -140,7 +140,7 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: ProcessOptions = {},
   ): Promise<ProcessOutcome<R>> {
-    if (this.#telemetry.off) return processMessage(this.#ctx, message, handler, options);
+    if (this.#telemetry.unmetered) return processMessage(this.#ctx, message, handler, options);
     return this.#telemetry.process(handler, (timed) => processMessage(this.#ctx, message, timed, options));
   }
 
@@ -161,7 +161,7 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    if (this.#telemetry.off) return processBatch(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBatch(this.#ctx, messages, handler, options);
     return this.#telemetry.batch(handler, (timed) => processBatch(this.#ctx, messages, timed, options));
   }
 
@@ -177,7 +177,7 @@ export class Inbox<DB> {
     handler: BatchHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    if (this.#telemetry.off) return processBulk(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBulk(this.#ctx, messages, handler, options);
     return this.#telemetry.batch(handler, (timed) => processBulk(this.#ctx, messages, timed, options));
   }
 

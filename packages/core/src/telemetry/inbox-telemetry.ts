@@ -10,6 +10,7 @@ import {
   startBatchTrace,
   startMessageTrace,
   type TraceKit,
+  untracedMessage,
 } from './message-trace.js';
 import { INSTRUMENTATION_SCOPE, type Otel, type OtelApi, otelApi, otelLoaded } from './otel-api.js';
 import type { BatchTrace, MessageSource, MessageTrace, SpanAttributes } from './trace-types.js';
@@ -65,7 +66,37 @@ type Handler = (...args: any[]) => unknown;
 /** Telemetry once `@opentelemetry/api` is loaded. */
 interface Active extends TraceKit {
   readonly instruments: Instruments;
+  /** False when the meter provider was the API's no-op one when the inbox was made: nothing to count or time. */
+  readonly metered: boolean;
   readonly handlerOk: Otel.Attributes;
+}
+
+/** A tracer provider as the API's proxy holds it: the SDK's, or the no-op one until an SDK is registered. */
+type ProxyProvider = Otel.TracerProvider & { getDelegate?: () => Otel.TracerProvider };
+
+/** Tracers by provider: a registration after the inbox was made is picked up at the next message. */
+const tracersByProvider = new WeakMap<Otel.TracerProvider, Otel.Tracer>();
+
+/**
+ * The tracer of the SDK registered now, or `undefined` without one: then no span is started
+ * at all, which is what keeps the API nearly free (docs/telemetry.md, "Cost").
+ */
+function currentTracer(api: OtelApi, noop: Otel.TracerProvider | undefined): Otel.Tracer | undefined {
+  const global = api.trace.getTracerProvider() as ProxyProvider;
+  const provider = typeof global.getDelegate === 'function' ? global.getDelegate() : global;
+  if (provider === noop) return undefined;
+  let tracer = tracersByProvider.get(provider);
+  if (tracer === undefined) {
+    tracer = provider.getTracer(INSTRUMENTATION_SCOPE);
+    tracersByProvider.set(provider, tracer);
+  }
+  return tracer;
+}
+
+/** The API's no-op tracer provider (what a proxy delegates to before an SDK is registered). */
+function noopTracerProvider(api: OtelApi): Otel.TracerProvider | undefined {
+  const ProxyProviderClass = (api as { ProxyTracerProvider?: new () => ProxyProvider }).ProxyTracerProvider;
+  return typeof ProxyProviderClass === 'function' ? new ProxyProviderClass().getDelegate?.() : undefined;
 }
 
 /** What the telemetry needs from its inbox. */
@@ -89,6 +120,7 @@ export class InboxTelemetry {
   readonly #counted = new WeakSet<object>();
   readonly #outcomeAttributes = new Map<string, Otel.Attributes>();
   readonly #latencyAttributes = new Map<string, Otel.Attributes>();
+  #noopTracerProvider: Otel.TracerProvider | undefined;
   /** Kept here so that the gauges' callback, which holds it weakly, lives as long as the inbox. */
   #gauges: GaugeReader | undefined;
 
@@ -110,6 +142,14 @@ export class InboxTelemetry {
     return this.#active === null;
   }
 
+  /**
+   * True when the facade may skip counting and timing: telemetry off, or no meter provider
+   * registered when the inbox was made. False while the API is still being imported.
+   */
+  get unmetered(): boolean {
+    return this.#active === null || (this.#active !== undefined && !this.#active.metered);
+  }
+
   #activate(api: OtelApi | null): Active | null {
     if (this.#active !== undefined) return this.#active;
     if (api === null) {
@@ -120,11 +160,12 @@ export class InboxTelemetry {
     const meter = api.metrics.getMeter(INSTRUMENTATION_SCOPE);
     const instruments = instrumentsOf(meter);
     const consumer = this.#consumer;
+    this.#noopTracerProvider = noopTracerProvider(api);
     const active: Active = {
       api,
-      tracer: api.trace.getTracer(INSTRUMENTATION_SCOPE),
       consumer,
       instruments,
+      metered: instruments.outcomes !== api.createNoopMeter().createCounter(METRIC.outcomes),
       handlerOk: { [ATTR.consumer]: consumer },
       countIfNew: (outcome) => {
         if (!this.#counted.has(outcome)) this.#count(active, outcome);
@@ -142,7 +183,7 @@ export class InboxTelemetry {
       span.recordException(error);
       span.addEvent('inboxkit.retry', { 'inboxkit.attempt': attempt, 'inboxkit.retry.delay_ms': delayMs });
     });
-    if (config.telemetry.gauges) {
+    if (config.telemetry.gauges && active.metered) {
       this.#gauges = new GaugeReader(
         config.db,
         config.tables,
@@ -165,7 +206,7 @@ export class InboxTelemetry {
     run: (handler: H) => Promise<ProcessOutcome<R>>,
   ): Promise<ProcessOutcome<R>> {
     const active = this.#active ?? (await this.#ready());
-    if (active === null || typeof handler !== 'function') return run(handler);
+    if (active === null || !active.metered || typeof handler !== 'function') return run(handler);
     const outcome = await run(this.#timed(active, handler));
     this.#count(active, outcome);
     return outcome;
@@ -174,7 +215,7 @@ export class InboxTelemetry {
   /** `inbox.processBatch` / `processBulk` with their outcomes counted and handler calls timed. */
   async batch<H extends Handler, R>(handler: H, run: (handler: H) => Promise<BatchResult<R>>): Promise<BatchResult<R>> {
     const active = this.#active ?? (await this.#ready());
-    if (active === null || typeof handler !== 'function') return run(handler);
+    if (active === null || !active.metered || typeof handler !== 'function') return run(handler);
     const result = await run(this.#timed(active, handler));
     for (const outcome of result.outcomes) this.#count(active, outcome);
     return result;
@@ -186,7 +227,10 @@ export class InboxTelemetry {
    */
   message(source: MessageSource): MessageTrace {
     const active = this.#active;
-    return active === undefined || active === null ? NO_MESSAGE_TRACE : startMessageTrace(active, source);
+    if (active === undefined || active === null) return NO_MESSAGE_TRACE;
+    const tracer = currentTracer(active.api, this.#noopTracerProvider);
+    if (tracer !== undefined) return startMessageTrace(active, tracer, source);
+    return active.metered ? untracedMessage(active, source) : NO_MESSAGE_TRACE;
   }
 
   /** Starts the span of a batch processed in one transaction, linked to each member's context. */
@@ -195,7 +239,10 @@ export class InboxTelemetry {
     members: readonly MessageSource[],
   ): BatchTrace {
     const active = this.#active;
-    return active === undefined || active === null ? NO_BATCH_TRACE : startBatchTrace(active, batch, members);
+    if (active === undefined || active === null) return NO_BATCH_TRACE;
+    const tracer = currentTracer(active.api, this.#noopTracerProvider);
+    if (tracer === undefined && !active.metered) return NO_BATCH_TRACE;
+    return startBatchTrace(active, tracer, batch, members);
   }
 
   /** The handler, timed into the handler-duration histogram. */

@@ -23,7 +23,6 @@ function text(value: unknown): string | undefined {
 /** What the traces need from the inbox's telemetry. */
 export interface TraceKit {
   readonly api: OtelApi;
-  readonly tracer: Otel.Tracer;
   readonly consumer: string;
   /** Counts an outcome the inbox did not count (a message the adapter could not read). */
   countIfNew(outcome: ProcessOutcome): void;
@@ -71,13 +70,18 @@ function producerContext(kit: TraceKit, source: MessageSource): Otel.Context {
     : api.propagation.extract(api.ROOT_CONTEXT, source.headers, headerGetter);
 }
 
+/** A message traced without a span (no SDK registered): its outcome still counted, its latency recorded. */
+export function untracedMessage(kit: TraceKit, source: MessageSource): MessageTrace {
+  return new SpanTrace(kit, source, undefined, undefined);
+}
+
 /** Starts a message's process span, its parent the producer's context. */
-export function startMessageTrace(kit: TraceKit, source: MessageSource, links?: Otel.Link[]): MessageTrace {
-  const { api, tracer } = kit;
+export function startMessageTrace(kit: TraceKit, tracer: Otel.Tracer, source: MessageSource): MessageTrace {
+  const { api } = kit;
   const parent = producerContext(kit, source);
   const span = tracer.startSpan(
     `process ${source.destination}`,
-    { kind: SPAN_KIND_CONSUMER, attributes: spanAttributes(kit, source), links },
+    { kind: SPAN_KIND_CONSUMER, attributes: spanAttributes(kit, source) },
     parent,
   );
   return new SpanTrace(kit, source, span, api.trace.setSpan(parent, span));
@@ -167,10 +171,28 @@ function failed(span: Otel.Span, error: Error, message: string): void {
  */
 export function startBatchTrace(
   kit: TraceKit,
+  tracer: Otel.Tracer | undefined,
   batch: { readonly system: string; readonly destination: string; readonly attributes: SpanAttributes },
   members: readonly MessageSource[],
 ): BatchTrace {
-  const { api, tracer } = kit;
+  const { api } = kit;
+  if (tracer === undefined) {
+    // No SDK: the members' outcomes and latencies only (members traced by their own span have theirs).
+    const untraced = members.map((member) =>
+      member.message !== undefined && messageContext(member.message) !== undefined
+        ? undefined
+        : untracedMessage(kit, member),
+    );
+    return {
+      run: (work) => work(),
+      bind: () => {},
+      end: (outcomes, settled) => {
+        untraced.forEach((trace, i) => {
+          trace?.end(outcomes[i], i < settled);
+        });
+      },
+    };
+  }
   const links: Otel.Link[] = [];
   const parents: (Otel.Context | undefined)[] = [];
   for (const member of members) {
