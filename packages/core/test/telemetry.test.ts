@@ -34,9 +34,13 @@ async function insertCharge(trx: Kysely<TestDB>, id: string): Promise<void> {
   await trx.insertInto('charges').values({ id, user_id: 'u', amount_cents: 1 }).execute();
 }
 
+/** An inbox made before the SDK was registered. */
+let early: ReturnType<typeof createInbox<TestDB>>;
+
 describe('without an SDK', () => {
   it('processes as usual, makes no recording span and injects no headers', async () => {
     const inbox = createInbox({ db: t.db, consumer: 'no-sdk' });
+    early = inbox;
     let recording: boolean | undefined;
     const outcome = await inbox.process(charge('n-1'), async (trx) => {
       recording = trace.getActiveSpan()?.isRecording() ?? false;
@@ -280,6 +284,23 @@ describe('with the SDK registered', () => {
     for (const name of ['inboxkit.inbox.outcomes', 'inboxkit.inbox.crash_loop_suspects']) {
       expect(sdk.points(collected, name).filter((p) => p.attributes['inboxkit.consumer'] === 'silent')).toEqual([]);
     }
+  });
+
+  it('traces the messages of an inbox made before the SDK was registered (its metrics stay off: register the SDK first)', async () => {
+    sdk.reset();
+    const traced = inboxTelemetry(early).message({
+      system: 'kafka',
+      destination: 'late',
+      headers: undefined,
+      attributes: {},
+    });
+    const outcome = await traced.run(() => early.process(charge('n-2'), async () => {}));
+    traced.end(outcome, true);
+    expect(sdk.spans().map((span) => [span.name, span.attributes['inboxkit.outcome']])).toEqual([
+      ['process late', 'processed'],
+    ]);
+    const outcomes = sdk.points(await sdk.collect(), 'inboxkit.inbox.outcomes');
+    expect(outcomes.filter((point) => point.attributes['inboxkit.consumer'] === 'no-sdk')).toEqual([]);
   });
 
   it('carries the active context into traceHeaders when no message span is bound', async () => {
