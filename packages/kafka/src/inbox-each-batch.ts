@@ -5,7 +5,7 @@ import {
   type MessageHandler,
   type ProcessOutcome,
 } from '@inboxkit/core';
-import { inboxTelemetry, positiveInteger } from '@inboxkit/core/adapter';
+import { inboxTelemetry, logHandled, outcomeLogFields, positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
 import { ConsumerRuntime, type PreparedRecord, type SettleItem } from './internal/consumer-runtime.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
@@ -103,6 +103,19 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
   const eachBatch = async (payload: KafkaEachBatchPayload): Promise<void> => {
     const { batch, resolveOffset } = payload;
     const { topic, partition } = batch;
+    /** The debug line of a record the wrapper is done with (docs/telemetry.md, "Logging"). */
+    const logRecord = (offset: string, outcome: ProcessOutcome | undefined, settled: boolean, started: number) => {
+      if (outcome === undefined) return;
+      logHandled(config.logger, () => ({
+        consumer: inbox.consumer,
+        topic,
+        partition,
+        offset,
+        ...outcomeLogFields(outcome),
+        settled,
+        durationMs: Math.round(performance.now() - started),
+      }));
+    };
     const records = batch.messages;
     const first = records[0];
     if (first === undefined) return;
@@ -138,6 +151,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         if (window.open) {
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
+          const started = performance.now();
           const trace = telemetry.message(recordSource(runtime.assignments.groupId, topic, partition, record));
           const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
           try {
@@ -155,6 +169,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
             throw error;
           } finally {
             trace.end(done.outcome, done.settled, done.thrown);
+            logRecord(record.offset, done.outcome, done.settled, started);
           }
           if (!done.settled) return;
           position++;
@@ -163,6 +178,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         }
         const end = Math.min(records.length, position + maxBatchSize);
         const chunk = records.slice(position, end);
+        const started = performance.now();
         // One span for the transaction, linked to each record's context (docs/telemetry.md).
         const trace = telemetry.batchTrace(
           batchSource(runtime.assignments.groupId, topic, partition),
@@ -203,6 +219,9 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
             done.settled,
             done.thrown,
           );
+          items.forEach((item, i) => {
+            logRecord(item.message.offset, item.outcome, i < done.settled, started);
+          });
         }
         if (done.settled < items.length) return;
         position = end;

@@ -1,5 +1,5 @@
 import { ConfigurationError, type MessageHandler, type ProcessOutcome } from '@inboxkit/core';
-import { inboxTelemetry } from '@inboxkit/core/adapter';
+import { inboxTelemetry, logHandled, outcomeLogFields } from '@inboxkit/core/adapter';
 import { ConsumerRuntime } from './internal/consumer-runtime.js';
 import type { KafkaEachMessagePayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
@@ -72,6 +72,7 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
     }
     if (runtime.pauses.intercept(topic, partition)) return;
     runtime.enter();
+    const started = performance.now();
     // The record's process span, active while it is processed and settled (docs/telemetry.md).
     const trace = telemetry.message(recordSource(runtime.assignments.groupId, topic, partition, record));
     const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
@@ -103,6 +104,18 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
       runtime.unexpected(topic, partition, record.offset, error);
     } finally {
       trace.end(done.outcome, done.settled, done.thrown);
+      const { outcome, settled } = done;
+      if (outcome !== undefined) {
+        logHandled(config.logger, () => ({
+          consumer: inbox.consumer,
+          topic,
+          partition,
+          offset: record.offset,
+          ...outcomeLogFields(outcome),
+          settled,
+          durationMs: Math.round(performance.now() - started),
+        }));
+      }
       runtime.leave();
     }
   };

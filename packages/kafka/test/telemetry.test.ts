@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { setUpKafkaFile } from '../../../test/kafka/support/file-setup.ts';
 import { consumeToEnd, ledgerHandlers, ledgerTotals, testInbox } from '../../../test/kafka/support/inbox-consumer.ts';
 import { charge, createFreshTopic, produce, readTopic } from '../../../test/kafka/support/kafka-testkit.ts';
+import { captureLogger } from '../../../test/support/log-capture.ts';
 import { counterSum, histogramCount, type OtelSdk, registerOtelSdk } from '../../../test/support/otel.ts';
 
 // A producer's trace goes on through the Kafka consumer as one trace (docs/telemetry.md):
@@ -40,7 +41,8 @@ for (const mode of ['eachMessage', 'eachBatch'] as const) {
       producers.set(id, span);
     }
 
-    const inbox = testInbox(t.db, `traced-${mode}`);
+    const logger = captureLogger();
+    const inbox = testInbox(t.db, `traced-${mode}`, { logger });
     await consumeToEnd(kit, topic, groupId, {
       ...ledgerHandlers(mode, {
         before: (messages) => {
@@ -100,6 +102,33 @@ for (const mode of ['eachMessage', 'eachBatch'] as const) {
     const [deadLetter] = await readTopic(kit.kafka, dlq, 1);
     expect(deadLetter?.headers.traceparent).toBe(
       `00-${poison?.spanContext().traceId}-${poison?.spanContext().spanId}-01`,
+    );
+
+    // Every record's line carries the same fields (docs/telemetry.md, "Logging").
+    const handled = logger.lines.filter((line) => line.message === 'inboxkit: message handled');
+    expect(handled.map((line) => line.fields.messageId).sort()).toEqual([...ids].sort());
+    for (const { fields } of handled) {
+      expect(Object.keys(fields).sort()).toEqual(
+        expect.arrayContaining([
+          'consumer',
+          'messageId',
+          'topic',
+          'partition',
+          'offset',
+          'outcome',
+          'settled',
+          'durationMs',
+        ]),
+      );
+      expect(fields).toMatchObject({ consumer: `traced-${mode}`, topic, partition: 0, settled: true });
+      expect(typeof fields.durationMs).toBe('number');
+    }
+    expect(handled.find((line) => line.fields.messageId === 'poison')?.fields).toMatchObject({
+      outcome: 'dead_letter',
+      reason: 'non_retryable',
+    });
+    expect(logger.lines.find((line) => line.message === 'inboxkit: message to be dead-lettered')?.fields).toMatchObject(
+      { consumer: `traced-${mode}`, messageId: 'poison', outcome: 'dead_letter' },
     );
 
     const collected = await sdk.collect();

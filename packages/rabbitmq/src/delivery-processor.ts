@@ -12,6 +12,8 @@ import {
   type InboxTelemetry,
   inboxTelemetry,
   invalidMessageOutcome,
+  logHandled,
+  outcomeLogFields,
   settleOutcome,
   toError,
   traceHeaders,
@@ -98,13 +100,33 @@ export class DeliveryProcessor<DB, T, R> {
 
   /** Handles a delivery to its settlement. Never rejects. */
   async handle(delivery: Delivery): Promise<void> {
+    const started = performance.now();
     // The delivery's process span, active while it is processed and settled (docs/telemetry.md).
     const trace = this.#telemetry.message(deliverySource(this.#config.queue, delivery.raw));
     let unexpected: Error | undefined;
     await trace.run(async () => {
       unexpected = await this.#handleSafely(delivery, (message) => trace.bind(message));
     });
-    trace.end(delivery.outcome, delivery.finished, unexpected);
+    const { outcome, finished } = delivery;
+    trace.end(outcome, finished, unexpected);
+    if (outcome !== undefined) {
+      logHandled(this.#config.logger, () => ({
+        ...this.#fields(delivery),
+        ...outcomeLogFields(outcome),
+        settled: finished,
+        durationMs: Math.round(performance.now() - started),
+      }));
+    }
+  }
+
+  /** The fields every line about a delivery carries (docs/telemetry.md, "Logging"). */
+  #fields(delivery: Delivery): { consumer: string; messageId: string | undefined; queue: string; deliveryTag: number } {
+    return {
+      consumer: this.#config.consumer,
+      messageId: delivery.id,
+      queue: this.#config.queue,
+      deliveryTag: delivery.raw.fields.deliveryTag,
+    };
   }
 
   /** {@link handle} without its span; resolves with the unexpected error, if one was met. */
@@ -115,7 +137,7 @@ export class DeliveryProcessor<DB, T, R> {
     } catch (thrown) {
       const error = toError(thrown);
       this.#config.logger.error(
-        { err: error, messageId: delivery.id, queue: this.#config.queue },
+        { ...this.#fields(delivery), err: error },
         'inboxkit: unexpected error while handling a delivery; it is requeued',
       );
       this.#events.emit('error', { error, during: 'handling a delivery' });
@@ -262,7 +284,7 @@ export class DeliveryProcessor<DB, T, R> {
         return this.#done(delivery, message, outcome.result, true);
       default:
         delivery.ack();
-        this.#deadLettered(asDeadLetter(outcome), route?.exchange ?? '', route?.routingKey ?? '');
+        this.#deadLettered(delivery, asDeadLetter(outcome), route?.exchange ?? '', route?.routingKey ?? '');
         return;
     }
     delivery.ack();
@@ -331,7 +353,15 @@ export class DeliveryProcessor<DB, T, R> {
     }
     delivery.ack();
     this.#config.logger.info(
-      { messageId: message.id, retry, delayMs, queue: retryQueue },
+      {
+        ...this.#fields(delivery),
+        outcome: outcome.status,
+        reason: outcome.reason,
+        attempts: outcome.attempts,
+        retry,
+        delayMs,
+        retryQueue,
+      },
       'inboxkit: handler failed; message sent through the retry queue',
     );
     this.#events.emit('retryScheduled', { messageId: message.id, retry, delayMs });
@@ -394,26 +424,29 @@ export class DeliveryProcessor<DB, T, R> {
    */
   async #nackDeadLetter(delivery: Delivery, message: SettledMessage, outcome: DeadLetterOutcome): Promise<void> {
     if (!delivery.nack(false)) return;
-    this.#deadLettered(outcome, '', delivery.raw.fields.routingKey);
+    this.#deadLettered(delivery, outcome, '', delivery.raw.fields.routingKey);
     if (outcome.reason === 'payload_conflict' || outcome.messageId === undefined || outcome.messageId !== message.id) {
       return;
     }
     await this.#config.inbox.recordDeadLetter(message, outcome).catch((error: unknown) => {
       this.#config.logger.warn(
-        { err: error, messageId: message.id },
+        { ...this.#fields(delivery), outcome: outcome.status, reason: outcome.reason, err: error },
         'inboxkit: dead letter nacked but not recorded; a redelivery of the same id would be handled again',
       );
     });
   }
 
-  #deadLettered(outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
+  #deadLettered(delivery: Delivery, outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
     this.#config.logger.warn(
       {
+        ...this.#fields(delivery),
         messageId: outcome.messageId,
+        outcome: outcome.status,
         reason: outcome.reason,
         attempts: outcome.attempts,
         err: outcome.error,
-        queue: this.#config.queue,
+        deadLetterExchange: exchange,
+        deadLetterRoutingKey: routingKey,
       },
       'inboxkit: message dead-lettered',
     );
@@ -431,7 +464,7 @@ export class DeliveryProcessor<DB, T, R> {
     const delayMs = this.#streak.fail();
     this.#events.emit('requeued', { messageId: delivery.id, reason, delayMs, error });
     this.#config.logger.warn(
-      { messageId: delivery.id, reason, delayMs, err: error, queue: this.#config.queue },
+      { ...this.#fields(delivery), outcome: delivery.outcome?.status, reason, delayMs, err: error },
       'inboxkit: delivery handed back to the queue after a backoff',
     );
     await sleep(delayMs, this.#signal);

@@ -12,6 +12,7 @@ import {
 } from '../../../test/rabbitmq/support/broker.ts';
 import { ledgerCounts } from '../../../test/rabbitmq/support/ledger.ts';
 import { Subscriptions } from '../../../test/rabbitmq/support/subscriptions.ts';
+import { captureLogger } from '../../../test/support/log-capture.ts';
 import { counterSum, histogramCount, type OtelSdk, registerOtelSdk } from '../../../test/support/otel.ts';
 import { createTestDatabase, type TestDatabase, type TestDB } from '../../../test/support/postgres.ts';
 
@@ -69,9 +70,10 @@ for (const maxBatchSize of [1, 10]) {
     await broker.channel.waitForConfirms();
 
     const consumer = `traced-${maxBatchSize}`;
+    const logger = captureLogger();
     const subscription = subscriptions.add(
       subscribe<TestDB, Body, unknown>({
-        inbox: createInbox({ db: t.db, consumer, retry: { retries: 1, minTimeout: 1, maxTimeout: 5 } }),
+        inbox: createInbox({ db: t.db, consumer, logger, retry: { retries: 1, minTimeout: 1, maxTimeout: 5 } }),
         url: amqpUrl(),
         queue,
         decode: 'json',
@@ -137,6 +139,25 @@ for (const maxBatchSize of [1, 10]) {
     expect(String(dead?.properties.headers?.traceparent)).toBe(
       `00-${poison?.spanContext().traceId}-${poison?.spanContext().spanId}-01`,
     );
+
+    // Every delivery's line carries the same fields (docs/telemetry.md, "Logging").
+    const handled = logger.lines.filter((line) => line.message === 'inboxkit: message handled');
+    expect(handled.map((line) => line.fields.messageId).sort()).toEqual([...ids].sort());
+    for (const { fields } of handled) {
+      expect(fields).toMatchObject({ consumer, queue, settled: true });
+      expect(typeof fields.deliveryTag).toBe('number');
+      expect(typeof fields.durationMs).toBe('number');
+    }
+    expect(handled.find((line) => line.fields.messageId === `${prefix}poison`)?.fields).toMatchObject({
+      outcome: 'dead_letter',
+      reason: 'non_retryable',
+    });
+    expect(logger.lines.find((line) => line.message === 'inboxkit: message dead-lettered')?.fields).toMatchObject({
+      consumer,
+      messageId: `${prefix}poison`,
+      queue,
+      outcome: 'dead_letter',
+    });
 
     const collected = await sdk.collect();
     const byConsumer = { 'inboxkit.consumer': consumer };
