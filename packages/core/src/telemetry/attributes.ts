@@ -39,4 +39,8 @@ export const METRIC = {
   oldestKeyAge: 'inboxkit.inbox.oldest_key.age',
   /** Gauge: a consumer's crash-loop suspects (deliveries counted and not finished). */
   suspects: 'inboxkit.inbox.crash_loop_suspects',
+  /** Gauge: messages waiting in an outbox (bounded count), by table. */
+  outboxBacklog: 'inboxkit.outbox.backlog',
+  /** Gauge, seconds: age of the oldest message waiting in an outbox (0 when none waits), by table. */
+  outboxOldestAge: 'inboxkit.outbox.oldest.age',
 } as const;

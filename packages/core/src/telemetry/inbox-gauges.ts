@@ -13,32 +13,27 @@ export interface GaugeInstruments {
 }
 
 /**
- * One inbox's gauge figures, read from Postgres at most once per `intervalMs`: a collection
- * within the interval reports the figures read last (the oldest key's age still counts
- * from its stored time). Concurrent collections share one reading; a reading that fails is
- * logged at debug level and reports nothing.
+ * Figures read from Postgres at most once per `intervalMs`: a collection within the interval
+ * reports the figures read last. Concurrent collections share one reading; a reading that
+ * fails is logged at debug level and reports nothing.
  */
-export class GaugeReader {
-  readonly #db: Kysely<unknown>;
-  readonly #consumer: string;
+export class CachedReading<T> {
+  readonly #read: () => Promise<T>;
   readonly #intervalMs: number;
-  readonly #logger: InboxLogger;
-  readonly #read: ReturnType<typeof compileGaugeQueries>;
-  #figures: GaugeFigures | undefined;
+  readonly #failed: (error: unknown) => void;
+  #figures: T | undefined;
   #readAt = Number.NEGATIVE_INFINITY;
-  #reading: Promise<GaugeFigures | undefined> | undefined;
+  #reading: Promise<T | undefined> | undefined;
 
-  constructor(db: Kysely<unknown>, tables: InboxTables, consumer: string, intervalMs: number, logger: InboxLogger) {
-    this.#db = db;
-    this.#consumer = consumer;
+  constructor(read: () => Promise<T>, intervalMs: number, failed: (error: unknown) => void) {
+    this.#read = read;
     this.#intervalMs = intervalMs;
-    this.#logger = logger;
-    this.#read = compileGaugeQueries(tables);
+    this.#failed = failed;
   }
 
-  figures(): Promise<GaugeFigures | undefined> {
+  figures(): Promise<T | undefined> {
     if (performance.now() - this.#readAt < this.#intervalMs) return Promise.resolve(this.#figures);
-    this.#reading ??= this.#read(this.#db, this.#consumer).then(
+    this.#reading ??= this.#read().then(
       (figures) => {
         this.#figures = figures;
         this.#readAt = performance.now();
@@ -49,14 +44,25 @@ export class GaugeReader {
         this.#figures = undefined;
         this.#readAt = performance.now();
         this.#reading = undefined;
-        this.#logger.debug(
-          { consumer: this.#consumer, err: error },
-          'inboxkit: the inbox gauges could not be read; nothing reported',
-        );
+        this.#failed(error);
         return undefined;
       },
     );
     return this.#reading;
+  }
+}
+
+/** One inbox's gauge figures (see {@link CachedReading}; the oldest key's age still counts from its stored time). */
+export class GaugeReader extends CachedReading<GaugeFigures> {
+  constructor(db: Kysely<unknown>, tables: InboxTables, consumer: string, intervalMs: number, logger: InboxLogger) {
+    const read = compileGaugeQueries(tables);
+    super(
+      () => read(db, consumer),
+      intervalMs,
+      (error) => {
+        logger.debug({ consumer, err: error }, 'inboxkit: the inbox gauges could not be read; nothing reported');
+      },
+    );
   }
 }
 

@@ -165,7 +165,7 @@ export class InboxTelemetry {
       api,
       consumer,
       instruments,
-      metered: instruments.outcomes !== api.createNoopMeter().createCounter(METRIC.outcomes),
+      metered: meter !== api.createNoopMeter(),
       handlerOk: { [ATTR.consumer]: consumer },
       countIfNew: (outcome) => {
         if (!this.#counted.has(outcome)) this.#count(active, outcome);
