@@ -152,7 +152,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
           const started = performance.now();
-          const trace = telemetry.message(recordSource(runtime.assignments.groupId, topic, partition, record));
+          const trace = telemetry.message(() => recordSource(runtime.assignments.groupId, topic, partition, record));
           const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
           try {
             await trace.run(async () => {
@@ -180,8 +180,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         const chunk = records.slice(position, end);
         const started = performance.now();
         // One span for the transaction, linked to each record's context (docs/telemetry.md).
-        const trace = telemetry.batchTrace(
-          batchSource(runtime.assignments.groupId, topic, partition),
+        const trace = telemetry.batchTrace(batchSource(runtime.assignments.groupId, topic, partition), () =>
           chunk.map((record) => recordSource(runtime.assignments.groupId, topic, partition, record)),
         );
         const items: SettleItem[] = [];

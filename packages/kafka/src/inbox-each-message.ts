@@ -74,7 +74,7 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
     runtime.enter();
     const started = performance.now();
     // The record's process span, active while it is processed and settled (docs/telemetry.md).
-    const trace = telemetry.message(recordSource(runtime.assignments.groupId, topic, partition, record));
+    const trace = telemetry.message(() => recordSource(runtime.assignments.groupId, topic, partition, record));
     const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
     try {
       await trace.run(async () => {

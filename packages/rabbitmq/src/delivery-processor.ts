@@ -102,7 +102,7 @@ export class DeliveryProcessor<DB, T, R> {
   async handle(delivery: Delivery): Promise<void> {
     const started = performance.now();
     // The delivery's process span, active while it is processed and settled (docs/telemetry.md).
-    const trace = this.#telemetry.message(deliverySource(this.#config.queue, delivery.raw));
+    const trace = this.#telemetry.message(() => deliverySource(this.#config.queue, delivery.raw));
     let unexpected: Error | undefined;
     await trace.run(async () => {
       unexpected = await this.#handleSafely(delivery, (message) => trace.bind(message));
@@ -197,8 +197,7 @@ export class DeliveryProcessor<DB, T, R> {
     const first = messages[0];
     if (messages.length === 1 && first !== undefined) return [await inbox.process(first, handler)];
     // One span for the transaction, linked to each delivery's own span.
-    const trace = this.#telemetry.batchTrace(
-      batchSource(queue),
+    const trace = this.#telemetry.batchTrace(batchSource(queue), () =>
       messages.map((message) => ({ ...batchSource(queue), headers: undefined, message })),
     );
     let outcomes: readonly ProcessOutcome<R>[] = [];

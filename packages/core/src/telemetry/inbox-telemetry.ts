@@ -223,26 +223,31 @@ export class InboxTelemetry {
 
   /**
    * Starts the process span of one message (not active yet: see {@link MessageTrace.run}),
-   * its parent the trace context in the message's headers.
+   * its parent the trace context in the message's headers. `source` may be a function,
+   * called only when something is recorded: with no SDK the adapter builds nothing.
    */
-  message(source: MessageSource): MessageTrace {
+  message(source: MessageSource | (() => MessageSource)): MessageTrace {
     const active = this.#active;
     if (active === undefined || active === null) return NO_MESSAGE_TRACE;
     const tracer = currentTracer(active.api, this.#noopTracerProvider);
-    if (tracer !== undefined) return startMessageTrace(active, tracer, source);
-    return active.metered ? untracedMessage(active, source) : NO_MESSAGE_TRACE;
+    if (tracer === undefined && !active.metered) return NO_MESSAGE_TRACE;
+    const described = typeof source === 'function' ? source() : source;
+    return tracer === undefined ? untracedMessage(active, described) : startMessageTrace(active, tracer, described);
   }
 
-  /** Starts the span of a batch processed in one transaction, linked to each member's context. */
+  /**
+   * Starts the span of a batch processed in one transaction, linked to each member's
+   * context. `members` may be a function, called only when something is recorded.
+   */
   batchTrace(
     batch: { readonly system: string; readonly destination: string; readonly attributes: SpanAttributes },
-    members: readonly MessageSource[],
+    members: readonly MessageSource[] | (() => readonly MessageSource[]),
   ): BatchTrace {
     const active = this.#active;
     if (active === undefined || active === null) return NO_BATCH_TRACE;
     const tracer = currentTracer(active.api, this.#noopTracerProvider);
     if (tracer === undefined && !active.metered) return NO_BATCH_TRACE;
-    return startBatchTrace(active, tracer, batch, members);
+    return startBatchTrace(active, tracer, batch, typeof members === 'function' ? members() : members);
   }
 
   /** The handler, timed into the handler-duration histogram. */
