@@ -52,6 +52,15 @@ export default defineConfig({
         },
       },
       {
+        // The inboxkit command, run as a process against every service.
+        extends: true,
+        test: {
+          name: 'cli',
+          include: ['packages/cli/test/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'http',

@@ -18,6 +18,12 @@ export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
+export {
+  createOutboxRelay,
+  type OutboxPublish,
+  type OutboxRelayEngineOptions,
+  relayOptions,
+} from './outbox/outbox-relay.js';
 export { isSettled } from './outcome.js';
 export { retryDelayMs, retrySpanMs } from './retry-policy.js';
 export {

@@ -276,6 +276,7 @@ export class Inbox<DB> {
       if (count === undefined) break;
       batches++;
       deleted += count;
+      options.onBatch?.(count);
       if (count < batchSize) {
         await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
         break;

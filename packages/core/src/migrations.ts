@@ -1,7 +1,8 @@
 import { type Kysely, sql } from 'kysely';
-import type { Migration, MigrationResult, MigrationResultSet } from 'kysely/migration';
-import { ConfigurationError } from './errors.js';
-import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
+import { ATTEMPTS_SUFFIX, type InboxTables, inboxTables, quoteIdentifier } from './identifiers.js';
+import { runMigrations } from './migration-runner.js';
+import { claimFunctionSignature, claimFunctionSql } from './sql/claim-message.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
@@ -14,11 +15,24 @@ export interface InboxSchemaOptions {
 
 /**
  * The inbox's DDL as plain SQL, for teams whose migrations are run by another tool
- * (Flyway, Liquibase, dbmate, psql). Idempotent. `sql/0001_processed_messages.sql` in this
- * package is the same text for the default names.
+ * (Flyway, Liquibase, dbmate, psql): every migration in order, each idempotent, so the
+ * whole text may be run again after an upgrade. For the default names it is
+ * `sql/0001_processed_messages.sql` followed by `sql/0002_claim_function.sql` in this
+ * package; a database that has 0001 only needs 0002 applied.
+ *
+ * @example
+ * ```ts
+ * import { writeFileSync } from 'node:fs'
+ * writeFileSync('V1__inbox.sql', inboxSchemaSql({ schema: 'billing', table: 'inbox_keys' }))
+ * ```
  */
 export function inboxSchemaSql(options: InboxSchemaOptions = {}): string {
   const tables = inboxTables(options.schema, options.table);
+  return `${tablesSql(tables)}\n${claimFunctionSql(tables)}`;
+}
+
+/** Migration 0001: the tables. */
+function tablesSql(tables: InboxTables): string {
   const schema = quoteIdentifier(tables.schema);
   const index = quoteIdentifier(`${tables.table}_processed_at_idx`);
   const attemptsIndex = quoteIdentifier(`${tables.table}${ATTEMPTS_SUFFIX}_last_idx`);
@@ -70,12 +84,20 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
   return {
     inboxkit_0001_processed_messages: {
       async up(db: Kysely<unknown>) {
-        await sql.raw(inboxSchemaSql(options)).execute(db);
+        await sql.raw(tablesSql(tables)).execute(db);
       },
       async down(db: Kysely<unknown>) {
         await sql
           .raw(`DROP TABLE IF EXISTS ${tables.attemptsQualified}; DROP TABLE IF EXISTS ${tables.qualified};`)
           .execute(db);
+      },
+    },
+    inboxkit_0002_claim_function: {
+      async up(db: Kysely<unknown>) {
+        await sql.raw(claimFunctionSql(tables)).execute(db);
+      },
+      async down(db: Kysely<unknown>) {
+        await sql.raw(`DROP FUNCTION IF EXISTS ${claimFunctionSignature(tables)};`).execute(db);
       },
     },
   };
@@ -112,59 +134,10 @@ export async function migrateInbox<DB>(
     }
   }
   const tables = inboxTables(options.schema, options.table);
-  const migrations = Object.entries(inboxMigrations(options)).sort(([a], [b]) => a.localeCompare(b));
-  const history = `${quoteIdentifier(tables.schema)}.${quoteIdentifier(`${tables.table}_migration`)}`;
-  const lockKey = `inboxkit:migrate:${tables.qualified}`;
-  try {
-    return await (db as Kysely<unknown>).transaction().execute(async (trx) => {
-      // Not Kysely's session-level migration lock: a pooler in transaction mode could run its
-      // unlock on another server connection and leave the lock held on this one.
-      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${lockKey}, 0))`.execute(trx);
-      await sql.raw(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(tables.schema)}`).execute(trx);
-      await sql
-        .raw(`CREATE TABLE IF NOT EXISTS ${history} (
-  name      varchar(255) NOT NULL PRIMARY KEY,
-  timestamp varchar(255) NOT NULL
-)`)
-        .execute(trx);
-      const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.raw(history)} ORDER BY name`.execute(trx);
-      const executed = new Set(rows.map((row) => row.name));
-      const unknown = [...executed].filter((name) => !migrations.some(([known]) => known === name));
-      if (unknown.length > 0) {
-        throw new ConfigurationError(
-          `The inbox tables ${tables.qualified} were migrated by a newer inboxkit (${unknown.join(', ')}); upgrade @inboxkit/core.`,
-        );
-      }
-      const pending = migrations.filter(([name]) => !executed.has(name));
-      const results: MigrationResult[] = [];
-      for (const [index, [name, migration]] of pending.entries()) {
-        try {
-          await migration.up(trx);
-          await sql`INSERT INTO ${sql.raw(history)} (name, timestamp) VALUES (${name}, ${new Date().toISOString()})`.execute(
-            trx,
-          );
-          results.push({ migrationName: name, direction: 'Up', status: 'Success' });
-        } catch (error) {
-          results.push({ migrationName: name, direction: 'Up', status: 'Error' });
-          for (const [later] of pending.slice(index + 1)) {
-            results.push({ migrationName: later, direction: 'Up', status: 'NotExecuted' });
-          }
-          throw new MigrationFailed({ error, results });
-        }
-      }
-      return { results };
-    });
-  } catch (error) {
-    if (error instanceof MigrationFailed) return error.resultSet;
-    return { error, results: undefined };
-  }
-}
-
-/** Carries a failed migration's result set out of its transaction, which it rolls back. */
-class MigrationFailed extends Error {
-  readonly resultSet: MigrationResultSet;
-  constructor(resultSet: MigrationResultSet) {
-    super('inboxkit: a migration failed');
-    this.resultSet = resultSet;
-  }
+  return runMigrations(db, {
+    migrations: inboxMigrations(options),
+    schema: tables.schema,
+    historyTable: `${tables.table}_migration`,
+    subject: `The inbox tables ${tables.qualified}`,
+  });
 }

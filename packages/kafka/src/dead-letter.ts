@@ -46,7 +46,9 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   const { message, outcome } = entry;
   const headers: KafkaHeaders = {};
   for (const [name, value] of Object.entries(message.record.headers ?? {})) {
-    if (!name.startsWith(DEAD_LETTER_HEADER_PREFIX) && value !== undefined) headers[name] = value;
+    // Our headers of an earlier dead-lettering are replaced, but the replay count stays.
+    const ours = name.startsWith(DEAD_LETTER_HEADER_PREFIX) && name !== CORE_DEAD_LETTER_HEADERS.replays;
+    if (!ours && value !== undefined) headers[name] = value;
   }
   // The trace goes on from the record's process span (docs/telemetry.md).
   const trace = traceHeaders(message);

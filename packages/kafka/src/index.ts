@@ -47,6 +47,7 @@ export type {
 } from './kafka-inbox-events.js';
 export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaInboxOptions } from './kafka-inbox-options.js';
+export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';
 export {
   type KafkaStartupRetry,
   type KafkaStartupStep,
