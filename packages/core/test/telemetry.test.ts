@@ -216,38 +216,55 @@ describe('with the SDK registered', () => {
     expect(members.every((span) => span.links[0]?.context.spanId === batchSpan?.spanContext().spanId)).toBe(true);
   });
 
-  it("reports the gauges from bounded queries: keys (a bounded count, then the planner's estimate), the oldest key's age, crash-loop suspects", async () => {
+  it("reports the gauges from bounded queries: a consumer's keys (counted, then estimated), dead-lettered keys, the oldest key's age, crash-loop suspects", async () => {
     const { error } = await migrateInbox(t.db, { table: 'gauged' });
     expect(error).toBeUndefined();
     const inbox = createInbox({ db: t.db, consumer: 'gauged', table: 'gauged', telemetry: { gaugeIntervalMs: 1 } });
     for (let i = 0; i < 5; i++) {
       await inbox.process(charge(`g-${i}`), async () => {});
     }
+    await inbox.process(charge('g-dead'), () => {
+      throw new NonRetryableError('refused');
+    });
+    await inbox.recordDeadLetter(charge('g-dead'), {
+      status: 'dead_letter',
+      messageId: 'g-dead',
+      reason: 'non_retryable',
+      error: new NonRetryableError('refused'),
+      attempts: 1,
+      firstSeenAt: new Date(),
+    });
     await sql`UPDATE gauged SET processed_at = now() - interval '1 hour' WHERE message_id = 'g-0'`.execute(t.db);
     await sql`INSERT INTO gauged_attempts (consumer, message_id, attempts) VALUES ('gauged', 'x-1', 1), ('gauged', 'x-2', 2), ('other', 'x-3', 1)`.execute(
       t.db,
     );
-    const at = (collected: Awaited<ReturnType<OtelSdk['collect']>>, name: string, match: Record<string, string>) =>
+    await sql`INSERT INTO gauged (consumer, message_id) SELECT 'other', 'o-' || i FROM generate_series(1, 1000) i`.execute(
+      t.db,
+    );
+    const at = (collected: Awaited<ReturnType<OtelSdk['collect']>>, name: string) =>
       sdk
         .points(collected, name)
-        .filter((point) => Object.entries(match).every(([key, value]) => point.attributes[key] === value))
+        .filter((point) => point.attributes['inboxkit.consumer'] === 'gauged')
         .map((point) => point.value as number);
 
-    // Never analyzed (reltuples = -1): counted, up to a bound.
+    // Few keys: counted exactly, other consumers' keys apart.
     let collected = await sdk.collect();
-    expect(at(collected, 'inboxkit.inbox.keys', { 'inboxkit.table': 'public.gauged' })).toEqual([5]);
-    expect(at(collected, 'inboxkit.inbox.crash_loop_suspects', { 'inboxkit.consumer': 'gauged' })).toEqual([2]);
-    const [age] = at(collected, 'inboxkit.inbox.oldest_key.age', { 'inboxkit.consumer': 'gauged' });
+    expect(at(collected, 'inboxkit.inbox.keys')).toEqual([6]);
+    expect(at(collected, 'inboxkit.inbox.dead_lettered_keys')).toEqual([1]);
+    expect(at(collected, 'inboxkit.inbox.crash_loop_suspects')).toEqual([2]);
+    const [age] = at(collected, 'inboxkit.inbox.oldest_key.age');
     expect(age).toBeGreaterThanOrEqual(3600);
     expect(age).toBeLessThan(3600 + 600);
 
-    // Other consumers' keys count in the table's figure; once analyzed, it is the estimate.
-    await sql`INSERT INTO gauged (consumer, message_id) SELECT 'other', 'o-' || i FROM generate_series(1, 1000) i`.execute(
+    // Past the bound of 10,000 the keys are not counted but estimated from the planner's statistics.
+    await sql`INSERT INTO gauged (consumer, message_id) SELECT 'gauged', 'n-' || i FROM generate_series(1, 12000) i`.execute(
       t.db,
     );
     await sql`ANALYZE gauged`.execute(t.db);
     collected = await sdk.collect();
-    expect(at(collected, 'inboxkit.inbox.keys', { 'inboxkit.table': 'public.gauged' })).toEqual([1005]);
+    const [keys] = at(collected, 'inboxkit.inbox.keys');
+    expect(keys).toBeGreaterThan(10_000);
+    expect(Math.abs((keys ?? 0) - 12_006)).toBeLessThan(12_006 * 0.05);
   });
 
   it('keeps the gauge figures for gaugeIntervalMs: a collection within it does not query Postgres again', async () => {

@@ -33,8 +33,10 @@ export const METRIC = {
   handlerDuration: 'inboxkit.handler.duration',
   /** Histogram, seconds: from the broker's timestamp to the message's ack or offset commit mark. */
   deliveryLatency: 'inboxkit.delivery.latency',
-  /** Gauge: keys in the inbox table (the planner's estimate), by table. */
+  /** Gauge: a consumer's keys (exact up to a bound, then estimated). */
   keys: 'inboxkit.inbox.keys',
+  /** Gauge: a consumer's keys of dead-lettered messages. */
+  deadLetteredKeys: 'inboxkit.inbox.dead_lettered_keys',
   /** Gauge, seconds: age of a consumer's oldest key. */
   oldestKeyAge: 'inboxkit.inbox.oldest_key.age',
   /** Gauge: a consumer's crash-loop suspects (deliveries counted and not finished). */

@@ -1,13 +1,19 @@
 import type { Kysely } from 'kysely';
+import { type ConsumerStatus, createInboxAdmin } from '../admin.js';
 import type { InboxTables } from '../identifiers.js';
 import type { InboxLogger } from '../logger.js';
 import { ATTR } from './attributes.js';
-import { compileGaugeQueries, type GaugeFigures } from './gauge-queries.js';
 import type { Otel } from './otel-api.js';
+
+/** Keys are counted exactly up to this many per consumer, then estimated (as `inboxkit status`, a little lower). */
+export const EXACT_KEYS_UP_TO = 10_000;
+/** The longest the oldest-key look-up may take. */
+export const OLDEST_KEY_TIMEOUT_MS = 2000;
 
 /** The gauges' observable instruments, shared by every inbox on one meter. */
 export interface GaugeInstruments {
   readonly keys: Otel.ObservableGauge;
+  readonly deadLetteredKeys: Otel.ObservableGauge;
   readonly oldestKeyAge: Otel.ObservableGauge;
   readonly suspects: Otel.ObservableGauge;
 }
@@ -52,12 +58,16 @@ export class CachedReading<T> {
   }
 }
 
-/** One inbox's gauge figures (see {@link CachedReading}; the oldest key's age still counts from its stored time). */
-export class GaugeReader extends CachedReading<GaugeFigures> {
+/**
+ * One inbox's gauge figures: `inboxkit status`'s bounded queries (`@inboxkit/core/admin`,
+ * docs/telemetry.md "Gauges"), kept as {@link CachedReading} says; the oldest key's age
+ * still counts from its stored time.
+ */
+export class GaugeReader extends CachedReading<ConsumerStatus> {
   constructor(db: Kysely<unknown>, tables: InboxTables, consumer: string, intervalMs: number, logger: InboxLogger) {
-    const read = compileGaugeQueries(tables);
+    const admin = createInboxAdmin({ db, schema: tables.schema, table: tables.table });
     super(
-      () => read(db, consumer),
+      () => admin.consumerStatus(consumer, { exactUpTo: EXACT_KEYS_UP_TO, timeoutMs: OLDEST_KEY_TIMEOUT_MS }),
       intervalMs,
       (error) => {
         logger.debug({ consumer, err: error }, 'inboxkit: the inbox gauges could not be read; nothing reported');
@@ -78,9 +88,8 @@ export function observeGauges(
   consumer: string,
 ): void {
   const ref = new WeakRef(reader);
-  const observables = [instruments.keys, instruments.oldestKeyAge, instruments.suspects];
-  const tableAttributes = { [ATTR.table]: table };
-  const consumerAttributes = { [ATTR.consumer]: consumer };
+  const observables = [instruments.keys, instruments.deadLetteredKeys, instruments.oldestKeyAge, instruments.suspects];
+  const consumerAttributes = { [ATTR.consumer]: consumer, [ATTR.table]: table };
   const callback: Otel.BatchObservableCallback = async (observer) => {
     const live = ref.deref();
     if (live === undefined) {
@@ -89,9 +98,10 @@ export function observeGauges(
     }
     const figures = await live.figures();
     if (figures === undefined) return;
-    if (figures.keys !== undefined) observer.observe(instruments.keys, figures.keys, tableAttributes);
-    observer.observe(instruments.suspects, figures.suspects, consumerAttributes);
-    if (figures.oldestKeyAt !== undefined) {
+    observer.observe(instruments.keys, figures.keys, consumerAttributes);
+    observer.observe(instruments.deadLetteredKeys, figures.deadLettered, consumerAttributes);
+    observer.observe(instruments.suspects, figures.crashLoopSuspects, consumerAttributes);
+    if (figures.oldestKeyAt !== null) {
       const age = Math.max(0, (Date.now() - figures.oldestKeyAt.getTime()) / 1000);
       observer.observe(instruments.oldestKeyAge, age, consumerAttributes);
     }

@@ -42,7 +42,11 @@ function instrumentsOf(meter: Otel.Meter): Instruments {
         unit: 's',
       }),
       keys: meter.createObservableGauge(METRIC.keys, {
-        description: "Keys in the inbox table, every consumer's: the planner's estimate (pg_class.reltuples).",
+        description: "The consumer's keys: counted up to 10000, then estimated from the planner's statistics.",
+        unit: '{key}',
+      }),
+      deadLetteredKeys: meter.createObservableGauge(METRIC.deadLetteredKeys, {
+        description: "The consumer's keys of dead-lettered messages (estimated with the keys).",
         unit: '{key}',
       }),
       oldestKeyAge: meter.createObservableGauge(METRIC.oldestKeyAge, {

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import { type QueryRunner, raw } from '../sql/executor.js';
 import { ATTR, METRIC } from './attributes.js';
-import { COUNT_BOUND, GAUGE_STATEMENT_TIMEOUT_MS } from './gauge-queries.js';
+import { COUNT_BOUND, GAUGE_STATEMENT_TIMEOUT_MS } from './gauge-bounds.js';
 import { CachedReading } from './inbox-gauges.js';
 import { INSTRUMENTATION_SCOPE, type Otel, type OtelApi, otelApi, otelLoaded } from './otel-api.js';
 
