@@ -1,4 +1,4 @@
-import { createInbox, migrateInbox, NonRetryableError } from '@inboxkit/core';
+import { createInbox, createOutbox, migrateInbox, migrateOutbox, NonRetryableError } from '@inboxkit/core';
 import { inboxTelemetry, traceHeaders } from '@inboxkit/core/adapter';
 import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { type Kysely, sql } from 'kysely';
@@ -318,6 +318,45 @@ describe('with the SDK registered', () => {
     ]);
     const outcomes = sdk.points(await sdk.collect(), 'inboxkit.inbox.outcomes');
     expect(outcomes.filter((point) => point.attributes['inboxkit.consumer'] === 'no-sdk')).toEqual([]);
+  });
+
+  it("captures the trace context at enqueue into the outbox message's headers, and reports the outbox's backlog and oldest message", async () => {
+    const { error } = await migrateOutbox(t.db, { table: 'traced_outbox' });
+    expect(error).toBeUndefined();
+    const outbox = createOutbox({ db: t.db, table: 'traced_outbox' });
+    const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const span = trace.getTracer('test').startSpan('handler');
+    await context.with(trace.setSpan(context.active(), span), () =>
+      t.db.transaction().execute(async (trx) => {
+        await outbox.enqueue(trx, [
+          { topic: 'accepted', key: 'o-1', payload: { n: 1 }, messageId: 'e-1', headers: { tenant: 'acme' } },
+          { topic: 'accepted', key: 'o-2', payload: { n: 2 }, messageId: 'e-2', headers: { traceparent: own } },
+          { topic: 'accepted', payload: { n: 3 }, messageId: 'e-3' },
+        ]);
+      }),
+    );
+    span.end();
+    await sql`UPDATE traced_outbox SET created_at = now() - interval '10 minutes' WHERE message_id = 'e-1'`.execute(
+      t.db,
+    );
+    const { rows } = await sql<{ message_id: string; headers: Record<string, string> }>`
+      SELECT message_id, headers FROM traced_outbox ORDER BY sequence`.execute(t.db);
+    expect(rows.map((row) => [row.message_id, row.headers.traceparent, row.headers.tenant])).toEqual([
+      ['e-1', traceparentOf(span), 'acme'],
+      ['e-2', own, undefined],
+      ['e-3', traceparentOf(span), undefined],
+    ]);
+
+    const collected = await sdk.collect();
+    const of = (name: string) =>
+      sdk
+        .points(collected, name)
+        .filter((point) => point.attributes['inboxkit.table'] === 'public.traced_outbox')
+        .map((point) => point.value as number);
+    expect(of('inboxkit.outbox.backlog')).toEqual([3]);
+    const [age] = of('inboxkit.outbox.oldest.age');
+    expect(age).toBeGreaterThanOrEqual(600);
+    expect(age).toBeLessThan(600 + 600);
   });
 
   it('carries the active context into traceHeaders when no message span is bound', async () => {

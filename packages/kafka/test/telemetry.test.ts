@@ -1,9 +1,18 @@
-import { NonRetryableError } from '@inboxkit/core';
+import { createOutbox, NonRetryableError, outboxSchemaSql } from '@inboxkit/core';
+import { createKafkaRelay } from '@inboxkit/kafka';
 import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { setUpKafkaFile } from '../../../test/kafka/support/file-setup.ts';
 import { consumeToEnd, ledgerHandlers, ledgerTotals, testInbox } from '../../../test/kafka/support/inbox-consumer.ts';
-import { charge, createFreshTopic, produce, readTopic } from '../../../test/kafka/support/kafka-testkit.ts';
+import {
+  charge,
+  createFreshTopic,
+  produce,
+  readTopic,
+  topicSize,
+  waitFor,
+} from '../../../test/kafka/support/kafka-testkit.ts';
 import { captureLogger } from '../../../test/support/log-capture.ts';
 import { counterSum, histogramCount, type OtelSdk, registerOtelSdk } from '../../../test/support/otel.ts';
 
@@ -148,3 +157,55 @@ for (const mode of ['eachMessage', 'eachBatch'] as const) {
     ).toBe(3);
   });
 }
+
+it('one trace from the producer through the inbox consumer, its outbox, the relay and the next consumer', async () => {
+  const { t, kit } = setup;
+  sdk.reset();
+  const first = await createFreshTopic(kit.admin, { topic: 'orders', group: 'group-orders', partitions: 1 });
+  const next = await createFreshTopic(kit.admin, { topic: 'accepted', group: 'group-accepted', partitions: 1 });
+  const table = `outbox_${Math.random().toString(36).slice(2, 8)}`;
+  await sql.raw(outboxSchemaSql({ table })).execute(t.db);
+  const outbox = createOutbox({ db: t.db, table });
+
+  const producer = trace.getTracer('producer-app').startSpan(`send ${first.topic}`, { kind: SpanKind.PRODUCER });
+  const headers: Record<string, string> = {};
+  propagation.inject(trace.setSpan(context.active(), producer), headers);
+  await produce(kit.producer, first.topic, [{ ...charge('order-1'), headers }]);
+  producer.end();
+
+  // The first consumer accepts the order and, in the same transaction, enqueues an event.
+  await consumeToEnd(kit, first.topic, first.groupId, {
+    mode: 'eachMessage',
+    inbox: testInbox(t.db, 'orders'),
+    producer: kit.producer,
+    admin: kit.admin,
+    handler: async (trx, message) => {
+      await outbox.enqueue(trx, { topic: next.topic, key: message.id, payload: { accepted: message.id } });
+    },
+  });
+  const relayProducer = kit.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await relayProducer.connect();
+  const relay = createKafkaRelay({ outbox, producer: relayProducer, listen: { connectionString: t.url } });
+  try {
+    await waitFor(async () => (await topicSize(kit.admin, next.topic)) === 1, { what: 'the relayed event' });
+  } finally {
+    await relay.close();
+    await relayProducer.disconnect();
+  }
+  await consumeToEnd(kit, next.topic, next.groupId, {
+    mode: 'eachMessage',
+    inbox: testInbox(t.db, 'accepted'),
+    producer: kit.producer,
+    admin: kit.admin,
+    handler: async () => {},
+  });
+
+  const spans = sdk.spans();
+  const accepting = spans.find((span) => span.name === `process ${first.topic}`);
+  const following = spans.find((span) => span.name === `process ${next.topic}`);
+  expect(accepting?.parentSpanContext?.spanId).toBe(producer.spanContext().spanId);
+  expect(following?.spanContext().traceId).toBe(producer.spanContext().traceId);
+  // Captured at enqueue, inside the first consumer's span: the relay carried it.
+  expect(following?.parentSpanContext?.spanId).toBe(accepting?.spanContext().spanId);
+  expect(following?.attributes['inboxkit.outcome']).toBe('processed');
+});

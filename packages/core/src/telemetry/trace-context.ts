@@ -33,3 +33,22 @@ export function traceHeaders(message?: object): Record<string, string> {
   api.propagation.inject(context, carrier);
   return carrier;
 }
+
+/**
+ * `messages` with the active trace context's headers under their own (a `traceparent` a
+ * message sets wins): the outbox captures the context when a message is enqueued, inside
+ * the handler's span, not when the relay sends it (docs/telemetry.md, "The outbox"). The
+ * same array when there is no context to add.
+ */
+export function withTraceHeaders<M>(messages: readonly M[]): readonly M[] {
+  const trace = traceHeaders();
+  if (trace.traceparent === undefined) return messages;
+  return messages.map((message) => {
+    if (typeof message !== 'object' || message === null) return message; // refused later, naming the field
+    const own = (message as { headers?: unknown }).headers ?? undefined;
+    if (own !== undefined && (typeof own !== 'object' || Array.isArray(own))) return message;
+    const headers = own as Record<string, string> | undefined;
+    if (headers?.traceparent !== undefined) return message;
+    return { ...message, headers: { ...trace, ...headers } };
+  });
+}
