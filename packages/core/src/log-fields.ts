@@ -59,6 +59,10 @@ export function outcomeLogFields(
  * ```
  */
 export function logHandled(logger: InboxLogger, fields: () => MessageLogFields): void {
-  if (typeof logger.isLevelEnabled === 'function' && !logger.isLevelEnabled('debug')) return;
-  logger.debug(fields(), 'inboxkit: message handled');
+  try {
+    if (typeof logger.isLevelEnabled === 'function' && !logger.isLevelEnabled('debug')) return;
+    logger.debug(fields(), 'inboxkit: message handled');
+  } catch {
+    // A logger that throws must not leave a delivery unsettled: the line is lost.
+  }
 }

@@ -170,3 +170,35 @@ for (const maxBatchSize of [1, 10]) {
     ).toBe(3);
   });
 }
+
+it('a logger that throws loses its line, never the delivery: acked once processed', async () => {
+  const queue = uniqueName('throwing-logger');
+  broker.track(queue, `${queue}.dlq`, `${queue}.retry`);
+  await broker.declareQueue(queue);
+  await broker.publish(queue, [{ id: 'tl-1', body: { amountCents: 100 } }]);
+  const logger = {
+    ...captureLogger(),
+    debug: () => {
+      throw new Error('the log sink is gone');
+    },
+  };
+  const subscription = subscriptions.add(
+    subscribe<TestDB, Body, unknown>({
+      inbox: createInbox({ db: t.db, consumer: 'throwing-logger', logger }),
+      url: amqpUrl(),
+      queue,
+      decode: 'json',
+      assertTopology: true,
+      handler: async (trx: Kysely<TestDB>, message: RabbitMessage<Body>) => {
+        await trx.insertInto('ledger').values({ charge_id: message.id, amount_cents: 100 }).execute();
+      },
+    }),
+  );
+  await subscription.ready();
+  await waitFor('the ledger row', async () => (await ledgerCounts(t.db, 'tl-')).rows === 1);
+  await waitFor('the ack', () => subscription.inFlight === 0);
+  await subscription.close();
+  // Unacked, it would be back in the queue once the subscription's channel closed.
+  expect(await broker.count(queue)).toBe(0);
+  expect(await ledgerCounts(t.db, 'tl-')).toEqual({ rows: 1, distinct: 1 });
+});

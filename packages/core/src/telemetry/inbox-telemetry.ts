@@ -160,6 +160,20 @@ export class InboxTelemetry {
       this.#active = null;
       return null;
     }
+    try {
+      return this.#start(api);
+    } catch (error) {
+      // A meter or tracer provider that throws must not take the consumer down with it.
+      this.#host.config.logger.warn(
+        { consumer: this.#consumer, err: error },
+        'inboxkit: OpenTelemetry could not be set up for this inbox; it runs without spans and metrics',
+      );
+      this.#active = null;
+      return null;
+    }
+  }
+
+  #start(api: OtelApi): Active {
     const { config, events } = this.#host;
     const meter = api.metrics.getMeter(INSTRUMENTATION_SCOPE);
     const instruments = instrumentsOf(meter);

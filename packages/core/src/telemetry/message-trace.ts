@@ -110,6 +110,14 @@ class SpanTrace implements MessageTrace {
   }
 
   end(outcome: ProcessOutcome | undefined, settled: boolean, thrown?: unknown): void {
+    try {
+      this.#end(outcome, settled, thrown);
+    } catch {
+      // Telemetry never fails a delivery: adapters call this in their `finally`.
+    }
+  }
+
+  #end(outcome: ProcessOutcome | undefined, settled: boolean, thrown?: unknown): void {
     if (outcome !== undefined) {
       this.#kit.countIfNew(outcome);
       const sentAtMs = this.#source.sentAtMs;
@@ -235,12 +243,16 @@ export function startBatchTrace(
       traces.forEach((trace, i) => {
         trace?.end(outcomes[i], i < settled, thrown);
       });
-      if (thrown !== undefined) {
-        const error = thrown instanceof Error ? thrown : new Error(String(thrown));
-        span.recordException(error);
-        span.setStatus({ code: STATUS_ERROR, message: error.message });
+      try {
+        if (thrown !== undefined) {
+          const error = thrown instanceof Error ? thrown : new Error(String(thrown));
+          span.recordException(error);
+          span.setStatus({ code: STATUS_ERROR, message: error.message });
+        }
+        span.end();
+      } catch {
+        // Telemetry never fails a delivery.
       }
-      span.end();
     },
   };
 }

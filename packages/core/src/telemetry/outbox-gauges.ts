@@ -42,9 +42,16 @@ export function observeOutboxGauges(
   tables: OutboxGaugeTables,
   intervalMs = 60_000,
 ): void {
+  const start = (api: OtelApi | null) => {
+    try {
+      observe(api, outbox, db, tables, intervalMs);
+    } catch {
+      // A meter provider that throws: the outbox works without its gauges.
+    }
+  };
   const api = otelApi();
-  if (api === undefined) void otelLoaded.then((loaded) => observe(loaded, outbox, db, tables, intervalMs));
-  else observe(api, outbox, db, tables, intervalMs);
+  if (api === undefined) void otelLoaded.then(start);
+  else start(api);
 }
 
 function observe(
