@@ -28,4 +28,7 @@ export interface PackedPackage {
 
 export declare function publishedPackages(): Promise<{ dir: string; manifest: PackageManifest }[]>;
 export declare function packPackages(destination: string): Promise<PackedPackage[]>;
-export declare function tarballContents(pkg: PackedPackage): Promise<string[]>;
+export declare function tarballContents(
+  pkg: PackedPackage,
+  workspace?: ReadonlyMap<string, PackageManifest>,
+): Promise<string[]>;

@@ -11,8 +11,9 @@
 //     Node >= 22, whose require() loads ESM; the CommonJS (node16-cjs) and pre-exports (node10)
 //     resolutions are not promised, so the profile leaves them out;
 //   - the checks below (tarballContents): README.md, LICENSE (the root's) and CHANGELOG.md are
-//     in it, every `bin` is, and every package the built code imports is a builtin, the package
-//     itself, or one it declares in dependencies or peerDependencies.
+//     in it, every `bin` is, every package the built code imports is a builtin, the package
+//     itself, or one it declares in dependencies or peerDependencies, and every subpath of a
+//     workspace package it imports is in that package's `exports`.
 // Exit code 0 when every package passes, 1 otherwise (each problem printed).
 //
 // Library: test/packages/packed.test.ts imports packPackages from here (types in packages.d.mts).
@@ -77,8 +78,20 @@ function packageOf(specifier) {
 
 const BUILTINS = new Set(builtinModules);
 
-/** What is wrong with a packed package's contents (empty when nothing is). */
-export async function tarballContents(pkg) {
+/** The subpaths a package.json's `exports` offers (`.`, `./pg`, ...); undefined without `exports`. */
+function exportedSubpaths(manifest) {
+  const { exports } = manifest;
+  if (exports === undefined) return undefined;
+  if (typeof exports === 'string' || Object.keys(exports).every((key) => !key.startsWith('.'))) return new Set(['.']);
+  return new Set(Object.keys(exports));
+}
+
+/**
+ * What is wrong with a packed package's contents (empty when nothing is). `workspace` holds the
+ * manifests of the other published packages: an import of one of them must name a subpath its
+ * `exports` offers.
+ */
+export async function tarballContents(pkg, workspace = new Map()) {
   const problems = [];
   const files = new Set(pkg.files);
   for (const required of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md']) {
@@ -108,8 +121,16 @@ export async function tarballContents(pkg) {
     const { importedFiles } = ts.preProcessFile(text, true, true);
     for (const { fileName } of importedFiles) {
       const name = packageOf(fileName);
-      if (name === undefined || fileName.startsWith('node:') || BUILTINS.has(name) || declared.has(name)) continue;
-      problems.push(`${file} imports '${fileName}', which is neither a dependency nor a peer dependency`);
+      if (name === undefined || fileName.startsWith('node:') || BUILTINS.has(name)) continue;
+      if (!declared.has(name)) {
+        problems.push(`${file} imports '${fileName}', which is neither a dependency nor a peer dependency`);
+        continue;
+      }
+      const subpaths = workspace.has(name) ? exportedSubpaths(workspace.get(name)) : undefined;
+      const subpath = `.${fileName.slice(name.length)}`;
+      if (subpaths !== undefined && !subpaths.has(subpath)) {
+        problems.push(`${file} imports '${fileName}', which ${name} does not export (package.json "exports")`);
+      }
     }
   }
   return problems;
@@ -138,7 +159,7 @@ async function check() {
         const [publint, attw, contents] = await Promise.all([
           tool('publint', ['run', pkg.tarball, '--strict']),
           tool('attw', [pkg.tarball, '--profile', 'esm-only', '--no-definitely-typed', '--format', 'ascii']),
-          tarballContents(pkg),
+          tarballContents(pkg, new Map(packed.map((other) => [other.name, other.manifest]))),
         ]);
         return { pkg, publint, attw, contents };
       }),
