@@ -114,6 +114,16 @@ export function isLockTimeout(error: unknown): boolean {
   return sqlstate(error) === '55P03';
 }
 
+/**
+ * True for `undefined_function` (42883) and `insufficient_privilege` (42501): raised by a
+ * call of the claim function, the function of migration 0002 is missing or this role may
+ * not execute it.
+ */
+export function isUnusableFunction(error: unknown): boolean {
+  const state = sqlstate(error);
+  return state === '42883' || state === '42501';
+}
+
 /** True when the error marks itself, or is marked by the policy, as not worth retrying. */
 export function isNonRetryable(error: unknown, policy: RetryPolicy): boolean {
   if (error instanceof NonRetryableError || hasCode(error, 'INBOX_NON_RETRYABLE')) return true;

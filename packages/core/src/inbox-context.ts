@@ -14,9 +14,10 @@ import type {
   ProcessOutcome,
   RetryLaterOutcome,
 } from './outcome.js';
-import { compileClaimMessage } from './sql/claim-message.js';
+import { type ClaimMessage, compileClaimMessage, compileClaimMessageWithoutFunction } from './sql/claim-message.js';
 import { compileClaimMessages } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
+import { compileFindClaimFunction } from './sql/find-claim-function.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
 import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
@@ -56,6 +57,9 @@ export class InboxContext<DB> {
   readonly gate = new SuspectGate();
   /** The inbox's own statements, compiled once (`sql/`, one statement per file). */
   readonly sql;
+  /** The claim this inbox uses, once {@link findClaim} has decided; `undefined` before. */
+  claim: ClaimMessage | undefined;
+  #findingClaim: Promise<ClaimMessage> | undefined;
 
   constructor(config: InboxConfig<DB>) {
     this.config = config;
@@ -64,6 +68,8 @@ export class InboxContext<DB> {
     const { tables, lockTimeoutMs, handlerTimeoutMs } = config;
     this.sql = {
       claimMessage: compileClaimMessage(tables, lockTimeoutMs, handlerTimeoutMs),
+      claimMessageWithoutFunction: compileClaimMessageWithoutFunction(tables, lockTimeoutMs, handlerTimeoutMs),
+      findClaimFunction: compileFindClaimFunction(tables),
       claimMessages: compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs),
       readStored: compileReadStored(tables),
       storeResults: compileStoreResults(tables),
@@ -75,6 +81,53 @@ export class InboxContext<DB> {
       purge: compilePurgeExpired(tables),
       tryPurgeLock: compileTryPurgeLock(),
     } as const;
+  }
+
+  // --- the claim: through the claim function, or without it -------------------------------
+
+  /**
+   * Decides, once per inbox and outside any message's transaction, which claim it uses:
+   * the claim function of migration 0002, or, on a database migrated only to 0001, the
+   * insert and a second statement for a duplicate (with one warning advising the
+   * migration). Concurrent first messages share one look-up. A look-up that fails (the
+   * database does not answer) decides nothing: that message claims without the function,
+   * which works on every schema, and the next one asks again.
+   */
+  findClaim(): Promise<ClaimMessage> {
+    if (this.claim !== undefined) return Promise.resolve(this.claim);
+    this.#findingClaim ??= this.sql
+      .findClaimFunction(this.runner)
+      .then(
+        (found) => {
+          if (!found) this.#warnNoClaimFunction();
+          this.claim = found ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
+          return this.claim;
+        },
+        () => this.sql.claimMessageWithoutFunction,
+      )
+      .finally(() => {
+        this.#findingClaim = undefined;
+      });
+    return this.#findingClaim;
+  }
+
+  /**
+   * The claim function went away after it was found (42883: a database restored or
+   * migrated down; 42501: its EXECUTE privilege revoked): claim without it from now on.
+   * The caller runs the attempt again; the message is neither retried nor dead-lettered
+   * for it (a claim without the function that fails too is an ordinary failed attempt).
+   */
+  claimFunctionMissing(): void {
+    if (this.claim === this.sql.claimMessageWithoutFunction) return;
+    this.claim = this.sql.claimMessageWithoutFunction;
+    this.#warnNoClaimFunction();
+  }
+
+  #warnNoClaimFunction(): void {
+    this.config.logger.warn(
+      { consumer: this.consumer, claimFunction: this.config.tables.claimFunction },
+      'inboxkit: the claim function of migration 0002 is missing (or not executable by this role): run migrateInbox (or apply packages/core/sql/0002_claim_function.sql); until then a duplicate costs one more statement',
+    );
   }
 
   /** The Kysely instance as the statements take it. */

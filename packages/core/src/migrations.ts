@@ -1,7 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import type { Migration, MigrationResultSet } from 'kysely/migration';
-import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+import { ATTEMPTS_SUFFIX, type InboxTables, inboxTables, quoteIdentifier } from './identifiers.js';
 import { runMigrations } from './migration-runner.js';
+import { claimFunctionSignature, claimFunctionSql } from './sql/claim-message.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
@@ -14,11 +15,24 @@ export interface InboxSchemaOptions {
 
 /**
  * The inbox's DDL as plain SQL, for teams whose migrations are run by another tool
- * (Flyway, Liquibase, dbmate, psql). Idempotent. `sql/0001_processed_messages.sql` in this
- * package is the same text for the default names.
+ * (Flyway, Liquibase, dbmate, psql): every migration in order, each idempotent, so the
+ * whole text may be run again after an upgrade. For the default names it is
+ * `sql/0001_processed_messages.sql` followed by `sql/0002_claim_function.sql` in this
+ * package; a database that has 0001 only needs 0002 applied.
+ *
+ * @example
+ * ```ts
+ * import { writeFileSync } from 'node:fs'
+ * writeFileSync('V1__inbox.sql', inboxSchemaSql({ schema: 'billing', table: 'inbox_keys' }))
+ * ```
  */
 export function inboxSchemaSql(options: InboxSchemaOptions = {}): string {
   const tables = inboxTables(options.schema, options.table);
+  return `${tablesSql(tables)}\n${claimFunctionSql(tables)}`;
+}
+
+/** Migration 0001: the tables. */
+function tablesSql(tables: InboxTables): string {
   const schema = quoteIdentifier(tables.schema);
   const index = quoteIdentifier(`${tables.table}_processed_at_idx`);
   const attemptsIndex = quoteIdentifier(`${tables.table}${ATTEMPTS_SUFFIX}_last_idx`);
@@ -70,12 +84,20 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
   return {
     inboxkit_0001_processed_messages: {
       async up(db: Kysely<unknown>) {
-        await sql.raw(inboxSchemaSql(options)).execute(db);
+        await sql.raw(tablesSql(tables)).execute(db);
       },
       async down(db: Kysely<unknown>) {
         await sql
           .raw(`DROP TABLE IF EXISTS ${tables.attemptsQualified}; DROP TABLE IF EXISTS ${tables.qualified};`)
           .execute(db);
+      },
+    },
+    inboxkit_0002_claim_function: {
+      async up(db: Kysely<unknown>) {
+        await sql.raw(claimFunctionSql(tables)).execute(db);
+      },
+      async down(db: Kysely<unknown>) {
+        await sql.raw(`DROP FUNCTION IF EXISTS ${claimFunctionSignature(tables)};`).execute(db);
       },
     },
   };

@@ -2,13 +2,14 @@
 // result, commit; each failed attempt retried with the retry policy.
 import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
-import { isLockTimeout } from './error-classification.js';
+import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import { runTimed } from './handler-timeout.js';
 import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
+import type { Claim, ClaimMessage } from './sql/claim-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { resultJson } from './sql/store-results.js';
 
@@ -20,6 +21,13 @@ class CrashLoopDetected extends Error {
     super('inboxkit: crash loop');
     this.crashes = crashes;
     this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/** The claim function was missing or not executable (42883, 42501): the attempt runs again, claiming without it. */
+class ClaimAgain extends Error {
+  constructor() {
+    super('inboxkit: the claim function is missing; claiming without it');
   }
 }
 
@@ -117,8 +125,10 @@ async function withRetries<DB, M extends InboxMessage, R>(
         for (let wait = 0; ; wait++) {
           await ctx.hook(beforeAttempt);
           try {
-            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect);
+            const claim = ctx.claim ?? (await ctx.findClaim());
+            return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect);
           } catch (thrown) {
+            if (thrown instanceof ClaimAgain) continue;
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
               throw new AbortError(thrown);
@@ -200,6 +210,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
  */
 async function attempt<DB, M extends InboxMessage, R>(
   ctx: InboxContext<DB>,
+  claimMessage: ClaimMessage,
   message: M,
   id: string,
   hash: Buffer | null,
@@ -213,21 +224,22 @@ async function attempt<DB, M extends InboxMessage, R>(
     .setIsolationLevel(isolationLevel)
     .execute(async (trx) => {
       const runner = trx as unknown as QueryRunner;
-      let claimed: boolean;
+      let claim: Claim;
       try {
-        claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
+        claim = await claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
+        if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
+          ctx.claimFunctionMissing();
+          throw new ClaimAgain();
+        }
         throw error;
       }
-      if (!claimed) {
-        // Under READ COMMITTED a row committed by the transaction we waited for is visible
-        // to this next statement, not to the insert that waited.
-        const stored = (await ctx.sql.readStored(runner, consumer, [id])).get(id);
-        if (stored === undefined) {
+      if (!claim.claimed) {
+        if (claim.stored === undefined) {
           throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
         }
-        return ctx.fromStored(id, hash, stored);
+        return ctx.fromStored(id, hash, claim.stored);
       }
       if (suspect) {
         const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));

@@ -33,7 +33,7 @@ describe.each(versions)('Kysely %s', (label, kysely) => {
       const table = `keys_${label.slice(0, 6)}`;
       const migrated = await migrateInbox(db, { table });
       expect(migrated.error).toBeUndefined();
-      expect(migrated.results?.map((r) => r.status)).toEqual(['Success']);
+      expect(migrated.results?.map((r) => r.status)).toEqual(['Success', 'Success']);
       expect((await migrateInbox(db, { table })).results).toEqual([]);
       const consumer = `versions-${label}`;
       const inbox = createInbox({ db, consumer, retry: { retries: 1, minTimeout: 1, randomize: false } });

@@ -68,9 +68,9 @@ describe('configuration', () => {
 });
 
 describe('migrations', () => {
-  it('the shipped plain SQL file is what inboxSchemaSql() generates for the default names', () => {
-    const file = readFileSync(new URL('../sql/0001_processed_messages.sql', import.meta.url), 'utf8');
-    expect(file).toBe(inboxSchemaSql());
+  it('the shipped plain SQL files, in order, are what inboxSchemaSql() generates for the default names', () => {
+    const file = (name: string) => readFileSync(new URL(`../sql/${name}`, import.meta.url), 'utf8');
+    expect(`${file('0001_processed_messages.sql')}\n${file('0002_claim_function.sql')}`).toBe(inboxSchemaSql());
   });
 
   it('migrates a custom schema and table, concurrently from several processes, and the inbox works there', async () => {
@@ -79,7 +79,11 @@ describe('migrations', () => {
     );
     for (const result of results) expect(result.error).toBeUndefined();
     const applied = results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success');
-    expect(applied).toHaveLength(1);
+    // Each migration applied once, by one of the three.
+    expect(applied.map((r) => r.migrationName).sort()).toEqual([
+      'inboxkit_0001_processed_messages',
+      'inboxkit_0002_claim_function',
+    ]);
     const inbox = createInbox({ db: t.db, consumer: 'custom', schema: 'billing', table: 'inbox_keys' });
     expect((await inbox.process({ id: 'm-1' }, async () => 1)).status).toBe('processed');
     expect((await inbox.process({ id: 'm-1' }, async () => 1)).status).toBe('duplicate');
