@@ -28,6 +28,8 @@ export interface StartPgBouncerOptions {
   readonly upstreamUrl: string;
   /** `default_pool_size`; default 4. */
   readonly poolSize?: number;
+  /** `query_wait_timeout` in seconds (how long a query may queue for a server connection); PgBouncer's default 120. */
+  readonly queryWaitTimeoutSec?: number;
 }
 
 /**
@@ -72,6 +74,7 @@ auth_type = trust
 auth_file = ${join(dir, 'userlist.txt')}
 pool_mode = transaction
 default_pool_size = ${poolSize}
+query_wait_timeout = ${options.queryWaitTimeoutSec ?? 120}
 max_client_conn = 1000
 server_reset_query =
 server_round_robin = 1

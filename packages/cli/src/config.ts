@@ -7,6 +7,8 @@ export interface GlobalOptions {
   readonly databaseUrl?: string;
   readonly schema?: string;
   readonly table?: string;
+  readonly outboxSchema?: string;
+  readonly outboxTable?: string;
   readonly brokers?: string;
   readonly amqpUrl?: string;
   readonly json?: boolean;
@@ -17,6 +19,9 @@ export interface Settings {
   readonly databaseUrl: string | undefined;
   readonly schema: string;
   readonly table: string;
+  /** Where the outbox table is (default: the inbox's schema, `outbox`). */
+  readonly outboxSchema: string;
+  readonly outboxTable: string;
   readonly brokers: string[] | undefined;
   readonly amqpUrl: string | undefined;
   readonly json: boolean;
@@ -28,6 +33,8 @@ export function resolveSettings(options: GlobalOptions, env: NodeJS.ProcessEnv =
     databaseUrl: options.databaseUrl ?? env.DATABASE_URL,
     schema: options.schema ?? 'public',
     table: options.table ?? 'processed_messages',
+    outboxSchema: options.outboxSchema ?? options.schema ?? 'public',
+    outboxTable: options.outboxTable ?? 'outbox',
     brokers:
       brokers === undefined
         ? undefined

@@ -4,6 +4,7 @@ import { registerDlq } from './commands/dlq.js';
 import { registerFind } from './commands/find.js';
 import { registerForget } from './commands/forget.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerOutbox } from './commands/outbox.js';
 import { registerPurge } from './commands/purge.js';
 import { registerStatus } from './commands/status.js';
 import { CliError, describeError } from './errors.js';
@@ -11,10 +12,12 @@ import { CliError, describeError } from './errors.js';
 /** The program, with every command; exported for the tests of its help text. */
 export function createProgram(): Command {
   const program = new Command('inboxkit')
-    .description('Operate the inboxkit Postgres inbox and its dead letters')
+    .description('Operate the inboxkit Postgres inbox, its outbox and its dead letters')
     .option('--database-url <url>', 'Postgres connection string (default: $DATABASE_URL)')
     .option('--schema <name>', 'schema of the inbox tables', 'public')
     .option('--table <name>', 'name of the inbox table', 'processed_messages')
+    .option('--outbox-schema <name>', 'schema of the outbox table (default: --schema)')
+    .option('--outbox-table <name>', 'name of the outbox table', 'outbox')
     .option('--brokers <list>', 'Kafka brokers, comma separated (default: $KAFKA_BROKERS)')
     .option('--amqp-url <url>', 'RabbitMQ URL (default: $AMQP_URL)')
     .showHelpAfterError(false)
@@ -25,6 +28,7 @@ export function createProgram(): Command {
   registerForget(program);
   registerPurge(program);
   registerDlq(program);
+  registerOutbox(program);
   for (const command of [program, ...allCommands(program)]) command.exitOverride();
   return program;
 }

@@ -64,6 +64,13 @@ function json(result: CliResult) {
   return JSON.parse(result.stdout);
 }
 
+/** A replay that refused some of its selection: exit 1, one line saying so, the report on stdout. */
+function refusedJson(result: CliResult, refused: number) {
+  expect(result.code, result.stderr).toBe(1);
+  expect(oneLine(result)).toContain(`${refused} selected dead letter(s) refused`);
+  return JSON.parse(result.stdout);
+}
+
 describe('dlq on a Kafka dead-letter topic', () => {
   it('replays the fixed poison exactly once, survives a kill midway, and list shows what a partial replay left', async () => {
     const { topic, dlq, consumer, state } = await poisonedTopic('cli-kafka');
@@ -151,11 +158,94 @@ describe('dlq on a Kafka dead-letter topic', () => {
     const listed = json(await runCli(['dlq', 'list', '--topic', dlq, '--json'], env())).deadLetters;
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ messageId: 'forever-1', replays: 1 });
-    const second = json(
+    const second = refusedJson(
       await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--max-replays', '1', '--json'], env()),
+      1,
     );
     expect(second).toMatchObject({ replayed: 0, refused: 1 });
     expect(await topicSize(setup.kit.admin, dlq)).toBe(2);
+  });
+
+  it("refuses a replay while the CLI's group has another member (a second replay), replaying nothing", async () => {
+    const { topic, dlq, state } = await poisonedTopic('cli-kafka-busy');
+    await produce(setup.kit.producer, topic, [{ id: 'busy-1', value: JSON.stringify({ amountCents: 100 }) }]);
+    await waitFor(async () => (await topicSize(setup.kit.admin, dlq)) === 1, { what: 'a dead letter' });
+    state.fixed = true;
+    // Another replay, as Kafka sees it: a live member of the CLI's group (it commits nothing).
+    const other = setup.kit.kafka.consumer({ groupId: `inboxkit-cli.${dlq}`, ...consumerSettings });
+    let joined = false;
+    other.on(other.events.GROUP_JOIN, () => {
+      joined = true;
+    });
+    try {
+      await other.connect();
+      await other.subscribe({ topic: dlq, fromBeginning: true });
+      await other.run({ autoCommit: false, eachMessage: async () => {} });
+      await waitFor(async () => joined, { what: 'the other member joined' });
+      const refused = await runCli(['dlq', 'replay', '--topic', dlq, '--all'], env());
+      expect(refused.code).toBe(1);
+      expect(oneLine(refused)).toMatch(
+        /^inboxkit: Not replaying topic ".*" as consumer group "inboxkit-cli\..*": it has 1 other member\(s\): another replay of the topic is running/,
+      );
+      expect(await charges('busy-')).toEqual([]);
+    } finally {
+      await other.disconnect();
+    }
+    const replayed = json(await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--json'], env()));
+    expect(replayed).toMatchObject({ replayed: 1, refused: 0 });
+    await waitFor(async () => (await charges('busy-')).length === 1, { what: 'busy-1 applied' });
+    expect(await charges('busy-')).toEqual([{ id: 'busy-1', n: 1 }]);
+  });
+
+  it('a replay stops when another member joins its group midway, and the next run finishes the job', async () => {
+    const { topic, dlq, consumer, state } = await poisonedTopic('cli-kafka-join');
+    const ids = ['mid-1', 'mid-2', 'mid-3'];
+    await produce(
+      setup.kit.producer,
+      topic,
+      ids.map((id) => ({ id, value: JSON.stringify({ amountCents: 100 }) })),
+    );
+    await waitFor(async () => (await topicSize(setup.kit.admin, dlq)) === 3, { what: '3 dead letters' });
+    state.fixed = true;
+    const holder = new pg.Client({ connectionString: setup.t.url });
+    await holder.connect();
+    const other = setup.kit.kafka.consumer({ groupId: `inboxkit-cli.${dlq}`, ...consumerSettings });
+    try {
+      // Hold mid-2's key: the replay does mid-1, then waits there while another member joins.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM processed_messages WHERE consumer = $1 AND message_id = $2 FOR UPDATE', [
+        consumer,
+        'mid-2',
+      ]);
+      const replay = startCli(['dlq', 'replay', '--topic', dlq, '--all'], env());
+      await waitFor(async () => (await charges('mid-')).length === 1, { what: 'mid-1 applied' });
+      await other.connect();
+      await other.subscribe({ topic: dlq, fromBeginning: true });
+      // run() resolves once the newcomer joined, which waits for the replay to rejoin: not awaited yet.
+      const joining = other.run({ autoCommit: false, eachMessage: async () => {} });
+      // Let the replay go on once the group is rebalancing for the newcomer, past the replay's
+      // heartbeat interval (1 s: its next heartbeat is then due, and answered "rebalancing")
+      // and before its wait for the key times out (10 s). Released earlier, the replay may
+      // finish within its generation, which is safe too, but not what this test is about.
+      await waitFor(
+        async () =>
+          (await setup.kit.admin.describeGroups([`inboxkit-cli.${dlq}`])).groups[0]?.state === 'PreparingRebalance',
+        { what: 'the group rebalancing' },
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await holder.query('ROLLBACK');
+      const stopped = await replay.done;
+      await joining;
+      expect(stopped.code).toBe(1);
+      expect(stopped.stderr).toContain('another member joined it during the replay; stopped');
+    } finally {
+      await holder.end();
+      await other.disconnect();
+    }
+    const again = await runCli(['dlq', 'replay', '--topic', dlq, '--all', '--json'], env());
+    expect(again.code, again.stderr).toBe(0);
+    await waitFor(async () => (await charges('mid-')).length === 3, { what: 'all applied' });
+    expect(await charges('mid-')).toEqual(ids.map((id) => ({ id, n: 1 })));
   });
 
   it('an unknown topic or unreachable brokers is exit 1 with one line; no brokers is exit 2', async () => {

@@ -78,6 +78,13 @@ function json(result: CliResult) {
   return JSON.parse(result.stdout);
 }
 
+/** A replay that refused some of its selection: exit 1, one line saying so, the report on stdout. */
+function refusedJson(result: CliResult, refused: number) {
+  expect(result.code, result.stderr).toBe(1);
+  expect(oneLine(result)).toContain(`${refused} selected dead letter(s) refused`);
+  return JSON.parse(result.stdout);
+}
+
 describe('dlq on a RabbitMQ dead-letter queue', () => {
   it('lists and shows dead letters; a dry run and a replay without a selection change nothing', async () => {
     const { queue, dlq, consumer } = await poisonedQueue('list');
@@ -220,9 +227,18 @@ describe('dlq on a RabbitMQ dead-letter queue', () => {
     await broker.publish(queue, [{ id: 'forever-1', body: { amountCents: 100 } }]);
     await waitFor('a dead letter', async () => (await broker.count(dlq)) === 1, 30_000);
 
-    const old = json(await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--retention', '1ms', '--json'], env()));
+    const old = refusedJson(
+      await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--retention', '1ms', '--json'], env()),
+      1,
+    );
     expect(old).toMatchObject({ replayed: 0, refused: 1 });
     expect(old.deadLetters[0].why).toContain('retention');
+    const dry = await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--retention', '1ms', '--dry-run'], env());
+    expect(dry.code).toBe(1);
+    expect(oneLine(dry)).toBe(
+      'inboxkit: 1 selected dead letter(s) refused (dry run); they stay in the dead-letter destination (see "why").',
+    );
+    expect(dry.stdout).toContain('Dry run: 0 would be replayed, 1 refused');
     expect(await broker.count(dlq)).toBe(1);
 
     const first = json(
@@ -236,8 +252,9 @@ describe('dlq on a RabbitMQ dead-letter queue', () => {
     await waitFor('dead-lettered again', async () => (await broker.count(dlq)) === 1, 30_000);
     const listed = json(await runCli(['dlq', 'list', '--queue', dlq, '--json'], env())).deadLetters;
     expect(listed[0]).toMatchObject({ messageId: 'forever-1', replays: 1 });
-    const second = json(
+    const second = refusedJson(
       await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--max-replays', '1', '--json'], env()),
+      1,
     );
     expect(second).toMatchObject({ replayed: 0, refused: 1 });
     expect(second.deadLetters[0].why).toContain('--max-replays 1');
@@ -277,7 +294,7 @@ describe('dlq on a RabbitMQ dead-letter queue', () => {
     state.fixed = true;
 
     // Without the consumer its dead-lettered key cannot be cleared: a replay would be acked as a duplicate.
-    const refused = json(await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--json'], env()));
+    const refused = refusedJson(await runCli(['dlq', 'replay', '--queue', dlq, '--all', '--json'], env()), 1);
     expect(refused).toMatchObject({ replayed: 0, refused: 1 });
     expect(refused.deadLetters[0].why).toContain('--consumer');
     await waitFor('left in place', async () => (await broker.count(dlq)) === 1, 10_000);

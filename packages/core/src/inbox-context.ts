@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
-import { classifyFailure, type FailureKind } from './error-classification.js';
-import { DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
+import { classifyFailure, databaseFailure, type FailureKind } from './error-classification.js';
+import { ConnectionBusyError, DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
 import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
 import { fingerprint } from './fingerprint.js';
 import { runTimed, type TimedCall } from './handler-timeout.js';
@@ -327,16 +327,22 @@ export class InboxContext<DB> {
 
   /**
    * Runs one autocommit statement on a connection other than the attempt's (the crash-loop
-   * count). Waiting for it is bounded: with every pool connection taken it fails as
-   * {@link DatabaseUnavailableError} after `max(lockTimeoutMs, 1 s)` instead of waiting
-   * forever, and a pool of one connection can never give it.
+   * count). Bounded as a whole, getting the connection and running the statement: past
+   * `max(lockTimeoutMs, 1 s)` (every pool connection busy, a pooler such as PgBouncer
+   * queueing it, a lock on the row) it fails with {@link ConnectionBusyError}, which the
+   * attempt waits out like contention, without spending the retry budget. So does a
+   * statement that fails for want of a connection (a pooler's `query_wait_timeout`). When
+   * an abandoned statement still completes later, `late` gets its result (the count is then
+   * taken back). A pool of one connection can never give it.
    */
-  async onSideConnection<T>(work: (runner: QueryRunner) => Promise<T>): Promise<T> {
+  async onSideConnection<T>(
+    work: (runner: QueryRunner) => Promise<T>,
+    late?: (result: T) => Promise<void>,
+  ): Promise<T> {
     const { db, lockTimeoutMs } = this.config;
-    const call: { state: 'waiting' | 'running' | 'abandoned' } = { state: 'waiting' };
+    const call: { abandoned: boolean } = { abandoned: false };
     const done = db.connection().execute(async (connection) => {
-      if (call.state === 'abandoned') return undefined as T;
-      call.state = 'running';
+      if (call.abandoned) return SIDE_TIMEOUT;
       return work(connection as unknown as QueryRunner);
     });
     const waitMs = Math.max(lockTimeoutMs, 1000);
@@ -344,18 +350,29 @@ export class InboxContext<DB> {
     const timedOut = new Promise<typeof SIDE_TIMEOUT>((resolve) => {
       timer = setTimeout(() => resolve(SIDE_TIMEOUT), waitMs);
     });
+    let first: T | typeof SIDE_TIMEOUT;
     try {
-      const first = await Promise.race([done, timedOut]);
-      if (first !== SIDE_TIMEOUT) return first;
-      if (call.state === 'running') return await done;
-      call.state = 'abandoned';
-      done.catch(() => {});
-      throw new DatabaseUnavailableError(
-        `No second pool connection within ${waitMs} ms for the crash-loop count of a redelivered message: every connection is busy (crash-loop protection needs a pool of at least two).`,
+      first = await Promise.race([done, timedOut]);
+    } catch (error) {
+      if (databaseFailure(error) === undefined) throw error;
+      throw new ConnectionBusyError(
+        `The crash-loop count of a redelivered message failed on its second connection: ${toError(error).message}`,
+        { cause: error },
       );
     } finally {
       clearTimeout(timer);
     }
+    if (first !== SIDE_TIMEOUT) return first;
+    call.abandoned = true;
+    done.then(
+      (result) => {
+        if (result !== SIDE_TIMEOUT && late !== undefined) return late(result);
+      },
+      () => {},
+    );
+    throw new ConnectionBusyError(
+      `The crash-loop count of a redelivered message did not get a second connection through within ${waitMs} ms: every pool connection is busy, or the count waits on a lock (crash-loop protection needs a pool of at least two).`,
+    );
   }
 }
 

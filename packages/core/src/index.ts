@@ -3,6 +3,7 @@
 
 export {
   ConfigurationError,
+  ConnectionBusyError,
   CrashLoopError,
   DatabaseUnavailableError,
   HandlerError,
@@ -44,6 +45,7 @@ export {
   createOutbox,
   type FailedOutboxMessage,
   Outbox,
+  type OutboxBacklog,
   type OutboxOptions,
 } from './outbox/outbox.js';
 export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';

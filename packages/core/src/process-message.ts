@@ -242,7 +242,10 @@ async function attempt<DB, M extends InboxMessage, R>(
         return ctx.fromStored(id, hash, claim.stored);
       }
       if (suspect) {
-        const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));
+        const counted = await ctx.onSideConnection(
+          (side) => ctx.sql.recordAttempt(side, consumer, id),
+          () => uncount(ctx, id), // counted after this attempt gave up: it never ran
+        );
         if (counted.attempts > crashLoopLimit) {
           await uncount(ctx, id);
           throw new CrashLoopDetected(counted.attempts - 1, counted.firstAttemptAt);

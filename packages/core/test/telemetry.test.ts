@@ -354,6 +354,7 @@ describe('with the SDK registered', () => {
         .filter((point) => point.attributes['inboxkit.table'] === 'public.traced_outbox')
         .map((point) => point.value as number);
     expect(of('inboxkit.outbox.backlog')).toEqual([3]);
+    expect(of('inboxkit.outbox.failed')).toEqual([0]);
     const [age] = of('inboxkit.outbox.oldest.age');
     expect(age).toBeGreaterThanOrEqual(600);
     expect(age).toBeLessThan(600 + 600);

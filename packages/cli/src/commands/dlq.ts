@@ -9,7 +9,7 @@ import { openKafkaDlq } from '../dlq/kafka-dlq.js';
 import { openRabbitDlq } from '../dlq/rabbitmq-dlq.js';
 import { isSelected, refusal, type Selection } from '../dlq/selection.js';
 import { formatAge, parseCount, parseDuration, parseInstant } from '../durations.js';
-import { NotFoundError, UsageError } from '../errors.js';
+import { CliError, NotFoundError, UsageError } from '../errors.js';
 import { formatDate, printJson, printLine, printRecord, printTable } from '../output.js';
 import { progress } from '../progress.js';
 
@@ -129,7 +129,9 @@ export function registerDlq(program: Command): void {
   source(
     dlq
       .command('replay')
-      .description('re-publish dead letters to where they came from, with their ids, so they run again'),
+      .description(
+        're-publish dead letters to where they came from, with their ids, so they run again; exits 1 when any selected dead letter was refused (it stays)',
+      ),
   )
     .option('--id <ids...>', 'these message ids')
     .option('--reason <reason>', 'dead-lettered for this reason (non_retryable, retries_exhausted, crash_loop...)')
@@ -206,6 +208,15 @@ export function registerDlq(program: Command): void {
         await db.destroy();
       }
       report(outcomes, settings.json, flags.dryRun === true);
+      // A refused dead letter stays where it is: a script (or an operator) must not take
+      // the replay for complete. The report above says which and why.
+      const refused = outcomes.filter((o) => o.action === 'refused').length;
+      if (refused > 0) {
+        throw new CliError(
+          'INBOXKIT_CLI_REFUSED',
+          `${refused} selected dead letter(s) refused${flags.dryRun === true ? ' (dry run)' : ''}; they stay in the dead-letter destination (see "why").`,
+        );
+      }
     });
 }
 

@@ -4,6 +4,7 @@ import { settingsOf, withDatabase } from '../context.js';
 import { formatAge, parseCount, parseDuration } from '../durations.js';
 import { NotFoundError } from '../errors.js';
 import { printJson, printLine, printTable } from '../output.js';
+import { backlogJson, backlogLine, outboxStatus } from './outbox.js';
 
 interface StatusFlags {
   readonly consumer?: string;
@@ -17,12 +18,15 @@ const ESTIMATE_NOTE =
 
 /**
  * `inboxkit status`: per consumer, keys, dead-lettered keys, the oldest key and crash-loop
- * suspects. No figure reads the whole table (docs/design.md, "Operations").
+ * suspects; the outbox's pending, oldest pending and failed messages when the outbox table
+ * exists. No figure reads the whole table (docs/design.md, "Operations").
  */
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('keys, dead-lettered keys, oldest key and crash-loop suspects per consumer')
+    .description(
+      'keys, dead-lettered keys, oldest key and crash-loop suspects per consumer; the outbox backlog when there is an outbox table',
+    )
     .option('--consumer <name>', 'only this consumer')
     .option('--watch', 'refresh until interrupted')
     .option('--interval <duration>', 'refresh period with --watch', '5s')
@@ -36,8 +40,18 @@ export function registerStatus(program: Command): void {
         const admin = createInboxAdmin({ db, schema: settings.schema, table: settings.table });
         const once = async () => {
           const statuses = await collect(admin, flags.consumer, exactUpTo);
-          if (settings.json) printJson({ at: new Date(), consumers: statuses });
-          else render(statuses, flags.watch === true);
+          // Nothing about an outbox when there is no outbox table.
+          const outbox = await outboxStatus(db, settings, exactUpTo);
+          if (settings.json) {
+            printJson({
+              at: new Date(),
+              consumers: statuses,
+              ...(outbox === undefined ? {} : { outbox: backlogJson(outbox) }),
+            });
+          } else {
+            render(statuses, flags.watch === true);
+            if (outbox !== undefined) printLine(backlogLine(outbox));
+          }
         };
         await once();
         if (flags.watch !== true) return;

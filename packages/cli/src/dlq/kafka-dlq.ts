@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { DEAD_LETTER_HEADERS } from '@inboxkit/kafka';
 import { type IHeaders, Kafka, type KafkaMessage, logLevel, type Producer } from 'kafkajs';
-import { describeError, NotFoundError, UnreachableError } from '../errors.js';
+import { CliError, describeError, NotFoundError, UnreachableError } from '../errors.js';
 import {
   type Destination,
   type DlqEntry,
@@ -89,6 +89,9 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
       for (const [partition, from] of start) total += Number((end.get(partition) ?? from) - from);
       options.onTotal?.(options.limit === undefined ? total : Math.min(total, options.limit));
       if (start.size === 0) return;
+      // One replay at a time per group: a second one would share the partitions, its
+      // rebalance would take partitions from the first midway (docs/design.md, "Operations").
+      if (options.removing) await refuseBusyGroup(admin, groupId, topic);
       // Only a replay reads as the CLI's group (and commits); a list reads as a throwaway
       // group that commits nothing, and skips what the CLI's group has passed.
       const consumer = kafka.consumer({
@@ -111,6 +114,31 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
           else reject(error);
         };
       });
+      // A replay visits nothing until it knows it joined the group alone; a later join (a
+      // rebalance: another member came) stops it. What it replayed and committed stays done.
+      let joins = 0;
+      let alone: Promise<void> = Promise.resolve();
+      if (options.removing) {
+        let joined: (error?: unknown) => void = () => {};
+        alone = new Promise<void>((resolve, reject) => {
+          joined = (error?: unknown) => (error === undefined ? resolve() : reject(error));
+        });
+        alone.catch(() => {});
+        consumer.on(consumer.events.GROUP_JOIN, () => {
+          joins++;
+          if (joins > 1) {
+            settle(busyGroupError(groupId, topic, 'another member joined it during the replay; stopped'));
+            return;
+          }
+          refuseBusyGroup(admin, groupId, topic, 1).then(
+            () => joined(),
+            (error: unknown) => {
+              joined(error);
+              settle(error);
+            },
+          );
+        });
+      }
       const finish = (partition: number) => {
         start.delete(partition);
         if (start.size === 0) settle();
@@ -127,6 +155,7 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
             const until = end.get(partition);
             if (from === undefined || until === undefined) return;
             try {
+              await alone;
               for (const message of batch.messages) {
                 if (settled || !isRunning() || isStale()) return;
                 const offset = BigInt(message.offset);
@@ -150,7 +179,14 @@ export async function openKafkaDlq(brokers: readonly string[], topic: string, gr
               }
               if (BigInt(batch.lastOffset()) + 1n >= until) finish(partition);
             } catch (error) {
-              settle(error);
+              // A commit refused because the group rebalanced under the replay: another
+              // member came. The record was published; the next run publishes it again, a
+              // duplicate the inbox skips.
+              settle(
+                isRebalanced(error)
+                  ? busyGroupError(groupId, topic, 'another member joined it during the replay; stopped')
+                  : error,
+              );
             }
           },
         });
@@ -190,4 +226,52 @@ function kafkaEntry(partition: number, message: KafkaMessage): DlqEntry {
       ? undefined
       : { kind: 'kafka', topic, partition: originalPartition === undefined ? undefined : Number(originalPartition) };
   return entryFromHeaders(`${partition}/${message.offset}`, headers, message.value ?? Buffer.alloc(0), destination);
+}
+
+/**
+ * The longest a replay waits for the members of its group to leave before refusing: a
+ * replay killed a moment ago stays a member until its session times out (10 s, below); a
+ * running replay, or a consumer using the group, stays.
+ */
+const BUSY_GROUP_WAIT_MS = 15_000;
+
+/** Refuses to replay while the CLI's group has more than `self` members (another replay, or a consumer using the group). */
+async function refuseBusyGroup(
+  admin: ReturnType<Kafka['admin']>,
+  groupId: string,
+  topic: string,
+  self = 0,
+): Promise<void> {
+  const deadline = Date.now() + (self === 0 ? BUSY_GROUP_WAIT_MS : 0);
+  for (;;) {
+    const { groups } = await admin.describeGroups([groupId]);
+    const members = groups[0]?.members.length ?? 0;
+    if (members <= self) return;
+    if (Date.now() >= deadline) {
+      throw busyGroupError(
+        groupId,
+        topic,
+        `it has ${members - self} other member(s): another replay of the topic is running, or a consumer uses the group`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Kafka's answers to a member whose group rebalanced without it (or is rebalancing). */
+const REBALANCED = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
+
+function isRebalanced(error: unknown): boolean {
+  for (let e = error; e !== undefined && e !== null; e = (e as { cause?: unknown }).cause) {
+    if (REBALANCED.has(String((e as { type?: unknown }).type))) return true;
+    if ((e as { cause?: unknown }).cause === e) break;
+  }
+  return false;
+}
+
+function busyGroupError(groupId: string, topic: string, why: string): CliError {
+  return new CliError(
+    'INBOXKIT_CLI_BUSY',
+    `Not replaying topic ${JSON.stringify(topic)} as consumer group ${JSON.stringify(groupId)}: ${why}. Run it again once that has ended.`,
+  );
 }

@@ -27,6 +27,7 @@ export function outboxSchemaSql(options: OutboxSchemaOptions = {}): string {
   const pending = quoteIdentifier(`${tables.table}_pending_idx`);
   const byKey = quoteIdentifier(`${tables.table}_key_idx`);
   const keyless = quoteIdentifier(`${tables.table}_keyless_idx`);
+  const failed = quoteIdentifier(`${tables.table}_failed_idx`);
   return `-- inboxkit outbox 0001: the outbox table.
 CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(tables.schema)};
 
@@ -52,6 +53,9 @@ CREATE INDEX IF NOT EXISTS ${pending} ON ${tables.qualified} (sequence) WHERE st
 -- with a parameter (a partial index's predicate is not proven there).
 CREATE INDEX IF NOT EXISTS ${byKey} ON ${tables.qualified} (key, sequence);
 CREATE INDEX IF NOT EXISTS ${keyless} ON ${tables.qualified} (sequence) WHERE key IS NULL AND status = 'pending';
+-- Failed rows only (\`outbox.failed()\`, \`retryFailed()\`, \`inboxkit outbox list | retry\`): a deep
+-- backlog of pending rows is never read to find them.
+CREATE INDEX IF NOT EXISTS ${failed} ON ${tables.qualified} (sequence) WHERE status = 'failed';
 `;
 }
 

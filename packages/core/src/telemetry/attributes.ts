@@ -41,8 +41,10 @@ export const METRIC = {
   oldestKeyAge: 'inboxkit.inbox.oldest_key.age',
   /** Gauge: a consumer's crash-loop suspects (deliveries counted and not finished). */
   suspects: 'inboxkit.inbox.crash_loop_suspects',
-  /** Gauge: messages waiting in an outbox (bounded count), by table. */
+  /** Gauge: messages waiting in an outbox (bounded count, then estimated), by table. */
   outboxBacklog: 'inboxkit.outbox.backlog',
+  /** Gauge: an outbox's failed messages (set aside), by table. */
+  outboxFailed: 'inboxkit.outbox.failed',
   /** Gauge, seconds: age of the oldest message waiting in an outbox (0 when none waits), by table. */
   outboxOldestAge: 'inboxkit.outbox.oldest.age',
 } as const;
