@@ -185,8 +185,7 @@ const modes: Record<string, Mode> = {
     const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
       mode: 'eachMessage',
       inbox: createInbox({ db, consumer: groupId }),
-      producer,
-      admin,
+      kafka,
       groupId,
       handler: async (trx, message) => {
         clock.start();
@@ -262,8 +261,7 @@ const modes: Record<string, Mode> = {
     const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
       mode: 'eachBatch',
       inbox: createInbox({ db, consumer: groupId }),
-      producer,
-      admin,
+      kafka,
       groupId,
       ...(MAX_BATCH_SIZE === undefined ? {} : { maxBatchSize: MAX_BATCH_SIZE }),
       bulkHandler: async (trx, messages) => {

@@ -143,8 +143,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
       await consumer.subscribe({ topics: [topic], fromBeginning: true });
       const common = {
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         groupId,
         decode,
         commitIntervalMs: 200,

@@ -22,11 +22,7 @@ const setup = setUpKafkaFile('kafka_startup', { privateBroker: true });
 /** Clients whose own retries give up quickly, so that runInboxConsumer's wait is what rides the outage out. */
 function impatientClients(brokers: string[], groupId: string) {
   const kafka = testKafka(brokers, undefined, { retry: { initialRetryTime: 100, retries: 1, maxRetryTime: 300 } });
-  return {
-    consumer: kafka.consumer({ groupId, ...consumerSettings }),
-    producer: kafka.producer(),
-    admin: kafka.admin(),
-  };
+  return { kafka, consumer: kafka.consumer({ groupId, ...consumerSettings }) };
 }
 
 describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
@@ -40,7 +36,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     );
     await broker.stop();
 
-    const { consumer, producer, admin } = impatientClients(broker.brokers, groupId);
+    const { kafka, consumer } = impatientClients(broker.brokers, groupId);
     const retries: KafkaStartupRetry[] = [];
     const starting = runInboxConsumer<TestDB, ChargeValue>(consumer, {
       mode: 'eachBatch',
@@ -48,8 +44,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
         for (const message of messages) await ledgerHandler(trx, message);
       },
       inbox: testInbox(t.db, 'startup'),
-      producer,
-      admin,
+      kafka,
       groupId,
       commitIntervalMs: 200,
       subscribe: {
@@ -70,7 +65,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     try {
       await waitFor(() => retries.length >= 2, { what: 'two failed start-up attempts', timeoutMs: 60_000 });
       expect(started).toBe(false);
-      expect(retries[0]).toMatchObject({ step: 'connect-consumer', attempt: 1 });
+      expect(retries[0]).toMatchObject({ step: 'connect-kafka-consumer', attempt: 1 });
       await broker.restart();
       const control = await starting;
       try {
@@ -84,19 +79,18 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
         () => undefined,
         () => consumer.disconnect().catch(() => {}),
       );
-      await Promise.all([producer.disconnect().catch(() => {}), admin.disconnect().catch(() => {})]);
     }
   });
 
   it('gives up after subscribe.timeoutMs with KafkaUnavailableError, and at once when its signal aborts', async () => {
     const { t } = setup;
     // Nothing listens on this address.
-    const { consumer, producer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
+    const { kafka, consumer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
     const options = {
       mode: 'eachMessage' as const,
       handler: ledgerHandler,
       inbox: testInbox(t.db, 'startup-nowhere'),
-      producer,
+      kafka,
       groupId: 'startup-nowhere',
     };
     const error = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
@@ -109,7 +103,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     expect(error).toBeInstanceOf(KafkaUnavailableError);
     expect(error).toMatchObject({ code: 'INBOX_KAFKA_UNAVAILABLE' });
     expect((error as Error).message).toMatch(
-      /^Kafka \(connect-consumer\) did not answer within subscribe\.timeoutMs \(/,
+      /^Kafka \(connect-kafka-consumer\) did not answer within subscribe\.timeoutMs \(/,
     );
 
     const controller = new AbortController();

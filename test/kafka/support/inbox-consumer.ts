@@ -10,7 +10,7 @@ import {
   type RunInboxConsumerOptions,
   runInboxConsumer,
 } from '@inboxkit/kafka';
-import type { Consumer, Kafka, Producer } from 'kafkajs';
+import type { Consumer, Kafka } from 'kafkajs';
 import { type Kysely, sql } from 'kysely';
 import { collectEvents } from '../../support/events.ts';
 import type { TestDB } from '../../support/postgres.ts';
@@ -108,7 +108,7 @@ export async function startInboxConsumer(
   kafka: Kafka,
   topic: string,
   groupId: string,
-  options: RunInboxConsumerOptions<TestDB, ChargeValue> & { producer: Producer },
+  options: RunInboxConsumerOptions<TestDB, ChargeValue>,
 ): Promise<RunningConsumer> {
   const consumer = kafka.consumer({ groupId, ...consumerSettings });
   await consumer.connect();
@@ -127,7 +127,7 @@ export async function consumeToEnd(
   kit: KafkaTestKit,
   topic: string,
   groupId: string,
-  options: RunInboxConsumerOptions<TestDB, ChargeValue> & { producer: Producer },
+  options: RunInboxConsumerOptions<TestDB, ChargeValue>,
   watch: (control: KafkaInboxControl) => void = () => {},
 ): Promise<void> {
   const { control } = await startInboxConsumer(kit.kafka, topic, groupId, options);

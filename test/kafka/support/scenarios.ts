@@ -64,8 +64,7 @@ export function defineScenarios(mode: Mode): void {
     await consumeToEnd(kit, topic, group, {
       ...handlers(),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       partitionsConsumedConcurrently: 2,
     });
     expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
@@ -92,8 +91,7 @@ export function defineScenarios(mode: Mode): void {
           if (message.id === poisonId) throw new Error(`charge ${message.id} is poison`);
         }),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         ...(mode === 'eachBatch' ? { maxBatchSize: 50 } : {}),
       },
       (control) => control.on('deadLettered', (event) => deadLettered.push(event)),
@@ -151,8 +149,7 @@ export function defineScenarios(mode: Mode): void {
         }
       }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       maxStackLength: 300,
     });
     expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
@@ -197,8 +194,7 @@ export function defineScenarios(mode: Mode): void {
             },
           }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     expect(performance.now() - started).toBeLessThan(25_000);
     expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
@@ -227,8 +223,7 @@ export function defineScenarios(mode: Mode): void {
     const { control } = await startInboxConsumer(kit.kafka, topic, group, {
       ...handlers(),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     try {
       await waitForCommittedToEnd(kit.admin, group, topic);
@@ -288,8 +283,7 @@ export function defineScenarios(mode: Mode): void {
     const { control } = await startInboxConsumer(kit.kafka, topic, group, {
       ...handlers(),
       inbox: fromInbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       messageId: { from: idOfValue },
     });
     control.on('deadLettered', (event) => dead.push(event));
@@ -308,8 +302,7 @@ export function defineScenarios(mode: Mode): void {
       {
         ...handlers(),
         inbox: fallbackInbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId: { header: 'message-id', fallback: idOfValue },
       },
       (control) => control.on('deadLettered', (event) => dead.push(event)),
@@ -365,8 +358,7 @@ export function defineScenarios(mode: Mode): void {
       await consumeToEnd(kit, topic, groupId, {
         ...handlers(),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId,
       });
     };
@@ -406,8 +398,7 @@ export function defineScenarios(mode: Mode): void {
       }),
       ...(mode === 'eachBatch' ? { maxBatchSize: 20 } : {}),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     try {
       await waitFor(() => joins === 1, { timeoutMs: 30_000, what: 'the group join' });
@@ -447,8 +438,7 @@ export function defineScenarios(mode: Mode): void {
       {
         ...handlers(),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId: 'payload-hash',
         deadLetterTopic: () => {
           throw new Error('no routing table yet');
