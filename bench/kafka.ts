@@ -14,13 +14,16 @@
 // - inboxkit eachMessage: `runInboxConsumer` mode eachMessage, the same insert through `trx`;
 // - inboxkit eachBatch: `runInboxConsumer` mode eachBatch with a per-batch (bulk) handler
 //   doing the same bulk insert.
-// Diagnostic rows tell where a gap goes: the same consumers with the dedup written by hand
-// (the floor of any effectively-once consumer: one more insert per record), and the inbox
-// called from a plain kafkajs consumer without the adapter.
+// Each inboxkit consumer runs beside its hand-written twin, the same consumer with the dedup
+// written by hand (the floor of any effectively-once consumer: one more insert per record),
+// and the targets compare the two (issue 11: at least 0.9x). Diagnostic rows tell where a gap
+// goes: the inbox called from a plain kafkajs consumer without the adapter, and the eachBatch
+// wrapper with transactions as large as the fetched batches (the twin's), i.e. without the
+// `maxBatchSize` cap of 1000 records.
 // The clock runs from the first record handed to a handler to the last one done (group join
 // excluded). Brokers: KAFKA_BROKERS (default 127.0.0.1:9092, `scripts/kafka.sh start`);
 // Postgres: DATABASE_URL (default the local server). Prints a table, saves bench/results/kafka.json.
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createInbox, migrateInbox } from '@inboxkit/core';
 import { createPgPool } from '@inboxkit/core/pg';
@@ -44,6 +47,8 @@ const PARTITIONS = Number(args.partitions);
 const ROUNDS = Number(args.rounds);
 const MAX_BATCH_SIZE = args['max-batch-size'] === '' ? undefined : Number(args['max-batch-size']);
 const BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
+/** Load averages (1, 5, 15 min) at the start: the machine is shared. */
+const LOAD_BEFORE = loadavg().map((l) => Number(l.toFixed(2)));
 
 interface BenchDB {
   bench_rows: { id: string; amount: number };
@@ -257,24 +262,36 @@ const modes: Record<string, Mode> = {
     });
     return undefined;
   },
-  'inboxkit eachBatch (per-batch bulk handler)': async (consumer, clock, groupId) => {
-    const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
-      mode: 'eachBatch',
-      inbox: createInbox({ db, consumer: groupId }),
-      kafka,
-      groupId,
-      ...(MAX_BATCH_SIZE === undefined ? {} : { maxBatchSize: MAX_BATCH_SIZE }),
-      bulkHandler: async (trx, messages) => {
-        clock.start();
-        await trx.executeQuery(
-          CompiledQuery.raw(INSERT_MANY, [messages.map((m) => m.value.id), messages.map((m) => m.value.amount)]),
-        );
-      },
-    });
-    control.on('settled', () => clock.add(1));
-    return control;
-  },
+  'inboxkit eachBatch (per-batch bulk handler)': (consumer, clock, groupId) =>
+    inboxEachBatchMode(consumer, clock, groupId, MAX_BATCH_SIZE),
+  // Diagnostic: the wrapper with the twin's transactions (a whole fetched batch each), to
+  // tell the cost of the maxBatchSize cap from the rest of the adapter's.
+  'inboxkit eachBatch, uncapped (maxBatchSize above any fetched batch)': (consumer, clock, groupId) =>
+    inboxEachBatchMode(consumer, clock, groupId, 1_000_000),
 };
+
+async function inboxEachBatchMode(
+  consumer: Consumer,
+  clock: Clock,
+  groupId: string,
+  maxBatchSize: number | undefined,
+): Promise<KafkaInboxControl> {
+  const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
+    mode: 'eachBatch',
+    inbox: createInbox({ db, consumer: groupId }),
+    kafka,
+    groupId,
+    ...(maxBatchSize === undefined ? {} : { maxBatchSize }),
+    bulkHandler: async (trx, messages) => {
+      clock.start();
+      await trx.executeQuery(
+        CompiledQuery.raw(INSERT_MANY, [messages.map((m) => m.value.id), messages.map((m) => m.value.amount)]),
+      );
+    },
+  });
+  control.on('settled', () => clock.add(1));
+  return control;
+}
 
 let run = 0;
 /** This process's CPU time per record, in microseconds (client, kafkajs and driver; not Postgres'). */
@@ -337,41 +354,38 @@ const ratio = (a: string, b: string) => {
 };
 const targets: Target[] = [
   {
-    target: 'inboxkit eachMessage within 1.3x of plain eachMessage',
-    value: ratio('plain kafkajs eachMessage', 'inboxkit eachMessage'),
-    limit: 1.3,
-    higherIsBetter: false,
+    target: 'inboxkit eachMessage at least 0.9x of its hand-written twin (claim + insert per record)',
+    value: ratio('inboxkit eachMessage', 'hand-written eachMessage with dedup'),
+    limit: 0.9,
+    higherIsBetter: true,
   },
   {
-    target: 'inboxkit eachBatch within 1.3x of plain eachBatch',
-    value: ratio('plain kafkajs eachBatch', 'inboxkit eachBatch'),
-    limit: 1.3,
-    higherIsBetter: false,
-  },
-  {
-    target: 'inboxkit eachBatch at least 10x plain eachMessage',
-    value: ratio('inboxkit eachBatch', 'plain kafkajs eachMessage'),
-    limit: 10,
+    target: 'inboxkit eachBatch at least 0.9x of its hand-written bulk twin (claim + bulk insert per batch)',
+    value: ratio('inboxkit eachBatch (', 'hand-written eachBatch with dedup'),
+    limit: 0.9,
     higherIsBetter: true,
   },
 ];
 const breakdown = {
   eachMessageDedupFloorOverPlain: ratio('plain kafkajs eachMessage', 'hand-written eachMessage with dedup'),
-  eachMessageInboxOverDedupFloor: ratio('hand-written eachMessage with dedup', 'kafkajs eachMessage + inbox.process'),
-  eachMessageAdapterOverInbox: ratio('kafkajs eachMessage + inbox.process', 'inboxkit eachMessage'),
+  eachMessageInboxOverTwin: ratio('kafkajs eachMessage + inbox.process', 'hand-written eachMessage with dedup'),
+  eachMessageAdapterOverInbox: ratio('inboxkit eachMessage', 'kafkajs eachMessage + inbox.process'),
   eachBatchDedupFloorOverPlain: ratio('plain kafkajs eachBatch', 'hand-written eachBatch with dedup'),
-  eachBatchInboxkitOverDedupFloor: ratio('hand-written eachBatch with dedup', 'inboxkit eachBatch'),
-  eachBatchAdapterOverInbox: ratio('kafkajs eachBatch + inbox.processBulk', 'inboxkit eachBatch'),
+  eachBatchProcessBulkOverTwin: ratio('kafkajs eachBatch + inbox.processBulk', 'hand-written eachBatch with dedup'),
+  eachBatchUncappedOverProcessBulk: ratio('inboxkit eachBatch, uncapped', 'kafkajs eachBatch + inbox.processBulk'),
+  eachBatchCappedOverUncapped: ratio('inboxkit eachBatch (', 'inboxkit eachBatch, uncapped'),
 };
 const x = (value: number) => `${value.toFixed(2)}x`;
 const cpu = Object.fromEntries([...cpuPerRecord].map(([name, values]) => [name, Math.round(median(values))]));
 printTable(figures, targets, [
-  `${N} records, ${PARTITIONS} partitions, ${ROUNDS} round(s), median rates; ratios are medians of per-round ratios; maxBatchSize ${MAX_BATCH_SIZE ?? 'default (1000)'}`,
-  `where the eachMessage gap goes: dedup statement (hand-written) ${x(breakdown.eachMessageDedupFloorOverPlain)}, inbox.process over that ${x(breakdown.eachMessageInboxOverDedupFloor)}, adapter over inbox.process ${x(breakdown.eachMessageAdapterOverInbox)}`,
+  `${N} records, ${PARTITIONS} partitions, ${ROUNDS} round(s), median rates; ratios are medians of per-round ratios (a/b, higher is better for a); maxBatchSize ${MAX_BATCH_SIZE ?? 'default (1000)'}; load average at the start ${LOAD_BEFORE.join(' ')}, at the end ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+  `eachMessage: the dedup statement costs the twin ${x(breakdown.eachMessageDedupFloorOverPlain)} of plain; inbox.process runs at ${x(breakdown.eachMessageInboxOverTwin)} of the twin; the adapter at ${x(breakdown.eachMessageAdapterOverInbox)} of inbox.process`,
+  `eachBatch: the dedup rows cost the twin ${x(breakdown.eachBatchDedupFloorOverPlain)} of plain; processBulk per fetched batch runs at ${x(breakdown.eachBatchProcessBulkOverTwin)} of the twin; the uncapped wrapper at ${x(breakdown.eachBatchUncappedOverProcessBulk)} of processBulk; the 1000-record cap at ${x(breakdown.eachBatchCappedOverUncapped)} of uncapped`,
   `client CPU per record (µs, this process, median): ${Object.entries(cpu)
     .map(([name, us]) => `${name.split(' (')[0]} ${us}`)
     .join('; ')}`,
-  `where the eachBatch gap goes: dedup rows (hand-written) ${x(breakdown.eachBatchDedupFloorOverPlain)}, inboxkit over that ${x(breakdown.eachBatchInboxkitOverDedupFloor)} (adapter over processBulk of whole fetched batches ${x(breakdown.eachBatchAdapterOverInbox)})`,
 ]);
 saveResults('kafka', {
   settings: {
@@ -381,7 +395,9 @@ saveResults('kafka', {
     maxBatchSize: MAX_BATCH_SIZE ?? 'default',
     brokers: BROKERS,
     cpus: cpus().length,
-    command: 'node bench/kafka.ts',
+    loadAverageAtStart: LOAD_BEFORE,
+    loadAverageAtEnd: loadavg().map((l) => Number(l.toFixed(2))),
+    command: `node bench/kafka.ts ${process.argv.slice(2).join(' ')}`.trim(),
   },
   figures,
   samples: Object.fromEntries([...samples].map(([name, rates]) => [name, rates.map((r) => Math.round(r))])),

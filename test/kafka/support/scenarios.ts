@@ -453,4 +453,49 @@ export function defineScenarios(mode: Mode): void {
     const dead = await readTopic(kit.kafka, dlq, 1);
     expect(dead[0]?.headers?.[DEAD_LETTER_HEADERS.reason]).toBe('invalid_message');
   });
+
+  it(`${mode}: headers reach the handler, the decoder and the id function decoded as text, a repeated key as its last value`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, group } = await freshTopic('headers', 1);
+    await produce(kit.producer, topic, [
+      { ...charge('hd-1'), headers: { trace: Buffer.from('t-1'), hop: ['a', Buffer.from('b')] } },
+      { ...charge('hd-2'), headers: { 'x-id': 'hd-2-from-header' } },
+    ]);
+    const seen: { handler: unknown[]; json: unknown[]; decoder: unknown[]; from: unknown[] } = {
+      handler: [],
+      json: [],
+      decoder: [],
+      from: [],
+    };
+    await consumeToEnd(kit, topic, group, {
+      ...handlers((message) => {
+        seen.handler.push(message.headers);
+        // The decoded headers are the message's own data: a copy and JSON keep them.
+        seen.json.push(JSON.parse(JSON.stringify({ ...message })).headers);
+      }),
+      inbox: testInbox(t.db, `headers-${mode}`),
+      kafka: kit.kafka,
+      decode: (value, context) => {
+        seen.decoder.push(context.headers);
+        return JSON.parse(String(value));
+      },
+      messageId: {
+        header: 'x-id',
+        fallback: (context) => {
+          seen.from.push(context.headers);
+          return context.headers['message-id'];
+        },
+      },
+    });
+    const first = { 'message-id': 'hd-1', trace: 't-1', hop: 'b' };
+    const second = { 'message-id': 'hd-2', 'x-id': 'hd-2-from-header' };
+    expect(seen.handler).toEqual([first, second]);
+    expect(seen.json).toEqual([first, second]);
+    expect(seen.decoder).toEqual([first, second]);
+    // The fallback ran only for the record without the `x-id` header.
+    expect(seen.from).toEqual([first]);
+    const ids = await t.db.selectFrom('ledger').select('charge_id').orderBy('charge_id').execute();
+    expect(ids.map((row) => row.charge_id)).toEqual(['hd-1', 'hd-2-from-header']);
+  });
 }

@@ -6,6 +6,7 @@ import {
   settleOutcomes,
   toError,
 } from '@inboxkit/core/adapter';
+import type { KafkaRecordContext } from '../decode.js';
 import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from '../kafka-client.js';
 import type { CloseOptions, KafkaInboxControl } from '../kafka-inbox-control.js';
 import { KafkaInboxEmitter, type PauseReason } from '../kafka-inbox-events.js';
@@ -93,10 +94,22 @@ export class ConsumerRuntime<DB, V> {
     return window;
   }
 
-  /** Turns a record into the message the handler gets (id, decoded value, headers). */
+  /**
+   * Turns a record into the message the handler gets (id, decoded value, headers). The
+   * headers are decoded only when read (`message.headers`, `context.headers`): the default
+   * message id reads its one header raw, and the hot path decodes nothing else.
+   */
   prepare(topic: string, partition: number, record: KafkaRecord): PreparedRecord<V> {
-    const headers = decodeHeaders(record.headers);
-    const context = { topic, partition, record, headers };
+    let headers: Record<string, string> | undefined;
+    const context: KafkaRecordContext = {
+      topic,
+      partition,
+      record,
+      get headers() {
+        headers ??= decodeHeaders(record.headers);
+        return headers;
+      },
+    };
     const found = this.config.messageId(context);
     let problem: InvalidMessageError | undefined;
     let id = '';
@@ -126,7 +139,10 @@ export class ConsumerRuntime<DB, V> {
       offset: record.offset,
       key: record.key,
       value: value as V,
-      headers,
+      get headers() {
+        headers ??= decodeHeaders(record.headers);
+        return headers;
+      },
       timestamp: record.timestamp,
       record,
     };
