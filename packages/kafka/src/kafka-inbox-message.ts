@@ -38,14 +38,6 @@ export function decodeHeaders(headers: KafkaHeaders | undefined): Record<string,
   return decoded;
 }
 
-/** One header's text, as {@link decodeHeaders} would give it, without decoding the others. */
-export function headerText(headers: KafkaHeaders | undefined, name: string): string | undefined {
-  const raw = headers?.[name];
-  const value = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-  if (value === undefined) return undefined;
-  return typeof value === 'string' ? value : value.toString('utf8');
-}
-
 /** `topic/partition@offset`: how records are named in errors and logs. */
 export function recordName(topic: string, partition: number, offset: string): string {
   return `${topic}/${partition}@${offset}`;

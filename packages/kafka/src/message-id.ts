@@ -1,6 +1,5 @@
 import { ConfigurationError, payloadHashId } from '@inboxkit/core';
 import type { KafkaRecordContext } from './decode.js';
-import { headerText } from './kafka-inbox-message.js';
 
 /** Derives a message id from a record; `undefined` when the record carries none. */
 export type MessageIdFunction = (context: KafkaRecordContext) => string | undefined;
@@ -80,8 +79,7 @@ export function compileMessageId(source: MessageIdSource | undefined): MessageId
     throw new ConfigurationError("Expected `messageId.fallback` to be 'offset', 'payload-hash' or a function.");
   }
   return (context) => {
-    // Only this header is decoded: the hot path decodes no other (`context.headers` is lazy).
-    const id = headerText(context.record.headers, header);
+    const id = context.headers[header];
     if (id !== undefined) return { id };
     if (fallback === 'offset') return { id: offsetMessageId(context) };
     if (fallback === 'payload-hash') return payloadHashMessageId(context);

@@ -6,7 +6,6 @@ import {
   settleOutcomes,
   toError,
 } from '@inboxkit/core/adapter';
-import type { KafkaRecordContext } from '../decode.js';
 import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from '../kafka-client.js';
 import type { CloseOptions, KafkaInboxControl } from '../kafka-inbox-control.js';
 import { KafkaInboxEmitter, type PauseReason } from '../kafka-inbox-events.js';
@@ -94,22 +93,10 @@ export class ConsumerRuntime<DB, V> {
     return window;
   }
 
-  /**
-   * Turns a record into the message the handler gets (id, decoded value, headers). The
-   * headers are decoded only when read (`message.headers`, `context.headers`): the default
-   * message id reads its one header raw, and the hot path decodes nothing else.
-   */
+  /** Turns a record into the message the handler gets (id, decoded value, headers). */
   prepare(topic: string, partition: number, record: KafkaRecord): PreparedRecord<V> {
-    let headers: Record<string, string> | undefined;
-    const context: KafkaRecordContext = {
-      topic,
-      partition,
-      record,
-      get headers() {
-        headers ??= decodeHeaders(record.headers);
-        return headers;
-      },
-    };
+    const headers = decodeHeaders(record.headers);
+    const context = { topic, partition, record, headers };
     const found = this.config.messageId(context);
     let problem: InvalidMessageError | undefined;
     let id = '';
@@ -139,10 +126,7 @@ export class ConsumerRuntime<DB, V> {
       offset: record.offset,
       key: record.key,
       value: value as V,
-      get headers() {
-        headers ??= decodeHeaders(record.headers);
-        return headers;
-      },
+      headers,
       timestamp: record.timestamp,
       record,
     };
