@@ -118,4 +118,46 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
       runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, { ...options, subscribe: { topics: [] } }),
     ).rejects.toThrow(/subscribe\.topics/);
   });
+
+  it('a start-up that fails after the admin client connected disconnects the clients the adapter made', async () => {
+    const { t, broker } = setup;
+    const { kafka, kafkaConsumer } = impatientClients(broker.brokers, 'startup-bad-topic');
+    const made: string[] = [];
+    // The adapter's admin client, with its disconnect recorded.
+    const recording = {
+      producer: kafka.producer.bind(kafka),
+      admin: () => {
+        const admin = kafka.admin();
+        made.push('admin');
+        const disconnect = admin.disconnect.bind(admin);
+        admin.disconnect = async () => {
+          made.push('admin disconnected');
+          await disconnect();
+        };
+        return admin;
+      },
+    };
+    const retries: KafkaStartupRetry[] = [];
+    // The admin client connects; the subscription is refused (no such topic name is valid).
+    const error = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
+      mode: 'eachMessage',
+      handler: ledgerHandler,
+      inbox: testInbox(t.db, 'startup-bad-topic'),
+      kafka: recording,
+      subscribe: {
+        topics: ['not a valid topic name!'],
+        timeoutMs: 1500,
+        minDelayMs: 100,
+        onRetry: (retry) => retries.push(retry),
+      },
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    await kafkaConsumer.disconnect();
+    expect(error).toBeInstanceOf(KafkaUnavailableError);
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries.every((retry) => retry.step === 'subscribe')).toBe(true);
+    expect(made).toEqual(['admin', 'admin disconnected']);
+  });
 });
