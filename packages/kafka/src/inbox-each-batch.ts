@@ -7,7 +7,7 @@ import {
 } from '@inboxkit/core';
 import { inboxTelemetry, logHandled, outcomeLogFields, positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
-import { ConsumerRuntime, type PreparedRecord, type SettleItem } from './internal/consumer-runtime.js';
+import { ConsumerRuntime, type PreparedRecord, type SettleItem, withControls } from './internal/consumer-runtime.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
@@ -35,7 +35,7 @@ export interface InboxEachBatchOptions<DB, V = unknown, R = unknown> extends Kaf
   readonly maxBatchSize?: number;
 }
 
-/** A kafkajs `eachBatch` handler that also carries the consumer's controls. */
+/** A kafkajs `eachBatch` handler that also carries the controls of the running consumer. */
 export type InboxEachBatchHandler = ((payload: KafkaEachBatchPayload) => Promise<void>) & KafkaInboxControl;
 
 /** Thrown into the batch's transaction to roll it back when the batch is no longer ours to process. */
@@ -50,12 +50,12 @@ class BatchInterrupted extends Error {
 }
 
 /**
- * Wraps a handler for `consumer.run({ eachBatch })`: a fetched batch is processed in
+ * Wraps a handler for `kafkaConsumer.run({ eachBatch })`: a fetched batch is processed in
  * transactions of up to `maxBatchSize` records through the inbox's batch entry points (all
  * ids claimed in one statement, duplicates removed, a failing record set aside without
  * undoing its neighbours).
  *
- * Run the consumer with `autoCommit: false` and `eachBatchAutoResolve: false`
+ * Run the kafkajs consumer with `autoCommit: false` and `eachBatchAutoResolve: false`
  * (`runInboxConsumer` does): offsets are resolved and committed only for settled records.
  * Before each handler call the wrapper heartbeats and checks that the batch is still to be
  * processed (`isRunning()`, `isStale()`), so a long batch neither gets the member dropped
@@ -63,10 +63,10 @@ class BatchInterrupted extends Error {
  *
  * @example
  * ```ts
- * const eachBatch = inboxEachBatch({ consumer, inbox, producer, bulkHandler: async (trx, messages) => {
+ * const eachBatch = inboxEachBatch({ kafkaConsumer, kafka, inbox, bulkHandler: async (trx, messages) => {
  *   await trx.insertInto('charges').values(messages.map((m) => ({ id: m.id, amount_cents: m.value.amount }))).execute()
  * } })
- * await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
+ * await kafkaConsumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
  * ```
  */
 export function inboxEachBatch<DB, V = unknown, R = unknown>(
@@ -242,5 +242,5 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
       throw handBack;
     }
   };
-  return Object.assign(eachBatch, runtime.control());
+  return withControls(eachBatch, runtime);
 }

@@ -1,6 +1,6 @@
 import { ConfigurationError, type MessageHandler, type ProcessOutcome } from '@inboxkit/core';
 import { inboxTelemetry, logHandled, outcomeLogFields } from '@inboxkit/core/adapter';
-import { ConsumerRuntime } from './internal/consumer-runtime.js';
+import { ConsumerRuntime, withControls } from './internal/consumer-runtime.js';
 import type { KafkaEachMessagePayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
@@ -19,16 +19,16 @@ export interface InboxEachMessageOptions<DB, V = unknown, R = unknown> extends K
   readonly handler: KafkaMessageHandler<DB, V, R>;
 }
 
-/** A kafkajs `eachMessage` handler that also carries the consumer's controls. */
+/** A kafkajs `eachMessage` handler that also carries the controls of the running consumer. */
 export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Promise<void>) & KafkaInboxControl;
 
 /**
- * Wraps a handler for `consumer.run({ eachMessage })`: each record is processed effectively
- * once, in its own transaction, through `inbox.process`.
+ * Wraps a handler for `kafkaConsumer.run({ eachMessage })`: each record is processed
+ * effectively once, in its own transaction, through `inbox.process`.
  *
  * - The offset moves only after the transaction committed (or, for a record that is
  *   dead-lettered, after the dead-letter topic acknowledged it); offsets are committed
- *   explicitly, so run the consumer with `autoCommit: false` (`runInboxConsumer` does).
+ *   explicitly, so run the kafkajs consumer with `autoCommit: false` (`runInboxConsumer` does).
  * - Handler failures are retried in process by the inbox's retry policy, then dead-lettered;
  *   nothing is thrown into the client (kafkajs #1415).
  * - Postgres unreachable, or a dead-letter publish failing: the partition is paused and
@@ -38,13 +38,14 @@ export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Pro
  *
  * @example
  * ```ts
- * const eachMessage = inboxEachMessage({ consumer, inbox, producer, handler: async (trx, message) => {
+ * const kafkaConsumer = kafka.consumer({ groupId: 'payments' })
+ * const eachMessage = inboxEachMessage({ kafkaConsumer, kafka, inbox, handler: async (trx, message) => {
  *   await trx.insertInto('charges').values({ id: message.id, amount_cents: message.value.amount }).execute()
  * } })
- * await consumer.run({ autoCommit: false, eachMessage })
+ * await kafkaConsumer.run({ autoCommit: false, eachMessage })
  * process.once('SIGTERM', async () => {
- *   await eachMessage.close() // the consumer only
- *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
+ *   await eachMessage.close() // the kafkajs consumer and the clients the adapter made
+ *   await db.destroy() // yours
  * })
  * ```
  */
@@ -119,5 +120,5 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
       runtime.leave();
     }
   };
-  return Object.assign(eachMessage, runtime.control());
+  return withControls(eachMessage, runtime);
 }

@@ -60,8 +60,7 @@ for (const mode of ['eachMessage', 'eachBatch'] as const) {
         },
       }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     expect((await ledgerTotals(t.db)).distinct).toBeGreaterThanOrEqual(2);
 
@@ -177,8 +176,7 @@ it('one trace from the producer through the inbox consumer, its outbox, the rela
   await consumeToEnd(kit, first.topic, first.groupId, {
     mode: 'eachMessage',
     inbox: testInbox(t.db, 'orders'),
-    producer: kit.producer,
-    admin: kit.admin,
+    kafka: kit.kafka,
     handler: async (trx, message) => {
       await outbox.enqueue(trx, { topic: next.topic, key: message.id, payload: { accepted: message.id } });
     },
@@ -195,8 +193,7 @@ it('one trace from the producer through the inbox consumer, its outbox, the rela
   await consumeToEnd(kit, next.topic, next.groupId, {
     mode: 'eachMessage',
     inbox: testInbox(t.db, 'accepted'),
-    producer: kit.producer,
-    admin: kit.admin,
+    kafka: kit.kafka,
     handler: async () => {},
   });
 
