@@ -16,7 +16,7 @@ export { SafeEmitter } from './events.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
 export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
-export { logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
+export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
 export {
   createOutboxRelay,

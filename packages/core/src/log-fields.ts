@@ -66,3 +66,32 @@ export function logHandled(logger: InboxLogger, fields: () => MessageLogFields):
     // A logger that throws must not leave a delivery unsettled: the line is lost.
   }
 }
+
+/**
+ * `logger` with `fields` added to every line (a line's own fields win): how an adapter puts
+ * `consumer` on the lines of its parts that do not know it (partition pauses, offset
+ * commits, connections). Not for the per-message path. On `@inboxkit/core/adapter`.
+ *
+ * @example
+ * ```ts
+ * const logger = loggerWith(config.logger, { consumer: inbox.consumer })
+ * ```
+ */
+export function loggerWith(logger: InboxLogger, fields: Readonly<Record<string, unknown>>): InboxLogger {
+  const merged =
+    (level: 'debug' | 'info' | 'warn' | 'error') =>
+    (own: object, message?: string): void => {
+      logger[level]({ ...fields, ...own }, message);
+    };
+  const bound: InboxLogger = {
+    debug: merged('debug'),
+    info: merged('info'),
+    warn: merged('warn'),
+    error: merged('error'),
+  };
+  if (typeof logger.isLevelEnabled === 'function') {
+    const isLevelEnabled = logger.isLevelEnabled.bind(logger);
+    return { ...bound, isLevelEnabled };
+  }
+  return bound;
+}

@@ -112,7 +112,11 @@ for (const mode of ['eachMessage', 'eachBatch'] as const) {
       `00-${poison?.spanContext().traceId}-${poison?.spanContext().spanId}-01`,
     );
 
-    // Every record's line carries the same fields (docs/telemetry.md, "Logging").
+    // Every line names the inbox, whichever part of the adapter wrote it; every record's line
+    // carries the same fields (docs/telemetry.md, "Logging").
+    expect(logger.lines.length).toBeGreaterThan(ids.length);
+    for (const line of logger.lines)
+      expect([line.message, line.fields.consumer]).toEqual([line.message, `traced-${mode}`]);
     const handled = logger.lines.filter((line) => line.message === 'inboxkit: message handled');
     expect(handled.map((line) => line.fields.messageId).sort()).toEqual([...ids].sort());
     for (const { fields } of handled) {

@@ -140,7 +140,10 @@ for (const maxBatchSize of [1, 10]) {
       `00-${poison?.spanContext().traceId}-${poison?.spanContext().spanId}-01`,
     );
 
-    // Every delivery's line carries the same fields (docs/telemetry.md, "Logging").
+    // Every line names the inbox, whichever part of the adapter wrote it; every delivery's
+    // line carries the same fields (docs/telemetry.md, "Logging").
+    expect(logger.lines.length).toBeGreaterThan(ids.length);
+    for (const line of logger.lines) expect([line.message, line.fields.consumer]).toEqual([line.message, consumer]);
     const handled = logger.lines.filter((line) => line.message === 'inboxkit: message handled');
     expect(handled.map((line) => line.fields.messageId).sort()).toEqual([...ids].sort());
     for (const { fields } of handled) {

@@ -1,8 +1,9 @@
-import { type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import { type DeadLetterOutcome, type InboxLogger, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
 import {
   type DeadLetterEntry,
   type HandBackReason,
   invalidMessageOutcome,
+  loggerWith,
   settleOutcomes,
   toError,
 } from '@inboxkit/core/adapter';
@@ -46,6 +47,7 @@ export class ConsumerRuntime<DB, V> {
   readonly clients: OwnClients;
   readonly #deadLetters: DeadLetterPublisher;
   readonly #handover: HandoverCheck;
+  readonly #logger: InboxLogger;
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
   #stopping = false;
@@ -54,19 +56,22 @@ export class ConsumerRuntime<DB, V> {
 
   constructor(config: KafkaInboxConfig<DB, V>, crashLoopWindowSize: number) {
     this.config = config;
-    this.events = new KafkaInboxEmitter(config.logger);
+    // The parts that do not know the inbox log its name too (docs/telemetry.md, "Logging").
+    const logger = loggerWith(config.logger, { consumer: config.inbox.consumer });
+    this.#logger = logger;
+    this.events = new KafkaInboxEmitter(logger);
     this.assignments = new AssignmentTracker(crashLoopWindowSize, config.groupId);
-    this.pauses = new PartitionPauses(config.kafkaConsumer, config.pause, config.logger, this.events);
-    this.committer = new OffsetCommitter(config.kafkaConsumer, config.commitIntervalMs, config.logger, this.events);
-    this.clients = new OwnClients(config.kafka, config.producer, config.logger);
+    this.pauses = new PartitionPauses(config.kafkaConsumer, config.pause, logger, this.events);
+    this.committer = new OffsetCommitter(config.kafkaConsumer, config.commitIntervalMs, logger, this.events);
+    this.clients = new OwnClients(config.kafka, config.producer, logger);
     this.#deadLetters = new DeadLetterPublisher({
       clients: this.clients,
       topicFor: config.deadLetterTopic,
       timeoutMs: config.deadLetterTimeoutMs,
       topology: config.topology,
-      logger: config.logger,
+      logger,
     });
-    this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, config.logger);
+    this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, logger);
     this.#detach = listenToJoins(config.kafkaConsumer, (event) => this.#joined(event));
   }
 
@@ -85,7 +90,7 @@ export class ConsumerRuntime<DB, V> {
     this.committer.committed(topic, partition, firstOffset);
     const window = this.assignments.start(topic, partition, clean);
     if (window.open) {
-      this.config.logger.info(
+      this.#logger.info(
         { topic, partition, offset: firstOffset },
         'inboxkit: partition assigned without a clean handover; its first new records run one at a time as crash-loop suspects',
       );
@@ -241,7 +246,7 @@ export class ConsumerRuntime<DB, V> {
   }
 
   async #stop(disconnect: boolean): Promise<void> {
-    const { kafkaConsumer, logger } = this.config;
+    const { kafkaConsumer } = this.config;
     const errors: unknown[] = [];
     this.#stopping = true;
     this.#pauseEverything();
@@ -261,7 +266,7 @@ export class ConsumerRuntime<DB, V> {
     }
     // The admin client and producer the adapter made are its own to close (never the user's).
     await this.clients.close();
-    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer closed');
+    this.#logger.info({}, 'inboxkit: Kafka consumer closed');
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: closing the Kafka consumer failed');
   }
