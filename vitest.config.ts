@@ -61,6 +61,16 @@ export default defineConfig({
         },
       },
       {
+        // The packages as published: packed, installed outside the workspace, run on Node 22
+        // and 24 (docs/releasing.md).
+        extends: true,
+        test: {
+          name: 'packages',
+          include: ['test/packages/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'http',

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: toolchain, dependencies, build, lint and type
-# checks, then every test against real Postgres, RabbitMQ and Kafka (started here when
-# they are not given by DATABASE_URL / AMQP_URL / KAFKA_BROKERS and Docker is not there).
+# checks (with the packed packages' checks: scripts/packages.mjs), then every test against
+# real Postgres, RabbitMQ and Kafka (started by the tests' global setup when they are not
+# given by DATABASE_URL / AMQP_URL / KAFKA_BROKERS and Docker is not there).
 #
-#   npm test                 everything
-#   npm test -- --project core    only one project (core, rabbitmq, kafka, http, pgbouncer, ...), or a file name filter
+#   npm test                        everything
+#   npm test -- --project core      one vitest project (vitest.config.ts): core, rabbitmq, kafka,
+#                                   http, cli, examples, model, pgbouncer or packages (the packed
+#                                   packages on Node 22 and 24; it installs Node 22 into .tools/)
+#   npm test -- quick-start         test files whose path contains the filter
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$INBOXKIT_ROOT"

@@ -36,7 +36,7 @@ async function poisonedTopic(label: string) {
     await runInboxConsumer<TestDB, { amountCents: number }>(kit.kafka.consumer({ groupId, ...consumerSettings }), {
       mode: 'eachMessage',
       inbox: createInbox({ db: t.db, consumer }),
-      producer: kit.producer,
+      kafka: kit.kafka,
       groupId,
       decode: 'json',
       subscribe: { topics: [topic], fromBeginning: true },

@@ -43,6 +43,7 @@ describe('migrate', () => {
     expect(first.code, first.stderr).toBe(0);
     expect(JSON.parse(first.stdout).migrations).toEqual([
       { tables: 'inbox', migration: 'inboxkit_0001_processed_messages', status: 'Success' },
+      { tables: 'inbox', migration: 'inboxkit_0002_claim_function', status: 'Success' },
       { tables: 'outbox', migration: 'inboxkit_outbox_0001', status: 'Success' },
     ]);
     const { rows } = await sql<{ n: string }>`

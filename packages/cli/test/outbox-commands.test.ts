@@ -64,6 +64,7 @@ describe('migrate', () => {
     );
     expect(first.migrations).toEqual([
       { tables: 'inbox', migration: 'inboxkit_0001_processed_messages', status: 'Success' },
+      { tables: 'inbox', migration: 'inboxkit_0002_claim_function', status: 'Success' },
       { tables: 'outbox', migration: 'inboxkit_outbox_0001', status: 'Success' },
     ]);
     const tables = async (schema: string) => {
@@ -89,7 +90,7 @@ describe('migrate', () => {
     const inboxOnly = json(
       await runCli(['migrate', '--schema', 'cli_mig_only2', '--outbox-table', 'events', '--inbox-only', '--json'], env),
     );
-    expect(inboxOnly.migrations.map((m: { tables: string }) => m.tables)).toEqual(['inbox']);
+    expect(inboxOnly.migrations.map((m: { tables: string }) => m.tables)).toEqual(['inbox', 'inbox']);
     expect(await tables('cli_mig_only2')).not.toContain('events');
   });
 

@@ -315,7 +315,7 @@ export class InboxContext<DB> {
   ): DeadLetterOutcome {
     this.events.emit('deadLetter', { consumer: this.consumer, messageId, reason, attempts, error });
     this.config.logger.warn(
-      { consumer: this.consumer, messageId, reason, attempts, err: error },
+      { consumer: this.consumer, messageId, outcome: 'dead_letter', reason, attempts, err: error },
       'inboxkit: message to be dead-lettered',
     );
     return { status: 'dead_letter', messageId, reason, error, attempts, firstSeenAt };
@@ -329,7 +329,7 @@ export class InboxContext<DB> {
   ): RetryLaterOutcome {
     this.events.emit('retryLater', { consumer: this.consumer, messageId, reason, error });
     this.config.logger.warn(
-      { consumer: this.consumer, messageId, reason, err: error },
+      { consumer: this.consumer, messageId, outcome: 'retry_later', reason, attempts, err: error },
       'inboxkit: message handed back to be retried later',
     );
     return { status: 'retry_later', messageId, reason, error, attempts };

@@ -5,6 +5,7 @@ import { MAX_CONSUMER_BYTES, MAX_ID_BYTES } from './inbox-message.js';
 import { type InboxLogger, silentLogger } from './logger.js';
 import { bool, checkLogger, positiveInteger } from './option-checks.js';
 import { compileRetryPolicy, type RetryOptions, type RetryPolicy, retrySpanMs } from './retry-policy.js';
+import { compileTelemetryOptions, type TelemetryConfig, type TelemetryOptions } from './telemetry/telemetry-options.js';
 
 /**
  * Isolation levels the inbox accepts; the insert-first algorithm is correct under each on a
@@ -88,6 +89,12 @@ export interface InboxOptions<DB> {
   readonly crashLoopLimit?: number;
   /** A pino-compatible logger. Default: silent. */
   readonly logger?: InboxLogger;
+  /**
+   * OpenTelemetry spans and metrics, made when `@opentelemetry/api` is installed: `false`
+   * for none, or {@link TelemetryOptions}. Default `true` (a no-op until an SDK is
+   * registered). See docs/telemetry.md.
+   */
+  readonly telemetry?: boolean | TelemetryOptions;
 }
 
 /** The options, checked and compiled once, handed down the hot path. */
@@ -106,6 +113,7 @@ export interface InboxConfig<DB> {
   readonly retentionMs: number;
   readonly crashLoopLimit: number;
   readonly logger: InboxLogger;
+  readonly telemetry: TelemetryConfig;
 }
 
 const KNOWN = new Set([
@@ -124,6 +132,7 @@ const KNOWN = new Set([
   'retentionMs',
   'crashLoopLimit',
   'logger',
+  'telemetry',
 ]);
 const ISOLATION_LEVELS = new Set<string>(['read committed', 'repeatable read', 'serializable']);
 export const DAY_MS = 24 * 60 * 60 * 1000;
@@ -188,6 +197,7 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
     retentionMs: positiveInteger('retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
     crashLoopLimit: positiveInteger('crashLoopLimit', options.crashLoopLimit, 3, 1000),
     logger: checkLogger(options.logger) ?? silentLogger,
+    telemetry: compileTelemetryOptions(options.telemetry),
   };
   const span = retrySpanMs(retry) + config.lockTimeoutMs;
   if (config.retentionMs <= span) {

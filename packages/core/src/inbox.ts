@@ -18,6 +18,7 @@ import { processBatch, processBulk } from './process-batch.js';
 import { processMessage } from './process-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { storableJson } from './storable.js';
+import { InboxTelemetry, type TelemetryHost } from './telemetry/inbox-telemetry.js';
 
 export type {
   BatchHandler,
@@ -66,6 +67,21 @@ export function inboxConfig<DB>(inbox: Inbox<DB>): InboxConfig<DB> {
   return config as InboxConfig<DB>;
 }
 
+/** Each inbox's telemetry, for the adapters' spans (`inboxTelemetry`). */
+const telemetries = new WeakMap<Inbox<unknown>, InboxTelemetry>();
+
+/**
+ * The inbox's OpenTelemetry side, for adapters: the process spans of the messages they
+ * hand to it (docs/telemetry.md). On `@inboxkit/core/adapter`.
+ */
+export function inboxTelemetry<DB>(inbox: Inbox<DB>): InboxTelemetry {
+  const telemetry = telemetries.get(inbox as Inbox<unknown>);
+  if (telemetry === undefined) {
+    throw new ConfigurationError('Expected an inbox made by createInbox({ db, consumer }).');
+  }
+  return telemetry;
+}
+
 export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
   return new Inbox(compileInboxOptions(options));
 }
@@ -78,11 +94,14 @@ export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
  */
 export class Inbox<DB> {
   readonly #ctx: InboxContext<DB>;
+  readonly #telemetry: InboxTelemetry;
 
   /** @internal Use {@link createInbox}. */
   constructor(config: InboxConfig<DB>) {
     this.#ctx = new InboxContext(config);
+    this.#telemetry = new InboxTelemetry(this.#ctx as unknown as TelemetryHost);
     configs.set(this as Inbox<unknown>, config as InboxConfig<unknown>);
+    telemetries.set(this as Inbox<unknown>, this.#telemetry);
   }
 
   /** The consumer name: the first half of every key. */
@@ -122,7 +141,8 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: ProcessOptions = {},
   ): Promise<ProcessOutcome<R>> {
-    return processMessage(this.#ctx, message, handler, options);
+    if (this.#telemetry.unmetered) return processMessage(this.#ctx, message, handler, options);
+    return this.#telemetry.process(handler, (timed) => processMessage(this.#ctx, message, timed, options));
   }
 
   /**
@@ -142,7 +162,8 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBatch(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBatch(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBatch(this.#ctx, messages, timed, options));
   }
 
   /**
@@ -157,7 +178,8 @@ export class Inbox<DB> {
     handler: BatchHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBulk(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBulk(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBulk(this.#ctx, messages, timed, options));
   }
 
   /**

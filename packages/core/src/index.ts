@@ -90,4 +90,5 @@ export type {
   RetryOptions,
   RetryPolicy,
 } from './retry-policy.js';
+export type { TelemetryOptions } from './telemetry/telemetry-options.js';
 export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';

@@ -1,6 +1,8 @@
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import { bool, positiveInteger } from '../option-checks.js';
+import { observeOutboxGauges } from '../telemetry/outbox-gauges.js';
+import { withTraceHeaders } from '../telemetry/trace-context.js';
 import { type OutboxMessage, outboxRows } from './outbox-message.js';
 import { type OutboxTables, outboxTables } from './outbox-tables.js';
 import { compileClaim } from './sql/claim.js';
@@ -103,6 +105,7 @@ export class Outbox {
     this.#listFailed = compileListFailed(tables);
     this.#retryFailed = compileRetryFailed(tables);
     this.#boundedBacklog = compileBoundedBacklog(tables);
+    observeOutboxGauges(this, () => this.backlog(), `${tables.schema}.${tables.table}`);
     configs.set(
       this,
       Object.freeze({
@@ -135,7 +138,8 @@ export class Outbox {
   // biome-ignore lint/suspicious/noExplicitAny: a transaction (or instance) of any database schema.
   async enqueue(trx: Kysely<any>, message: OutboxMessage | readonly OutboxMessage[]): Promise<void> {
     const messages: readonly OutboxMessage[] = Array.isArray(message) ? message : [message as OutboxMessage];
-    const rows = outboxRows(messages);
+    // The trace context of now (the handler's span), carried by the relay to the broker.
+    const rows = outboxRows(withTraceHeaders(messages));
     if (rows.messageIds.length === 0) return;
     await this.#enqueue(trx, rows);
   }
