@@ -108,27 +108,25 @@ if (config.broker === 'kafka') {
     brokers: config.kafkaBrokers ?? [],
     logLevel: logLevel.NOTHING,
   });
-  const producer = kafka.producer();
-  const admin = kafka.admin();
   // A short session so that the group hands a killed member's partitions on quickly.
-  const consumer = kafka.consumer({ groupId: config.groupId ?? 'demo', sessionTimeout: 6000, heartbeatInterval: 500 });
-  await Promise.all([producer.connect(), admin.connect(), consumer.connect()]);
-  await consumer.subscribe({ topics: [config.topic ?? ''], fromBeginning: true });
-  const control = await runInboxConsumer<DemoDB, ChargeRequest>(consumer, {
+  const kafkaConsumer = kafka.consumer({
+    groupId: config.groupId ?? 'demo',
+    sessionTimeout: 6000,
+    heartbeatInterval: 500,
+  });
+  await kafkaConsumer.connect();
+  await kafkaConsumer.subscribe({ topics: [config.topic ?? ''], fromBeginning: true });
+  const control = await runInboxConsumer<DemoDB, ChargeRequest>(kafkaConsumer, {
     mode: 'eachBatch',
     inbox,
-    producer,
-    admin,
+    kafka,
     groupId: config.groupId,
     messageId: { header: 'message-id' },
     decode: 'json',
     handler: (trx, message) => charge(trx, message.value),
     logger,
   });
-  stop = async () => {
-    await control.close();
-    await Promise.all([producer.disconnect(), admin.disconnect()]);
-  };
+  stop = () => control.close(); // also disconnects the clients the adapter made
 } else if (config.broker === 'relay') {
   const relay = createRabbitRelay({
     outbox,

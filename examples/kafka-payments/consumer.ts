@@ -122,20 +122,20 @@ export async function startPaymentsConsumer(config: ConsumerConfig): Promise<Pay
   const inbox = createInbox({ db, consumer: 'examples.kafka-payments', retry: { retries: 3, minTimeout: 50 } });
 
   const kafka = new Kafka({ clientId: 'kafka-payments', brokers: config.brokers, logLevel: logLevel.NOTHING });
-  const producer = kafka.producer(); // publishes dead letters to `<topic>.dlq`
-  const admin = kafka.admin(); // reads the group's offsets metadata: a clean handover skips the crash-loop window
   // maxWaitTimeInMs: kafkajs' disconnect() waits for the fetch in flight, up to this long
   // (its default is 5000), so it bounds the time a shutdown takes.
-  const consumer = kafka.consumer({ groupId: config.groupId, sessionTimeout: 30_000, maxWaitTimeInMs: 1000 });
-  await Promise.all([producer.connect(), admin.connect(), consumer.connect()]);
-  await consumer.subscribe({ topics: [config.topic], fromBeginning: true });
+  const kafkaConsumer = kafka.consumer({ groupId: config.groupId, sessionTimeout: 30_000, maxWaitTimeInMs: 1000 });
+  await kafkaConsumer.connect();
+  await kafkaConsumer.subscribe({ topics: [config.topic], fromBeginning: true });
 
   let failuresLeft = config.failFirstBatch ? 1 : 0;
-  const control = await runInboxConsumer<PaymentsDB, ChargeRequest, { charged: number }>(consumer, {
+  const control = await runInboxConsumer<PaymentsDB, ChargeRequest, { charged: number }>(kafkaConsumer, {
     mode: 'eachBatch',
     inbox,
-    producer,
-    admin,
+    // The adapter makes its own clients with it: an admin client (the group's offsets
+    // metadata, so a clean handover skips the crash-loop window; the dead-letter topic's
+    // check) and, at the first dead letter, an idempotent producer for `<topic>.dlq`.
+    kafka,
     groupId: config.groupId,
     messageId: { header: 'message-id' },
     decode: 'json',
@@ -178,9 +178,10 @@ export async function startPaymentsConsumer(config: ConsumerConfig): Promise<Pay
     stop() {
       stopping ??= (async () => {
         try {
-          await control.close(); // pause, drain, commit offsets (inboxkit:clean), disconnect
+          // pause, drain, commit offsets (inboxkit:clean), disconnect the kafkajs consumer and
+          // the clients the adapter made
+          await control.close();
         } finally {
-          await Promise.allSettled([producer.disconnect(), admin.disconnect()]);
           await db.destroy();
           emit({ kind: 'stopped' });
         }

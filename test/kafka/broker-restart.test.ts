@@ -54,8 +54,7 @@ describe('broker down while a record is dead-lettered', () => {
         await ledgerHandler(trx, message);
       },
       inbox: testInbox(t.db, 'broker-restart'),
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       deadLetterTimeoutMs: 2000,
       pause: { minDelayMs: 300, maxDelayMs: 1500 },
     });
@@ -66,7 +65,7 @@ describe('broker down while a record is dead-lettered', () => {
       brokerDown.open();
       await waitFor(() => paused.length > 0, { what: 'the partition to pause', timeoutMs: 30_000 });
       expect(paused[0]).toMatchObject({ reason: 'dead_letter_failed', offset: '100' });
-      expect(paused[0]?.error).toMatchObject({ code: 'INBOX_KAFKA_DEAD_LETTER_FAILED' });
+      expect(paused[0]?.error).toMatchObject({ code: 'INBOX_KAFKA_PUBLISH_FAILED', topic: `${topic}.dlq` });
       // Nothing after the poison was settled while its dead letter could not be published.
       expect((await ledgerTotals(t.db)).rows).toBe(100);
       await broker.restart();

@@ -27,8 +27,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
     const { control } = await startInboxConsumer(kit.kafka, topic, groupId, {
       ...ledgerHandlers(mode, { maxBatchSize: 50 }),
       inbox: testInbox(t.db, `pg-restart-${mode}`),
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       pause: { minDelayMs: 300, maxDelayMs: 1000 },
     });
     const { paused, resumed } = collectControlEvents(control, 'paused', 'resumed');

@@ -38,8 +38,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       const running = await startInboxConsumer(kit.kafka, topic, groupId, {
         ...handlers,
         inbox: testInbox(t.db, `rebalance-${mode}`),
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
       });
       running.control.on('settled', () => {
         settled[index] = (settled[index] ?? 0) + 1;

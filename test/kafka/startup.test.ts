@@ -22,11 +22,7 @@ const setup = setUpKafkaFile('kafka_startup', { privateBroker: true });
 /** Clients whose own retries give up quickly, so that runInboxConsumer's wait is what rides the outage out. */
 function impatientClients(brokers: string[], groupId: string) {
   const kafka = testKafka(brokers, undefined, { retry: { initialRetryTime: 100, retries: 1, maxRetryTime: 300 } });
-  return {
-    consumer: kafka.consumer({ groupId, ...consumerSettings }),
-    producer: kafka.producer(),
-    admin: kafka.admin(),
-  };
+  return { kafka, kafkaConsumer: kafka.consumer({ groupId, ...consumerSettings }) };
 }
 
 describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
@@ -40,16 +36,15 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     );
     await broker.stop();
 
-    const { consumer, producer, admin } = impatientClients(broker.brokers, groupId);
+    const { kafka, kafkaConsumer } = impatientClients(broker.brokers, groupId);
     const retries: KafkaStartupRetry[] = [];
-    const starting = runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const starting = runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       mode: 'eachBatch',
       bulkHandler: async (trx, messages) => {
         for (const message of messages) await ledgerHandler(trx, message);
       },
       inbox: testInbox(t.db, 'startup'),
-      producer,
-      admin,
+      kafka,
       groupId,
       commitIntervalMs: 200,
       subscribe: {
@@ -70,7 +65,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     try {
       await waitFor(() => retries.length >= 2, { what: 'two failed start-up attempts', timeoutMs: 60_000 });
       expect(started).toBe(false);
-      expect(retries[0]).toMatchObject({ step: 'connect-consumer', attempt: 1 });
+      expect(retries[0]).toMatchObject({ step: 'connect-kafka-consumer', attempt: 1 });
       await broker.restart();
       const control = await starting;
       try {
@@ -82,24 +77,23 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     } finally {
       await starting.then(
         () => undefined,
-        () => consumer.disconnect().catch(() => {}),
+        () => kafkaConsumer.disconnect().catch(() => {}),
       );
-      await Promise.all([producer.disconnect().catch(() => {}), admin.disconnect().catch(() => {})]);
     }
   });
 
   it('gives up after subscribe.timeoutMs with KafkaUnavailableError, and at once when its signal aborts', async () => {
     const { t } = setup;
     // Nothing listens on this address.
-    const { consumer, producer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
+    const { kafka, kafkaConsumer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
     const options = {
       mode: 'eachMessage' as const,
       handler: ledgerHandler,
       inbox: testInbox(t.db, 'startup-nowhere'),
-      producer,
+      kafka,
       groupId: 'startup-nowhere',
     };
-    const error = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const error = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       ...options,
       subscribe: { topics: ['nowhere'], timeoutMs: 1500, minDelayMs: 100 },
     }).then(
@@ -109,19 +103,61 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     expect(error).toBeInstanceOf(KafkaUnavailableError);
     expect(error).toMatchObject({ code: 'INBOX_KAFKA_UNAVAILABLE' });
     expect((error as Error).message).toMatch(
-      /^Kafka \(connect-consumer\) did not answer within subscribe\.timeoutMs \(/,
+      /^Kafka \(connect-kafka-consumer\) did not answer within subscribe\.timeoutMs \(/,
     );
 
     const controller = new AbortController();
     const reason = new Error('SIGTERM during start-up');
-    const aborted = runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const aborted = runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       ...options,
       subscribe: { topics: ['nowhere'], signal: controller.signal, minDelayMs: 100 },
     });
     setTimeout(() => controller.abort(reason), 300);
     await expect(aborted).rejects.toBe(reason);
     await expect(
-      runInboxConsumer<TestDB, ChargeValue>(consumer, { ...options, subscribe: { topics: [] } }),
+      runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, { ...options, subscribe: { topics: [] } }),
     ).rejects.toThrow(/subscribe\.topics/);
+  });
+
+  it('a start-up that fails after the admin client connected disconnects the clients the adapter made', async () => {
+    const { t, broker } = setup;
+    const { kafka, kafkaConsumer } = impatientClients(broker.brokers, 'startup-bad-topic');
+    const made: string[] = [];
+    // The adapter's admin client, with its disconnect recorded.
+    const recording = {
+      producer: kafka.producer.bind(kafka),
+      admin: () => {
+        const admin = kafka.admin();
+        made.push('admin');
+        const disconnect = admin.disconnect.bind(admin);
+        admin.disconnect = async () => {
+          made.push('admin disconnected');
+          await disconnect();
+        };
+        return admin;
+      },
+    };
+    const retries: KafkaStartupRetry[] = [];
+    // The admin client connects; the subscription is refused (no such topic name is valid).
+    const error = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
+      mode: 'eachMessage',
+      handler: ledgerHandler,
+      inbox: testInbox(t.db, 'startup-bad-topic'),
+      kafka: recording,
+      subscribe: {
+        topics: ['not a valid topic name!'],
+        timeoutMs: 1500,
+        minDelayMs: 100,
+        onRetry: (retry) => retries.push(retry),
+      },
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    await kafkaConsumer.disconnect();
+    expect(error).toBeInstanceOf(KafkaUnavailableError);
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries.every((retry) => retry.step === 'subscribe')).toBe(true);
+    expect(made).toEqual(['admin', 'admin disconnected']);
   });
 });

@@ -14,8 +14,9 @@ export { databaseFailure } from './error-classification.js';
 export { toError } from './errors.js';
 export { SafeEmitter } from './events.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
-export { inboxConfig } from './inbox.js';
+export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
+export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
 export {
   createOutboxRelay,
@@ -37,4 +38,13 @@ export {
   settleOutcome,
   settleOutcomes,
 } from './settle-outcome.js';
+export type { InboxTelemetry } from './telemetry/inbox-telemetry.js';
+export { traceHeaders } from './telemetry/trace-context.js';
+export type {
+  BatchTrace,
+  CarrierHeaders,
+  MessageSource,
+  MessageTrace,
+  SpanAttributes,
+} from './telemetry/trace-types.js';
 export { truncateUtf8 } from './truncate.js';

@@ -1,6 +1,6 @@
 import { ConfigurationError, toError } from './errors.js';
 import type { InboxEventName, InboxListener } from './events.js';
-import { InboxContext, unavailable } from './inbox-context.js';
+import { InboxContext, partitionLockKey, unavailable } from './inbox-context.js';
 import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import { compileInboxOptions, type InboxConfig, type InboxOptions } from './inbox-options.js';
 import type {
@@ -18,6 +18,7 @@ import { processBatch, processBulk } from './process-batch.js';
 import { processMessage } from './process-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { storableJson } from './storable.js';
+import { InboxTelemetry, type TelemetryHost } from './telemetry/inbox-telemetry.js';
 
 export type {
   BatchHandler,
@@ -66,6 +67,21 @@ export function inboxConfig<DB>(inbox: Inbox<DB>): InboxConfig<DB> {
   return config as InboxConfig<DB>;
 }
 
+/** Each inbox's telemetry, for the adapters' spans (`inboxTelemetry`). */
+const telemetries = new WeakMap<Inbox<unknown>, InboxTelemetry>();
+
+/**
+ * The inbox's OpenTelemetry side, for adapters: the process spans of the messages they
+ * hand to it (docs/telemetry.md). On `@inboxkit/core/adapter`.
+ */
+export function inboxTelemetry<DB>(inbox: Inbox<DB>): InboxTelemetry {
+  const telemetry = telemetries.get(inbox as Inbox<unknown>);
+  if (telemetry === undefined) {
+    throw new ConfigurationError('Expected an inbox made by createInbox({ db, consumer }).');
+  }
+  return telemetry;
+}
+
 export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
   return new Inbox(compileInboxOptions(options));
 }
@@ -78,11 +94,14 @@ export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
  */
 export class Inbox<DB> {
   readonly #ctx: InboxContext<DB>;
+  readonly #telemetry: InboxTelemetry;
 
   /** @internal Use {@link createInbox}. */
   constructor(config: InboxConfig<DB>) {
     this.#ctx = new InboxContext(config);
+    this.#telemetry = new InboxTelemetry(this.#ctx as unknown as TelemetryHost);
     configs.set(this as Inbox<unknown>, config as InboxConfig<unknown>);
+    telemetries.set(this as Inbox<unknown>, this.#telemetry);
   }
 
   /** The consumer name: the first half of every key. */
@@ -113,15 +132,17 @@ export class Inbox<DB> {
    *    that does not answer gives `retry_later`, never a verdict.
    *
    * Never throws for a message's sake: every outcome is a value. Only the caller's own
-   * programming errors (a handler that is not a function) and a throwing `beforeAttempt`
-   * reject.
+   * programming errors (a handler that is not a function; an `isolationLevel` other than
+   * READ COMMITTED on a partitioned table, a `ConfigurationError`) and a throwing
+   * `beforeAttempt` reject.
    */
   process<M extends InboxMessage, R>(
     message: M,
     handler: MessageHandler<DB, M, R>,
     options: ProcessOptions = {},
   ): Promise<ProcessOutcome<R>> {
-    return processMessage(this.#ctx, message, handler, options);
+    if (this.#telemetry.unmetered) return processMessage(this.#ctx, message, handler, options);
+    return this.#telemetry.process(handler, (timed) => processMessage(this.#ctx, message, timed, options));
   }
 
   /**
@@ -141,7 +162,8 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBatch(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBatch(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBatch(this.#ctx, messages, timed, options));
   }
 
   /**
@@ -156,7 +178,8 @@ export class Inbox<DB> {
     handler: BatchHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBulk(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBulk(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBulk(this.#ctx, messages, timed, options));
   }
 
   /**
@@ -199,7 +222,8 @@ export class Inbox<DB> {
       hash = null;
     }
     try {
-      await this.#ctx.sql.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
+      if (this.#ctx.claim === undefined) await this.#ctx.findClaim();
+      await this.#ctx.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
     } catch (thrown) {
       const error = toError(thrown);
       if ((await this.#ctx.classify(error)) === 'unavailable') throw unavailable(error);
@@ -219,9 +243,16 @@ export class Inbox<DB> {
 
   /**
    * Deletes this consumer's keys older than the retention window, `batchSize` at a time,
-   * each delete its own short transaction. Safe to run from several processes at once: one
-   * holds an advisory lock and does the work, the others return `skipped: true` at once.
-   * Run it on a schedule (every few minutes); see README "Retention".
+   * each delete its own short transaction. Safe to run from several processes at once: each
+   * batch's transaction takes an advisory lock first, so one purger deletes at a time; a
+   * purge that finds the lock taken at its first batch returns `skipped: true` at once, and
+   * one that finds it taken later stops there and leaves the rest to the one holding it.
+   * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
+   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
+   *
+   * On a table partitioned by time (`migrateInbox(db, { partitioned })`, docs/retention.md)
+   * it deletes no keys: it creates the partitions ahead and drops those whose keys are all
+   * expired, one purger per table at a time (the others return `skipped: true`).
    */
   async purge(options: PurgeOptions = {}): Promise<PurgeResult> {
     const olderThanMs = options.olderThanMs ?? this.#ctx.config.retentionMs;
@@ -235,26 +266,45 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
+    const { purge, tryPurgeLock, findClaimFunction, maintainPartitions, dropDetachedPartitions } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
-    const result = await db.connection().execute(async (connection) => {
-      const runner = connection as unknown as QueryRunner;
-      if (!(await this.#ctx.sql.purgeLock.tryLock(runner, lockKey))) return { deleted: 0, batches: 0, skipped: true };
-      try {
-        let deleted = 0;
-        let batches = 0;
-        for (;;) {
-          const count = await this.#ctx.sql.purge.purgeBatch(runner, consumer, before, batchSize);
-          batches++;
-          deleted += count;
-          if (count < batchSize) break;
-        }
-        await this.#ctx.sql.purge.purgeAttempts(runner, consumer, before);
-        return { deleted, batches, skipped: false };
-      } finally {
-        await this.#ctx.sql.purgeLock.unlock(runner, lockKey);
+    // One short transaction holding the purge lock, or `undefined` when another purger has it.
+    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>, key = lockKey): Promise<T | undefined> =>
+      db.transaction().execute(async (trx) => {
+        const runner = trx as unknown as QueryRunner;
+        return (await tryPurgeLock(runner, key)) ? work(runner) : undefined;
+      });
+    if ((await findClaimFunction(this.#ctx.runner)).partitioned) {
+      // A partitioned table: drop partitions instead of deleting keys, one maintainer per
+      // table (the partitions hold every consumer's keys), then this consumer's attempts.
+      const partitions = await whileLeading(
+        (runner) => maintainPartitions(runner, olderThanMs),
+        partitionLockKey(tables.qualified),
+      );
+      if (partitions !== undefined) {
+        // The detached partitions are dropped apart, so that claims never wait on the unlinking.
+        await whileLeading(dropDetachedPartitions, partitionLockKey(tables.qualified));
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
       }
-    });
+      const result = { deleted: 0, batches: 0, skipped: partitions === undefined, ...(partitions && { partitions }) };
+      this.#ctx.events.emit('purged', { consumer, ...result });
+      return result;
+    }
+    let deleted = 0;
+    let batches = 0;
+    for (;;) {
+      const count = await whileLeading((runner) => purge.purgeBatch(runner, consumer, before, batchSize));
+      if (count === undefined) break;
+      batches++;
+      deleted += count;
+      options.onBatch?.(count);
+      if (count < batchSize) {
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+        break;
+      }
+    }
+    const result = { deleted, batches, skipped: batches === 0 };
     this.#ctx.events.emit('purged', { consumer, ...result });
     return result;
   }

@@ -3,6 +3,7 @@
 
 export {
   ConfigurationError,
+  ConnectionBusyError,
   CrashLoopError,
   DatabaseUnavailableError,
   HandlerError,
@@ -39,11 +40,19 @@ export {
 export type { InboxMessage } from './inbox-message.js';
 export type { InboxIsolationLevel, InboxOptions } from './inbox-options.js';
 export type { InboxLogger } from './logger.js';
-export { type InboxSchemaOptions, inboxMigrations, inboxSchemaSql, migrateInbox } from './migrations.js';
+export {
+  type InboxSchemaOptions,
+  inboxMigrations,
+  inboxPartitionSql,
+  inboxSchemaSql,
+  type MigrateInboxOptions,
+  migrateInbox,
+} from './migrations.js';
 export {
   createOutbox,
   type FailedOutboxMessage,
   Outbox,
+  type OutboxBacklog,
   type OutboxOptions,
 } from './outbox/outbox.js';
 export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';
@@ -74,10 +83,12 @@ export type {
   ProcessOutcome,
   RetryLaterOutcome,
 } from './outcome.js';
+export type { PartitionOptions } from './partition-options.js';
 export { payloadHashId } from './payload-id.js';
 export type {
   RetryDecisionContext,
   RetryOptions,
   RetryPolicy,
 } from './retry-policy.js';
+export type { TelemetryOptions } from './telemetry/telemetry-options.js';
 export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';

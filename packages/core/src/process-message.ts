@@ -2,13 +2,14 @@
 // result, commit; each failed attempt retried with the retry policy.
 import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
-import { isLockTimeout } from './error-classification.js';
+import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import { runTimed } from './handler-timeout.js';
-import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
+import { HookFailed, type InboxContext, isNoPartition, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
+import type { Claim, ClaimMessage } from './sql/claim-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { resultJson } from './sql/store-results.js';
 
@@ -20,6 +21,22 @@ class CrashLoopDetected extends Error {
     super('inboxkit: crash loop');
     this.crashes = crashes;
     this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/** A partitioned table had no partition for the claim's row (23514): partitions are made, the attempt runs again. */
+class PartitionMissing extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('inboxkit: no partition for the claim; making partitions');
+    this.error = error;
+  }
+}
+
+/** The claim function was missing or not executable (42883, 42501): the attempt runs again, claiming without it. */
+class ClaimAgain extends Error {
+  constructor() {
+    super('inboxkit: the claim function is missing; claiming without it');
   }
 }
 
@@ -41,6 +58,8 @@ export async function processMessage<DB, M extends InboxMessage, R>(
   const key = ctx.keyOf(message);
   if ('status' in key) return key;
   const { id, hash } = key;
+  // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
+  if (ctx.claim === undefined) await ctx.findClaim();
   // Suspects run alone: a crash one causes must not count against neighbours in flight.
   const suspect = options.suspect === true;
   if (suspect) await ctx.gate.enterExclusive();
@@ -110,6 +129,8 @@ async function withRetries<DB, M extends InboxMessage, R>(
   let lastError: Error | undefined;
   let refused = false;
   let crashLoop: CrashLoopDetected | undefined;
+  let refusal: ConfigurationError | undefined;
+  let madePartitions = false;
   try {
     return await pRetry(
       async (attemptNumber) => {
@@ -117,8 +138,22 @@ async function withRetries<DB, M extends InboxMessage, R>(
         for (let wait = 0; ; wait++) {
           await ctx.hook(beforeAttempt);
           try {
-            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect);
+            const claim = ctx.claim ?? (await ctx.findClaim());
+            return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect);
           } catch (thrown) {
+            if (thrown instanceof ClaimAgain) continue;
+            if (thrown instanceof PartitionMissing) {
+              // Once per message: if partitions cannot be made, the failure takes its course.
+              if (madePartitions) throw thrown.error;
+              madePartitions = true;
+              // A failure here shows again as the claim's, and takes its course then.
+              await ctx.makePartitions().catch(() => {});
+              continue;
+            }
+            if (thrown instanceof ConfigurationError) {
+              refusal = thrown;
+              throw new AbortError(thrown);
+            }
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
               throw new AbortError(thrown);
@@ -161,6 +196,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
     );
   } catch (thrown) {
     if (thrown instanceof HookFailed) throw thrown.error;
+    if (refusal !== undefined) throw refusal;
     if (crashLoop !== undefined) {
       const { crashes, firstAttemptAt } = crashLoop;
       return ctx.deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, firstAttemptAt);
@@ -200,6 +236,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
  */
 async function attempt<DB, M extends InboxMessage, R>(
   ctx: InboxContext<DB>,
+  claimMessage: ClaimMessage,
   message: M,
   id: string,
   hash: Buffer | null,
@@ -213,24 +250,34 @@ async function attempt<DB, M extends InboxMessage, R>(
     .setIsolationLevel(isolationLevel)
     .execute(async (trx) => {
       const runner = trx as unknown as QueryRunner;
-      let claimed: boolean;
+      let claim: Claim;
       try {
-        claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
+        claim = await claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
+        if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
+          ctx.claimFunctionMissing();
+          throw new ClaimAgain();
+        }
+        if (ctx.partitioned === true && isNoPartition(error)) throw new PartitionMissing(error);
+        if (claimMessage === ctx.sql.claimMessageWithoutFunction && (error as { code?: unknown }).code === '42P10') {
+          // No unique index for ON CONFLICT: the table was partitioned since the inbox looked.
+          ctx.claim = undefined;
+          throw new ClaimAgain();
+        }
         throw error;
       }
-      if (!claimed) {
-        // Under READ COMMITTED a row committed by the transaction we waited for is visible
-        // to this next statement, not to the insert that waited.
-        const stored = (await ctx.sql.readStored(runner, consumer, [id])).get(id);
-        if (stored === undefined) {
+      if (!claim.claimed) {
+        if (claim.stored === undefined) {
           throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
         }
-        return ctx.fromStored(id, hash, stored);
+        return ctx.fromStored(id, hash, claim.stored);
       }
       if (suspect) {
-        const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));
+        const counted = await ctx.onSideConnection(
+          (side) => ctx.sql.recordAttempt(side, consumer, id),
+          () => uncount(ctx, id), // counted after this attempt gave up: it never ran
+        );
         if (counted.attempts > crashLoopLimit) {
           await uncount(ctx, id);
           throw new CrashLoopDetected(counted.attempts - 1, counted.firstAttemptAt);

@@ -64,7 +64,7 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 20
 
 describe('outbox schema', () => {
   it('the shipped plain SQL file is what outboxSchemaSql() generates for the default names', () => {
-    const file = readFileSync(new URL('../sql/0002_outbox.sql', import.meta.url), 'utf8');
+    const file = readFileSync(new URL('../sql/outbox_0001.sql', import.meta.url), 'utf8');
     expect(file).toBe(outboxSchemaSql());
   });
 
@@ -465,5 +465,51 @@ describe('relay engine', () => {
     release();
     await first;
     expect(await rows('ob_close')).toEqual([]);
+  });
+});
+
+describe('the backlog and failed messages, for operators', () => {
+  it('counts exactly on a small table, bounds and estimates past exactUpTo, and lists failed messages by id', async () => {
+    const outbox = await freshOutbox('ob_backlog');
+    expect(await outbox.backlog()).toEqual({
+      pending: 0,
+      pendingEstimated: false,
+      failed: 0,
+      failedEstimated: false,
+      oldestPendingAt: null,
+    });
+    await outbox.enqueue(
+      t.db,
+      Array.from({ length: 30 }, (_, i) => ({ topic: 't', payload: i, messageId: `m-${i}` })),
+    );
+    // Set aside as a relay does past its retry budget.
+    await sql`UPDATE ob_backlog SET status = 'failed', attempts = 10, last_error = 'refused'
+      WHERE message_id IN ('m-0', 'm-1', 'm-2')`.execute(t.db);
+    const { rows: created } = await sql<{ at: Date }>`
+      SELECT min(created_at) AS at FROM ob_backlog WHERE status = 'pending'`.execute(t.db);
+
+    const exact = await outbox.backlog();
+    expect(exact).toEqual({
+      pending: 27,
+      pendingEstimated: false,
+      failed: 3,
+      failedEstimated: false,
+      oldestPendingAt: created[0]?.at,
+    });
+
+    await sql`ANALYZE ob_backlog`.execute(t.db);
+    const bounded = await outbox.backlog({ exactUpTo: 10 });
+    expect(bounded).toMatchObject({ pendingEstimated: true, failedEstimated: true, oldestPendingAt: created[0]?.at });
+    // From the statistics of a table ANALYZE read whole: 30 rows, 27 of them pending, 3 failed.
+    expect(bounded.pending).toBe(27);
+    expect(bounded.failed).toBe(3);
+    const pendingExact = await outbox.backlog({ exactUpTo: 29 });
+    expect(pendingExact).toMatchObject({ pending: 27, pendingEstimated: false, failed: 3, failedEstimated: true });
+
+    const listed = await outbox.failed({ messageIds: ['m-2', 'm-0', 'm-5', 'nope'] });
+    expect(listed.map((m) => m.messageId)).toEqual(['m-0', 'm-2']);
+    expect(listed[0]).toMatchObject({ attempts: 10, lastError: 'refused', destination: 't' });
+    await expect(outbox.backlog({ exactUpTo: 0 })).rejects.toThrow(/exactUpTo/);
+    await expect(outbox.failed({ messageIds: [1 as unknown as string] })).rejects.toThrow(/messageIds/);
   });
 });

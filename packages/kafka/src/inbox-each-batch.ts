@@ -5,13 +5,14 @@ import {
   type MessageHandler,
   type ProcessOutcome,
 } from '@inboxkit/core';
-import { positiveInteger } from '@inboxkit/core/adapter';
+import { inboxTelemetry, logHandled, outcomeLogFields, positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
-import { ConsumerRuntime, type PreparedRecord, type SettleItem } from './internal/consumer-runtime.js';
+import { ConsumerRuntime, type PreparedRecord, type SettleItem, withControls } from './internal/consumer-runtime.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
+import { batchSource, recordSource } from './record-telemetry.js';
 
 /** Handles all of a batch's new records at once, typically with one bulk statement (see core's `BatchHandler`). */
 export type KafkaBulkHandler<DB, V, R> = BatchHandler<DB, KafkaInboxMessage<V>, R>;
@@ -34,7 +35,7 @@ export interface InboxEachBatchOptions<DB, V = unknown, R = unknown> extends Kaf
   readonly maxBatchSize?: number;
 }
 
-/** A kafkajs `eachBatch` handler that also carries the consumer's controls. */
+/** A kafkajs `eachBatch` handler that also carries the controls of the running consumer. */
 export type InboxEachBatchHandler = ((payload: KafkaEachBatchPayload) => Promise<void>) & KafkaInboxControl;
 
 /** Thrown into the batch's transaction to roll it back when the batch is no longer ours to process. */
@@ -49,12 +50,12 @@ class BatchInterrupted extends Error {
 }
 
 /**
- * Wraps a handler for `consumer.run({ eachBatch })`: a fetched batch is processed in
+ * Wraps a handler for `kafkaConsumer.run({ eachBatch })`: a fetched batch is processed in
  * transactions of up to `maxBatchSize` records through the inbox's batch entry points (all
  * ids claimed in one statement, duplicates removed, a failing record set aside without
  * undoing its neighbours).
  *
- * Run the consumer with `autoCommit: false` and `eachBatchAutoResolve: false`
+ * Run the kafkajs consumer with `autoCommit: false` and `eachBatchAutoResolve: false`
  * (`runInboxConsumer` does): offsets are resolved and committed only for settled records.
  * Before each handler call the wrapper heartbeats and checks that the batch is still to be
  * processed (`isRunning()`, `isStale()`), so a long batch neither gets the member dropped
@@ -62,10 +63,10 @@ class BatchInterrupted extends Error {
  *
  * @example
  * ```ts
- * const eachBatch = inboxEachBatch({ consumer, inbox, producer, bulkHandler: async (trx, messages) => {
+ * const eachBatch = inboxEachBatch({ kafkaConsumer, kafka, inbox, bulkHandler: async (trx, messages) => {
  *   await trx.insertInto('charges').values(messages.map((m) => ({ id: m.id, amount_cents: m.value.amount }))).execute()
  * } })
- * await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
+ * await kafkaConsumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
  * ```
  */
 export function inboxEachBatch<DB, V = unknown, R = unknown>(
@@ -92,6 +93,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
   const maxBatchSize = positiveInteger('maxBatchSize', options.maxBatchSize, 1000);
   const runtime = new ConsumerRuntime(config, maxBatchSize);
   const { inbox } = config;
+  const telemetry = inboxTelemetry(inbox);
   const single: MessageHandler<DB, KafkaInboxMessage<V>, R> = handler ??
   (async (trx, message, context) => {
     const results = await (bulkHandler as KafkaBulkHandler<DB, V, R>)(trx, [message], context);
@@ -101,6 +103,19 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
   const eachBatch = async (payload: KafkaEachBatchPayload): Promise<void> => {
     const { batch, resolveOffset } = payload;
     const { topic, partition } = batch;
+    /** The debug line of a record the wrapper is done with (docs/telemetry.md, "Logging"). */
+    const logRecord = (offset: string, outcome: ProcessOutcome | undefined, settled: boolean, started: number) => {
+      if (outcome === undefined) return;
+      logHandled(config.logger, () => ({
+        consumer: inbox.consumer,
+        topic,
+        partition,
+        offset,
+        ...outcomeLogFields(outcome),
+        settled,
+        durationMs: Math.round(performance.now() - started),
+      }));
+    };
     const records = batch.messages;
     const first = records[0];
     if (first === undefined) return;
@@ -136,37 +151,78 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         if (window.open) {
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
-          const { message, invalid } = runtime.prepare(topic, partition, record);
-          const outcome =
-            invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint }));
-          window.count(outcome);
-          if ((await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) < 1) return;
+          const started = performance.now();
+          const trace = telemetry.message(() => recordSource(runtime.assignments.groupId, topic, partition, record));
+          const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
+          try {
+            await trace.run(async () => {
+              const { message, invalid } = runtime.prepare(topic, partition, record);
+              trace.bind(message);
+              const outcome =
+                invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint }));
+              window.count(outcome);
+              done.outcome = outcome;
+              done.settled = (await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) === 1;
+            });
+          } catch (error) {
+            done.thrown = error;
+            throw error;
+          } finally {
+            trace.end(done.outcome, done.settled, done.thrown);
+            logRecord(record.offset, done.outcome, done.settled, started);
+          }
+          if (!done.settled) return;
           position++;
           if (position < records.length) await checkpoint();
           continue;
         }
         const end = Math.min(records.length, position + maxBatchSize);
-        const prepared: PreparedRecord<V>[] = [];
-        const valid: KafkaInboxMessage<V>[] = [];
-        for (let i = position; i < end; i++) {
-          const entry = runtime.prepare(topic, partition, records[i] as (typeof records)[number]);
-          prepared.push(entry);
-          if (entry.invalid === undefined) valid.push(entry.message);
-        }
-        let outcomes: ProcessOutcome[] = [];
-        if (valid.length > 0) {
-          const result =
-            bulkHandler !== undefined
-              ? await inbox.processBulk(valid, bulkHandler, batchOptions)
-              : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
-          outcomes = result.outcomes;
-        }
+        const chunk = records.slice(position, end);
+        const started = performance.now();
+        // One span for the transaction, linked to each record's context (docs/telemetry.md).
+        const trace = telemetry.batchTrace(batchSource(runtime.assignments.groupId, topic, partition), () =>
+          chunk.map((record) => recordSource(runtime.assignments.groupId, topic, partition, record)),
+        );
         const items: SettleItem[] = [];
-        let next = 0;
-        for (const entry of prepared) {
-          items.push({ message: entry.message, outcome: entry.invalid ?? (outcomes[next++] as ProcessOutcome) });
+        const done: { settled: number; thrown?: unknown } = { settled: 0 };
+        try {
+          await trace.run(async () => {
+            const prepared: PreparedRecord<V>[] = [];
+            const valid: KafkaInboxMessage<V>[] = [];
+            for (const [i, record] of chunk.entries()) {
+              const entry = runtime.prepare(topic, partition, record);
+              trace.bind(i, entry.message);
+              prepared.push(entry);
+              if (entry.invalid === undefined) valid.push(entry.message);
+            }
+            let outcomes: ProcessOutcome[] = [];
+            if (valid.length > 0) {
+              const result =
+                bulkHandler !== undefined
+                  ? await inbox.processBulk(valid, bulkHandler, batchOptions)
+                  : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
+              outcomes = result.outcomes;
+            }
+            let next = 0;
+            for (const entry of prepared) {
+              items.push({ message: entry.message, outcome: entry.invalid ?? (outcomes[next++] as ProcessOutcome) });
+            }
+            done.settled = await runtime.settle(topic, partition, items, resolveOffset);
+          });
+        } catch (error) {
+          done.thrown = error;
+          throw error;
+        } finally {
+          trace.end(
+            items.map((item) => item.outcome),
+            done.settled,
+            done.thrown,
+          );
+          items.forEach((item, i) => {
+            logRecord(item.message.offset, item.outcome, i < done.settled, started);
+          });
         }
-        if ((await runtime.settle(topic, partition, items, resolveOffset)) < items.length) return;
+        if (done.settled < items.length) return;
         position = end;
       }
     } catch (error) {
@@ -186,5 +242,5 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
       throw handBack;
     }
   };
-  return Object.assign(eachBatch, runtime.control());
+  return withControls(eachBatch, runtime);
 }

@@ -2,12 +2,7 @@
 
 export type { BackoffOptions } from '@inboxkit/core/adapter';
 export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';
-export {
-  DEAD_LETTER_HEADERS,
-  type DeadLetterContext,
-  type DeadLetterEntry,
-  deadLetterHeaders,
-} from './dead-letter.js';
+export { DEAD_LETTER_HEADERS } from './dead-letter-headers.js';
 export type { KafkaRecordContext, ValueDecoding } from './decode.js';
 export {
   type InboxEachBatchHandler,
@@ -24,6 +19,7 @@ export {
 export type {
   KafkaAdmin,
   KafkaBatch,
+  KafkaClient,
   KafkaCommittedOffset,
   KafkaConsumer,
   KafkaEachBatchPayload,
@@ -33,11 +29,13 @@ export type {
   KafkaOffsetCommit,
   KafkaProducedRecord,
   KafkaProducer,
+  KafkaProducerConfig,
   KafkaRecord,
   KafkaRunConfig,
+  KafkaTopicConfig,
   KafkaTopicPartitions,
 } from './kafka-client.js';
-export type { CloseOptions, KafkaInboxControl, ShutdownOptions } from './kafka-inbox-control.js';
+export type { CloseOptions, KafkaInboxControl } from './kafka-inbox-control.js';
 export type {
   KafkaInboxEventName,
   KafkaInboxEvents,
@@ -45,8 +43,8 @@ export type {
   PausedPartition,
   PauseReason,
 } from './kafka-inbox-events.js';
-export { decodeHeaders, type KafkaInboxMessage } from './kafka-inbox-message.js';
-export type { KafkaInboxOptions } from './kafka-inbox-options.js';
+export type { KafkaInboxMessage } from './kafka-inbox-message.js';
+export type { KafkaInboxOptions, TopologyOptions } from './kafka-inbox-options.js';
 export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';
 export {
   type KafkaStartupRetry,
@@ -54,6 +52,6 @@ export {
   type KafkaSubscribeOptions,
   KafkaUnavailableError,
 } from './kafka-startup.js';
-export { type MessageIdFunction, type MessageIdSource, offsetMessageId } from './message-id.js';
-export { PublishError } from './publish-error.js';
+export type { MessageIdFunction, MessageIdSource } from './message-id.js';
+export { PublishError, type PublishFailure } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';

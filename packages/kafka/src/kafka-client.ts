@@ -1,7 +1,7 @@
-// The subset of kafkajs' consumer and producer that the adapter uses, typed by shape (like
-// kysely's `PostgresPool`). kafkajs 2.x's own `Consumer`, `Producer`, `EachMessagePayload` and
-// `EachBatchPayload` fit as they are; so does any client offering the same KafkaJS-style API.
-// Nothing here imports kafkajs.
+// The subset of kafkajs' client, consumer, producer and admin that the adapter uses, typed by
+// shape (like kysely's `PostgresPool`). kafkajs 2.x's own `Kafka`, `Consumer`, `Producer`,
+// `Admin`, `EachMessagePayload` and `EachBatchPayload` fit as they are; so does any client
+// offering the same KafkaJS-style API. Nothing here imports kafkajs.
 
 /** Record headers as kafkajs decodes them: bytes or text, a list when a key repeats. */
 export interface KafkaHeaders {
@@ -109,11 +109,30 @@ export interface KafkaProducedRecord {
   timestamp?: string;
 }
 
-/** A producer (kafkajs' `Producer`), used for the dead-letter topic. */
+/** A producer (kafkajs' `Producer`), used for the dead-letter topics. */
 export interface KafkaProducer {
-  /** Called by `runInboxConsumer`'s `subscribe` option, when the producer has it. */
+  /** Called once before the first dead letter is published (harmless on a connected kafkajs producer). */
   connect?(): Promise<void>;
+  /** Called by `close()` on the producer the adapter made itself. */
+  disconnect?(): Promise<void>;
   send(record: { topic: string; messages: KafkaProducedRecord[] }): Promise<unknown>;
+}
+
+/** The producer settings the adapter asks for when it makes its own producer (kafkajs' `ProducerConfig`). */
+export interface KafkaProducerConfig {
+  /** Each record written once per send, whatever the retries (with acks -1, kafkajs' default for `send`). */
+  idempotent?: boolean;
+  /** One request in flight per broker connection: retries cannot reorder dead letters. */
+  maxInFlightRequests?: number;
+  /** Never create a topic by publishing to it: a missing dead-letter topic is an error (see `assertTopology`). */
+  allowAutoTopicCreation?: boolean;
+}
+
+/** A topic to create (kafkajs' `ITopicConfig`); `-1` leaves the count to the broker's defaults. */
+export interface KafkaTopicConfig {
+  topic: string;
+  numPartitions?: number;
+  replicationFactor?: number;
 }
 
 /** A committed offset as the admin client reports it. */
@@ -125,14 +144,34 @@ export interface KafkaCommittedOffset {
 }
 
 /**
- * An admin client (kafkajs' `Admin`), used only to read the group's committed offsets and
- * their metadata when a partition is assigned (see the `admin` option).
+ * An admin client (kafkajs' `Admin`), made by the adapter from the {@link KafkaClient}: it
+ * reads the group's committed offsets and their metadata when a partition is assigned
+ * (docs/design.md, "Crash loops"), checks that a dead-letter topic exists before the first
+ * publish to it, and creates it with `assertTopology`.
  */
 export interface KafkaAdmin {
-  /** Called by `runInboxConsumer`'s `subscribe` option, when the client has it. */
-  connect?(): Promise<void>;
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
   fetchOffsets(options: {
     groupId: string;
     topics: string[];
   }): Promise<{ topic: string; partitions: KafkaCommittedOffset[] }[]>;
+  listTopics(): Promise<string[]>;
+  createTopics(options: { topics: KafkaTopicConfig[]; waitForLeaders?: boolean }): Promise<boolean>;
+}
+
+/**
+ * The client the consumer was made with (kafkajs' `Kafka`, `new Kafka({ brokers })`). The
+ * adapter makes its own admin client with it, and its own producer for dead letters (unless
+ * the `producer` option gives one), and disconnects both on `close()`.
+ *
+ * @example
+ * ```ts
+ * const kafka = new Kafka({ clientId: 'payments', brokers: ['127.0.0.1:9092'] })
+ * await runInboxConsumer(kafka.consumer({ groupId: 'payments' }), { mode: 'eachMessage', kafka, inbox, handler })
+ * ```
+ */
+export interface KafkaClient {
+  producer(config?: KafkaProducerConfig): KafkaProducer;
+  admin(): KafkaAdmin;
 }

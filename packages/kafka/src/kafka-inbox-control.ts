@@ -5,17 +5,16 @@ export interface KafkaInboxControl {
   /**
    * Graceful shutdown: stops taking new records (pauses every partition), lets the records
    * in flight finish, commits the offsets of everything settled, then disconnects the
-   * consumer, which stops it and leaves the group (kafkajs' `disconnect()` alone commits
+   * kafkajs consumer, which stops it and leaves the group (kafkajs' `disconnect()` alone commits
    * nothing, kafkajs #507).
    * Calling it again returns the same promise. The library installs no signal handler:
    * call this from yours (`process.once('SIGTERM', ...)`).
    *
-   * It closes the consumer only: the producer, the admin client and the database pool are
-   * the caller's (and may be shared), and keep the process alive until closed too.
+   * It also disconnects the admin client and the producer the adapter made itself. The
+   * `kafka` client, a `producer` you passed and the database pool are yours (and may be
+   * shared): close them after this resolves.
    */
   close(options?: CloseOptions): Promise<void>;
-  /** @deprecated Use {@link KafkaInboxControl.close} (the same call, RabbitMQ's word for it). */
-  shutdown(options?: CloseOptions): Promise<void>;
   /** Commits the offsets of every settled record now. */
   commit(): Promise<void>;
   /** Adds an event listener; returns a function that removes it. */
@@ -28,9 +27,6 @@ export interface KafkaInboxControl {
 
 /** Options of {@link KafkaInboxControl.close}. */
 export interface CloseOptions {
-  /** Disconnect the consumer (which stops it and leaves the group) after the final commit. Default `true`. */
+  /** Disconnect the kafkajs consumer (which stops it and leaves the group) after the final commit. Default `true`. */
   readonly disconnect?: boolean;
 }
-
-/** @deprecated Use {@link CloseOptions}. */
-export type ShutdownOptions = CloseOptions;

@@ -7,33 +7,65 @@ import {
   positiveInteger,
 } from '@inboxkit/core/adapter';
 import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './decode.js';
-import type { KafkaAdmin, KafkaConsumer, KafkaProducer } from './kafka-client.js';
+import type { KafkaClient, KafkaConsumer, KafkaProducer } from './kafka-client.js';
 import { compileMessageId, type MessageIdReader, type MessageIdSource } from './message-id.js';
+
+/**
+ * What `assertTopology` creates: missing dead-letter topics, with these settings (`-1`, the
+ * default, leaves a count to the broker's `num.partitions` and `default.replication.factor`).
+ * The same option name as RabbitMQ's, which declares its dead-letter queue.
+ */
+export interface TopologyOptions {
+  /** Partitions of a dead-letter topic the adapter creates. Default `-1` (the broker's default). */
+  readonly numPartitions?: number;
+  /** Replicas of a dead-letter topic the adapter creates. Default `-1` (the broker's default). */
+  readonly replicationFactor?: number;
+}
 
 /** Options shared by {@link inboxEachMessage} and {@link inboxEachBatch}. */
 export interface KafkaInboxOptions<DB, V> {
-  /** The consumer the handler runs on: the adapter pauses, seeks and commits offsets through it. */
-  readonly consumer: KafkaConsumer;
+  /**
+   * The kafkajs consumer the handler runs on (`kafka.consumer({ groupId })`): the adapter
+   * pauses, seeks and commits offsets through it. (`consumer`, in inboxkit, is the inbox's
+   * name: `createInbox({ db, consumer })`.)
+   */
+  readonly kafkaConsumer: KafkaConsumer;
   /** The inbox (`createInbox(...)`) whose transactions the handler runs in. */
   readonly inbox: Inbox<DB>;
   /**
-   * The producer dead-lettered records are published with; a record's offset moves only once
-   * the broker acknowledged its dead letter. Keep its acks at -1 (every in-sync replica:
-   * kafkajs' default for `send`; set `acks` in the producer's configuration with clients
-   * that take it there). Connect it before the consumer runs.
+   * The kafkajs client (`new Kafka({ brokers })`) the consumer was made with. The adapter
+   * makes its own clients with it, connects them when first needed and disconnects them on
+   * `close()`: an admin client (the handover check when a partition is assigned, and the
+   * dead-letter topics' check) and, at the first dead letter, an idempotent producer
+   * (`acks: -1`, one request in flight, no topic auto-creation). A consumer that never
+   * dead-letters never connects a producer.
    */
-  readonly producer: KafkaProducer;
+  readonly kafka: KafkaClient;
   /**
-   * A connected admin client (`kafka.admin()`), used once per assignment to read the
-   * metadata of the group's committed offsets: a partition whose previous owner shut down
-   * gracefully (or that no member of the group ever processed) then skips the crash-loop
-   * window. Without it every newly assigned partition starts with the window: its first new
-   * records run one at a time (`maxBatchSize` of them in `eachBatch` mode). Default: none.
+   * A producer of your own to publish dead letters with, instead of the adapter's: for a
+   * client configured otherwise (`@confluentinc/kafka-javascript` takes acks in the
+   * producer's configuration), or to share one. Keep its acks at -1 (every in-sync replica).
+   * The adapter connects it before its first publish and never disconnects it. Default: the
+   * adapter's own.
    */
-  readonly admin?: KafkaAdmin;
+  readonly producer?: KafkaProducer;
   /**
-   * The consumer group (the consumer's `groupId`): for the dead-letter headers and the
-   * handover check. Default: learnt when the consumer joins.
+   * Create a missing dead-letter topic (`admin.createTopics`) before the first publish to it,
+   * as RabbitMQ's `assertTopology` declares its dead-letter queue. Without it, a missing
+   * dead-letter topic is an error: the record is not dead-lettered and its offset does not
+   * move; its partition is paused (event `paused`, reason `dead_letter_failed`, a
+   * `PublishError` with `failure: 'missing_topic'` naming the topic) and the record comes
+   * back after the pause, until the topic exists. Default `false`.
+   *
+   * @example
+   * ```ts
+   * assertTopology: { numPartitions: 1, replicationFactor: 3 }
+   * ```
+   */
+  readonly assertTopology?: boolean | TopologyOptions;
+  /**
+   * The consumer group (the kafkajs consumer's `groupId`): for the dead-letter headers and
+   * the handover check. Default: learnt when the kafkajs consumer joins its group.
    */
   readonly groupId?: string;
   /**
@@ -65,12 +97,15 @@ export interface KafkaInboxOptions<DB, V> {
 
 /** The options, checked and compiled once. */
 export interface KafkaInboxConfig<DB, V> {
-  readonly consumer: KafkaConsumer;
+  readonly kafkaConsumer: KafkaConsumer;
   readonly inbox: Inbox<DB>;
   /** The inbox's longest id: a longer one is dead-lettered without naming it. */
   readonly maxIdLength: number;
-  readonly producer: KafkaProducer;
-  readonly admin: KafkaAdmin | undefined;
+  readonly kafka: KafkaClient;
+  /** The user's producer; `undefined`: the adapter makes its own. */
+  readonly producer: KafkaProducer | undefined;
+  /** Set when missing dead-letter topics are created. */
+  readonly topology: Required<TopologyOptions> | undefined;
   readonly groupId: string | undefined;
   readonly messageId: MessageIdReader;
   readonly decode: ValueDecoder<V>;
@@ -85,10 +120,11 @@ export interface KafkaInboxConfig<DB, V> {
 }
 
 export const COMMON_OPTIONS: readonly string[] = [
-  'consumer',
+  'kafkaConsumer',
   'inbox',
+  'kafka',
   'producer',
-  'admin',
+  'assertTopology',
   'groupId',
   'messageId',
   'decode',
@@ -101,6 +137,12 @@ export const COMMON_OPTIONS: readonly string[] = [
   'logger',
 ];
 
+/** Options of earlier versions, and what took their place. */
+const RENAMED: Readonly<Record<string, string>> = {
+  consumer: 'the kafkajs consumer is `kafkaConsumer` now',
+  admin: 'the adapter makes its own admin client from `kafka`',
+};
+
 const PAUSE_DEFAULTS: Backoff = Object.freeze({ minDelayMs: 1000, maxDelayMs: 30_000, factor: 2 });
 
 /** Checks the shared options; `known` lists every option the entry point accepts. */
@@ -111,19 +153,22 @@ export function compileKafkaInboxOptions<DB, V>(
 ): KafkaInboxConfig<DB, V> {
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError(
-      `${entryPoint}() needs an options object: ${entryPoint}({ consumer, inbox, producer, handler }).`,
+      `${entryPoint}() needs an options object: ${entryPoint}({ kafkaConsumer, kafka, inbox, handler }).`,
     );
   }
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) {
-      throw new ConfigurationError(`Unknown option \`${key}\` of ${entryPoint}(); known options: ${known.join(', ')}.`);
+      const hint = RENAMED[key] === undefined ? '' : ` (${RENAMED[key]})`;
+      throw new ConfigurationError(
+        `Unknown option \`${key}\` of ${entryPoint}()${hint}; known options: ${known.join(', ')}.`,
+      );
     }
   }
-  const consumer = options.consumer as Partial<KafkaConsumer> | undefined;
+  const kafkaConsumer = options.kafkaConsumer as Partial<KafkaConsumer> | undefined;
   for (const method of ['commitOffsets', 'seek', 'pause', 'resume'] as const) {
-    if (typeof consumer?.[method] !== 'function') {
+    if (typeof kafkaConsumer?.[method] !== 'function') {
       throw new ConfigurationError(
-        `Expected \`consumer\` to be a Kafka consumer (kafka.consumer({ groupId })) with a ${method}() method.`,
+        `Expected \`kafkaConsumer\` to be a Kafka consumer (kafka.consumer({ groupId })) with a ${method}() method.`,
       );
     }
   }
@@ -131,14 +176,15 @@ export function compileKafkaInboxOptions<DB, V>(
   if (typeof inbox?.process !== 'function' || typeof inbox.recordDeadLetter !== 'function') {
     throw new ConfigurationError('Expected `inbox` to be an inbox made by createInbox({ db, consumer }).');
   }
-  if (typeof (options.producer as Partial<KafkaProducer> | undefined)?.send !== 'function') {
+  const kafka = options.kafka as Partial<KafkaClient> | undefined;
+  if (typeof kafka?.producer !== 'function' || typeof kafka.admin !== 'function') {
     throw new ConfigurationError(
-      'Expected `producer` to be a connected Kafka producer (kafka.producer()): dead-lettered records are published with it.',
+      'Expected `kafka` to be the Kafka client the consumer was made with (new Kafka({ brokers }) from kafkajs), with producer() and admin().',
     );
   }
-  if (options.admin !== undefined && typeof (options.admin as Partial<KafkaAdmin>).fetchOffsets !== 'function') {
+  if (options.producer !== undefined && typeof (options.producer as Partial<KafkaProducer>).send !== 'function') {
     throw new ConfigurationError(
-      'Expected `admin` to be a connected Kafka admin client (kafka.admin()) with fetchOffsets().',
+      'Expected `producer` to be a Kafka producer (kafka.producer()) with send(), or to be left out (the adapter then makes its own).',
     );
   }
   if (options.groupId !== undefined && (typeof options.groupId !== 'string' || options.groupId.length === 0)) {
@@ -146,11 +192,12 @@ export function compileKafkaInboxOptions<DB, V>(
   }
   const { name: decoderName, decode } = compileValueDecoder(options.decode);
   return Object.freeze({
-    consumer: options.consumer,
+    kafkaConsumer: options.kafkaConsumer,
     inbox: options.inbox,
     maxIdLength: inboxConfig(options.inbox).maxIdLength,
+    kafka: options.kafka,
     producer: options.producer,
-    admin: options.admin,
+    topology: compileTopology(options.assertTopology),
     groupId: options.groupId,
     messageId: compileMessageId(options.messageId),
     decode,
@@ -197,6 +244,38 @@ function compileDeadLetterTopic(
     };
   }
   throw new ConfigurationError('Expected `deadLetterTopic` to be a topic name or a function (topic) => name.');
+}
+
+function compileTopology(option: boolean | TopologyOptions | undefined): Required<TopologyOptions> | undefined {
+  if (option === undefined || option === false) return undefined;
+  if (option === true) return { numPartitions: -1, replicationFactor: -1 };
+  if (typeof option !== 'object' || option === null) {
+    throw new ConfigurationError(
+      'Expected `assertTopology` to be a boolean or { numPartitions?, replicationFactor? }.',
+    );
+  }
+  for (const key of Object.keys(option)) {
+    if (key !== 'numPartitions' && key !== 'replicationFactor') {
+      throw new ConfigurationError(
+        `Unknown option \`assertTopology.${key}\`; known options: numPartitions, replicationFactor.`,
+      );
+    }
+  }
+  return {
+    numPartitions: topicCount('assertTopology.numPartitions', option.numPartitions),
+    replicationFactor: topicCount('assertTopology.replicationFactor', option.replicationFactor),
+  };
+}
+
+/** A partition or replica count: a positive whole number, or -1 for the broker's default. */
+function topicCount(option: string, value: unknown): number {
+  if (value === undefined) return -1;
+  if (typeof value !== 'number' || !Number.isInteger(value) || (value < 1 && value !== -1)) {
+    throw new ConfigurationError(
+      `Expected \`${option}\` to be a positive whole number (or -1 for the broker's default), got ${String(value)}.`,
+    );
+  }
+  return value;
 }
 
 function nonNegativeInteger(option: string, value: unknown, fallback: number): number {

@@ -5,11 +5,11 @@ import {
   type StartupRetry,
   type StartupWaitOptions,
 } from '@inboxkit/core';
-import type { KafkaAdmin, KafkaConsumer, KafkaProducer } from './kafka-client.js';
+import type { KafkaAdmin, KafkaConsumer } from './kafka-client.js';
 
 /**
- * Kafka did not let the consumer start within `subscribe.timeoutMs`: a client could not
- * connect, or the subscription failed, on every attempt.
+ * Kafka did not let the consumer start within `subscribe.timeoutMs`: the kafkajs consumer or
+ * the adapter's admin client could not connect, or the subscription failed, on every attempt.
  *
  * | code | meaning |
  * | --- | --- |
@@ -22,7 +22,7 @@ export class KafkaUnavailableError extends InboxError {
 }
 
 /** The start-up steps, in order. */
-export type KafkaStartupStep = 'connect-consumer' | 'connect-producer' | 'connect-admin' | 'subscribe';
+export type KafkaStartupStep = 'connect-kafka-consumer' | 'connect-admin' | 'subscribe';
 
 /** A failed start-up attempt and the step it failed in. */
 export interface KafkaStartupRetry extends StartupRetry {
@@ -47,13 +47,13 @@ export interface KafkaSubscribeOptions extends Omit<StartupWaitOptions, 'onRetry
 
 /** The clients started by {@link connectAndSubscribe}. */
 export interface StartupClients {
-  readonly consumer: KafkaConsumer;
-  readonly producer: KafkaProducer;
-  readonly admin: KafkaAdmin | undefined;
+  readonly kafkaConsumer: KafkaConsumer;
+  /** Connects the adapter's admin client (once; a failed connect is tried again). */
+  readonly admin: () => Promise<KafkaAdmin>;
 }
 
 /** Checks the `subscribe` option's own fields at once (the wait's fields are checked by core). */
-export function checkSubscribeOptions(options: KafkaSubscribeOptions, clients: StartupClients): void {
+export function checkSubscribeOptions(options: KafkaSubscribeOptions, kafkaConsumer: KafkaConsumer): void {
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError(
       'Expected `subscribe` to be an object: { topics: [...], fromBeginning?, timeoutMs? }.',
@@ -76,17 +76,17 @@ export function checkSubscribeOptions(options: KafkaSubscribeOptions, clients: S
   if (fromBeginning !== undefined && typeof fromBeginning !== 'boolean') {
     throw new ConfigurationError('Expected `subscribe.fromBeginning` to be a boolean.');
   }
-  if (typeof clients.consumer.connect !== 'function' || typeof clients.consumer.subscribe !== 'function') {
+  if (typeof kafkaConsumer.connect !== 'function' || typeof kafkaConsumer.subscribe !== 'function') {
     throw new ConfigurationError(
-      'The `subscribe` option needs a consumer with connect() and subscribe(); connect and subscribe it yourself and leave `subscribe` out.',
+      'The `subscribe` option needs a Kafka consumer with connect() and subscribe(); connect and subscribe it yourself and leave `subscribe` out.',
     );
   }
 }
 
 /**
- * Connects the consumer, the producer (dead letters are published with it) and the admin
- * client, then subscribes, each step retried with backoff until it succeeds: a consumer
- * started while the broker is down or restarting comes up with it. One deadline
+ * Connects the kafkajs consumer and the adapter's admin client (the dead-letter producer is
+ * connected at the first dead letter), then subscribes, each step retried with backoff until
+ * it succeeds: a consumer started while the broker is down or restarting comes up with it. One deadline
  * (`timeoutMs`) covers all the steps; an error no wait can cure (failed authentication or
  * authorisation) is thrown at once. Calling `connect()` on a client that is already
  * connected is harmless in kafkajs.
@@ -94,14 +94,14 @@ export function checkSubscribeOptions(options: KafkaSubscribeOptions, clients: S
 export async function connectAndSubscribe(clients: StartupClients, options: KafkaSubscribeOptions): Promise<void> {
   const { topics, fromBeginning, onRetry, timeoutMs, ...wait } = options;
   const deadline = Date.now() + (timeoutMs ?? Number.POSITIVE_INFINITY);
-  const { consumer, producer, admin } = clients;
+  const { kafkaConsumer, admin } = clients;
   const steps: [KafkaStartupStep, (() => Promise<void>) | undefined][] = [
-    ['connect-consumer', consumer.connect?.bind(consumer)],
-    ['connect-producer', producer.connect?.bind(producer)],
-    ['connect-admin', admin?.connect?.bind(admin)],
+    ['connect-kafka-consumer', kafkaConsumer.connect?.bind(kafkaConsumer)],
+    ['connect-admin', () => admin().then(() => undefined)],
     [
       'subscribe',
-      () => consumer.subscribe?.({ topics: [...topics], fromBeginning: fromBeginning ?? false }) ?? Promise.resolve(),
+      () =>
+        kafkaConsumer.subscribe?.({ topics: [...topics], fromBeginning: fromBeginning ?? false }) ?? Promise.resolve(),
     ],
   ];
   for (const [step, run] of steps) {

@@ -1,6 +1,7 @@
 import { ConfigurationError } from '@inboxkit/core';
 import { type InboxEachBatchOptions, inboxEachBatch } from './inbox-each-batch.js';
 import { type InboxEachMessageOptions, inboxEachMessage } from './inbox-each-message.js';
+import { runtimeOf } from './internal/consumer-runtime.js';
 import type { KafkaConsumer } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import { checkSubscribeOptions, connectAndSubscribe, type KafkaSubscribeOptions } from './kafka-startup.js';
@@ -22,8 +23,8 @@ interface RunOptions {
    */
   readonly autoCommitInConsumerConfig?: boolean;
   /**
-   * Connect and subscribe here, waiting for a broker that is down or restarting: the
-   * consumer, the producer and the `admin` client are connected and the consumer subscribed
+   * Connect and subscribe here, waiting for a broker that is down or restarting: the kafkajs
+   * consumer and the adapter's admin client are connected and the consumer subscribed
    * to `topics`, each step retried with backoff until it succeeds, `timeoutMs` passed
    * (`KafkaUnavailableError`) or `signal` aborted. Without it, pass a consumer that is
    * already connected and subscribed. See {@link KafkaSubscribeOptions}.
@@ -38,38 +39,37 @@ interface RunOptions {
 
 /** Options of {@link runInboxConsumer}: `mode` picks the wrapper, the rest are its options. */
 export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
-  | (RunOptions & { readonly mode: 'eachMessage' } & Omit<InboxEachMessageOptions<DB, V, R>, 'consumer'>)
-  | (RunOptions & { readonly mode: 'eachBatch' } & Omit<InboxEachBatchOptions<DB, V, R>, 'consumer'>);
+  | (RunOptions & { readonly mode: 'eachMessage' } & Omit<InboxEachMessageOptions<DB, V, R>, 'kafkaConsumer'>)
+  | (RunOptions & { readonly mode: 'eachBatch' } & Omit<InboxEachBatchOptions<DB, V, R>, 'kafkaConsumer'>);
 
 /**
- * Runs a connected, subscribed consumer with an inbox wrapper and the settings it needs
- * (`autoCommit: false`, `eachBatchAutoResolve: false`), and resolves once the consumer runs.
- * With the `subscribe` option it connects the clients and subscribes first, waiting for a
- * broker that is not up yet.
+ * Runs a kafkajs consumer with an inbox wrapper and the settings it needs (`autoCommit:
+ * false`, `eachBatchAutoResolve: false`), and resolves once the consumer runs. With the
+ * `subscribe` option it connects and subscribes first, waiting for a broker that is not up
+ * yet; without it, pass a consumer that is connected and subscribed.
  * Returns the controls: `close()` for SIGTERM, `on(...)` for events.
  *
  * @example
  * ```ts
- * const consumer = kafka.consumer({ groupId: 'payments' })
- * await consumer.connect()
- * await consumer.subscribe({ topics: ['charges'] })
- * const running = await runInboxConsumer(consumer, {
- *   mode: 'eachBatch', inbox, producer, groupId: 'payments',
+ * const kafka = new Kafka({ brokers: ['127.0.0.1:9092'] })
+ * const running = await runInboxConsumer(kafka.consumer({ groupId: 'payments' }), {
+ *   mode: 'eachBatch', kafka, inbox, groupId: 'payments',
+ *   subscribe: { topics: ['charges'] },
  *   bulkHandler: async (trx, messages) => { ... },
  * })
  * process.once('SIGTERM', async () => {
- *   await running.close() // the consumer only
- *   await Promise.all([producer.disconnect(), db.destroy()]) // yours
+ *   await running.close() // the consumer and the clients the adapter made
+ *   await db.destroy() // yours
  * })
  * ```
  */
 export async function runInboxConsumer<DB, V = unknown, R = unknown>(
-  consumer: KafkaConsumer,
+  kafkaConsumer: KafkaConsumer,
   options: RunInboxConsumerOptions<DB, V, R>,
 ): Promise<KafkaInboxControl> {
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError(
-      "runInboxConsumer(consumer, options) needs options: { mode: 'eachMessage' | 'eachBatch', ... }.",
+      "runInboxConsumer(kafkaConsumer, options) needs options: { mode: 'eachMessage' | 'eachBatch', ... }.",
     );
   }
   const { mode, partitionsConsumedConcurrently = 1, autoCommitInConsumerConfig = false, subscribe, ...rest } = options;
@@ -82,32 +82,60 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
     throw new ConfigurationError('Expected `autoCommitInConsumerConfig` to be a boolean.');
   }
   const autoCommit = autoCommitInConsumerConfig ? {} : { autoCommit: false };
-  const clients = { consumer, producer: rest.producer, admin: rest.admin };
-  if (subscribe !== undefined) checkSubscribeOptions(subscribe, clients);
+  if (subscribe !== undefined) checkSubscribeOptions(subscribe, kafkaConsumer);
   // The wrapper is built (and its options checked) before any waiting: a wrong option
   // fails at once, not after the broker came back.
   if (mode === 'eachMessage') {
     const eachMessage = inboxEachMessage({
-      ...(rest as Omit<InboxEachMessageOptions<DB, V, R>, 'consumer'>),
-      consumer,
+      ...(rest as Omit<InboxEachMessageOptions<DB, V, R>, 'kafkaConsumer'>),
+      kafkaConsumer,
     });
-    if (subscribe !== undefined) await connectAndSubscribe(clients, subscribe);
-    await consumer.run({ ...autoCommit, partitionsConsumedConcurrently, eachMessage });
+    await startAndRun(eachMessage, subscribe, () =>
+      kafkaConsumer.run({ ...autoCommit, partitionsConsumedConcurrently, eachMessage }),
+    );
     return controlsOf(eachMessage);
   }
   if (mode === 'eachBatch') {
-    const eachBatch = inboxEachBatch({ ...(rest as Omit<InboxEachBatchOptions<DB, V, R>, 'consumer'>), consumer });
-    if (subscribe !== undefined) await connectAndSubscribe(clients, subscribe);
-    await consumer.run({ ...autoCommit, eachBatchAutoResolve: false, partitionsConsumedConcurrently, eachBatch });
+    const eachBatch = inboxEachBatch({
+      ...(rest as Omit<InboxEachBatchOptions<DB, V, R>, 'kafkaConsumer'>),
+      kafkaConsumer,
+    });
+    await startAndRun(eachBatch, subscribe, () =>
+      kafkaConsumer.run({ ...autoCommit, eachBatchAutoResolve: false, partitionsConsumedConcurrently, eachBatch }),
+    );
     return controlsOf(eachBatch);
   }
   throw new ConfigurationError(`Expected \`mode\` to be 'eachMessage' or 'eachBatch', got ${JSON.stringify(mode)}.`);
 }
 
+/**
+ * With `subscribe`, connects the kafkajs consumer and the wrapper's admin client and
+ * subscribes; then runs the consumer. When either fails, the clients the wrapper made are
+ * closed before the error is thrown: no caller holds controls to close them.
+ */
+async function startAndRun(
+  wrapper: KafkaInboxControl,
+  subscribe: KafkaSubscribeOptions | undefined,
+  run: () => Promise<void>,
+): Promise<void> {
+  const runtime = runtimeOf(wrapper);
+  try {
+    if (subscribe !== undefined) {
+      await connectAndSubscribe(
+        { kafkaConsumer: runtime.config.kafkaConsumer, admin: () => runtime.clients.admin() },
+        subscribe,
+      );
+    }
+    await run();
+  } catch (error) {
+    await runtime.abandon();
+    throw error;
+  }
+}
+
 function controlsOf(handler: KafkaInboxControl): KafkaInboxControl {
   return {
     close: handler.close,
-    shutdown: handler.shutdown,
     commit: handler.commit,
     on: handler.on,
     paused: handler.paused,

@@ -7,6 +7,7 @@ import {
   type InboxEachMessageHandler,
   inboxEachBatch,
   inboxEachMessage,
+  type KafkaClient,
   type KafkaConsumer,
   type KafkaProducer,
   runInboxConsumer,
@@ -23,16 +24,28 @@ afterAll(async () => {
 });
 const inbox = createInbox({ db, consumer: 'options' });
 const kafka = new Kafka({ brokers: ['127.0.0.1:1'], logLevel: logLevel.NOTHING });
-// kafkajs' Consumer and Producer fit the adapter's shapes as they are.
-const consumer: KafkaConsumer = kafka.consumer({ groupId: 'options' });
+// kafkajs' Kafka, Consumer and Producer fit the adapter's shapes as they are.
+const client: KafkaClient = kafka;
+const kafkaConsumer: KafkaConsumer = kafka.consumer({ groupId: 'options' });
 const producer: KafkaProducer = kafka.producer();
 const handler = async () => {};
 
 describe('options', () => {
-  it('builds handlers kafkajs accepts in consumer.run()', () => {
+  it('builds handlers kafkajs accepts in kafkaConsumer.run()', () => {
     const realConsumer = kafka.consumer({ groupId: 'options-run' });
-    const eachMessage: InboxEachMessageHandler = inboxEachMessage({ consumer: realConsumer, inbox, producer, handler });
-    const eachBatch: InboxEachBatchHandler = inboxEachBatch({ consumer: realConsumer, inbox, producer, handler });
+    const eachMessage: InboxEachMessageHandler = inboxEachMessage({
+      kafkaConsumer: realConsumer,
+      kafka: client,
+      inbox,
+      handler,
+    });
+    const eachBatch: InboxEachBatchHandler = inboxEachBatch({
+      kafkaConsumer: realConsumer,
+      kafka,
+      inbox,
+      producer,
+      handler,
+    });
     // Type-level: these calls compile against kafkajs' own ConsumerRunConfig (not run here).
     const run = () => {
       void realConsumer.run({ autoCommit: false, eachMessage });
@@ -44,15 +57,30 @@ describe('options', () => {
   });
 
   it('rejects unknown options, missing parts and contradictions, naming the option', () => {
-    const base = { consumer, inbox, producer, handler };
+    const base = { kafkaConsumer, kafka, inbox, handler };
     expect(() => inboxEachMessage({ ...base, retries: 3 } as never)).toThrow(
       /Unknown option `retries` of inboxEachMessage\(\)/,
     );
-    expect(() => inboxEachMessage({ ...base, producer: undefined } as never)).toThrow(/Expected `producer`/);
-    expect(() => inboxEachMessage({ ...base, consumer: {} } as never)).toThrow(/Expected `consumer`/);
+    // The options of earlier versions say what took their place.
+    expect(() => inboxEachMessage({ ...base, consumer: kafkaConsumer } as never)).toThrow(
+      /Unknown option `consumer` of inboxEachMessage\(\) \(the kafkajs consumer is `kafkaConsumer` now\)/,
+    );
+    expect(() => inboxEachMessage({ ...base, admin: kafka.admin() } as never)).toThrow(
+      /Unknown option `admin`.*makes its own admin client/,
+    );
+    expect(() => inboxEachMessage({ ...base, kafka: undefined } as never)).toThrow(/Expected `kafka`/);
+    expect(() => inboxEachMessage({ ...base, producer: {} } as never)).toThrow(/Expected `producer`/);
+    expect(() => inboxEachMessage({ ...base, kafkaConsumer: {} } as never)).toThrow(/Expected `kafkaConsumer`/);
+    expect(() => inboxEachMessage({ ...base, assertTopology: 'yes' } as never)).toThrow(/Expected `assertTopology`/);
+    expect(() => inboxEachMessage({ ...base, assertTopology: { numPartitions: 0 } })).toThrow(
+      /assertTopology\.numPartitions/,
+    );
+    expect(() => inboxEachMessage({ ...base, assertTopology: { partitions: 1 } as never })).toThrow(
+      /Unknown option `assertTopology\.partitions`/,
+    );
     expect(() => inboxEachMessage({ ...base, inbox: {} } as never)).toThrow(/Expected `inbox`/);
     expect(() => inboxEachMessage({ ...base, handler: undefined } as never)).toThrow(/Expected `handler`/);
-    expect(() => inboxEachBatch({ consumer, inbox, producer })).toThrow(/exactly one of `handler`/);
+    expect(() => inboxEachBatch({ kafkaConsumer, kafka, inbox })).toThrow(/exactly one of `handler`/);
     expect(() => inboxEachBatch({ ...base, bulkHandler: handler })).toThrow(/exactly one of `handler`/);
     expect(() => inboxEachBatch({ ...base, maxBatchSize: 0 })).toThrow(/Expected `maxBatchSize` to be a positive/);
     expect(() => inboxEachMessage({ ...base, messageId: { header: '' } })).toThrow(/messageId.header/);
@@ -67,11 +95,17 @@ describe('options', () => {
   });
 
   it('runInboxConsumer rejects an unknown mode before touching the consumer', async () => {
-    await expect(runInboxConsumer(consumer, { mode: 'eachRecord', inbox, producer, handler } as never)).rejects.toThrow(
-      /Expected `mode` to be 'eachMessage' or 'eachBatch'/,
-    );
     await expect(
-      runInboxConsumer(consumer, { mode: 'eachMessage', inbox, producer, handler, partitionsConsumedConcurrently: 0 }),
+      runInboxConsumer(kafkaConsumer, { mode: 'eachRecord', kafka, inbox, handler } as never),
+    ).rejects.toThrow(/Expected `mode` to be 'eachMessage' or 'eachBatch'/);
+    await expect(
+      runInboxConsumer(kafkaConsumer, {
+        mode: 'eachMessage',
+        kafka,
+        inbox,
+        handler,
+        partitionsConsumedConcurrently: 0,
+      }),
     ).rejects.toThrow(/partitionsConsumedConcurrently/);
   });
 });

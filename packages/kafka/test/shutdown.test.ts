@@ -47,8 +47,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
         maxBatchSize: 10,
       }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       commitIntervalMs: 60_000, // only the shutdown commits
     });
     await inFlight.promise;
@@ -57,7 +56,6 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       stopped = true;
     });
     expect(control.close()).toBe(control.close());
-    expect(control.shutdown()).toBe(control.close()); // the deprecated name is the same call
     await sleep(500);
     expect(stopped).toBe(false); // waits for the record in flight
     released.open();
@@ -83,7 +81,7 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       kit,
       topic,
       groupId,
-      { mode: 'eachMessage', handler: ledgerHandler, inbox, producer: kit.producer, admin: kit.admin, logger },
+      { mode: 'eachMessage', handler: ledgerHandler, inbox, kafka: kit.kafka, logger },
       (control) =>
         control.on('settled', ({ outcome }) => {
           if (firstSettledAfterMs < 0) firstSettledAfterMs = Date.now() - started;

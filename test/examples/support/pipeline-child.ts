@@ -67,8 +67,6 @@ if (config.role === 'ingest') {
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 2000 },
   });
-  const producer = kafka.producer();
-  const admin = kafka.admin();
   const consumer = kafka.consumer({
     groupId: config.groupId ?? '',
     sessionTimeout: 6000,
@@ -76,13 +74,12 @@ if (config.role === 'ingest') {
     heartbeatInterval: 500,
     maxWaitTimeInMs: 200,
   });
-  await Promise.all([producer.connect(), admin.connect(), consumer.connect()]);
+  await consumer.connect();
   await consumer.subscribe({ topics: [config.topic ?? ''], fromBeginning: true });
   const control = await runInboxConsumer<PipelineDB, PipelineInput>(consumer, {
     mode: 'eachBatch',
     inbox,
-    producer,
-    admin,
+    kafka,
     groupId: config.groupId,
     decode: 'json',
     maxBatchSize: 50,
@@ -95,10 +92,7 @@ if (config.role === 'ingest') {
       );
     },
   });
-  close = async () => {
-    await control.close();
-    await Promise.all([producer.disconnect(), admin.disconnect()]);
-  };
+  close = () => control.close(); // also disconnects the clients the adapter made
 } else if (config.role === 'relay') {
   const relay = createRabbitRelay({
     outbox,

@@ -64,8 +64,7 @@ export function defineScenarios(mode: Mode): void {
     await consumeToEnd(kit, topic, group, {
       ...handlers(),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       partitionsConsumedConcurrently: 2,
     });
     expect(await ledgerTotals(t.db)).toEqual({ rows: distinct, distinct, twice: [] });
@@ -92,8 +91,7 @@ export function defineScenarios(mode: Mode): void {
           if (message.id === poisonId) throw new Error(`charge ${message.id} is poison`);
         }),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         ...(mode === 'eachBatch' ? { maxBatchSize: 50 } : {}),
       },
       (control) => control.on('deadLettered', (event) => deadLettered.push(event)),
@@ -151,8 +149,7 @@ export function defineScenarios(mode: Mode): void {
         }
       }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       maxStackLength: 300,
     });
     expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
@@ -197,8 +194,7 @@ export function defineScenarios(mode: Mode): void {
             },
           }),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     expect(performance.now() - started).toBeLessThan(25_000);
     expect(await ledgerTotals(t.db)).toEqual({ rows: 2, distinct: 2, twice: [] });
@@ -227,8 +223,7 @@ export function defineScenarios(mode: Mode): void {
     const { control } = await startInboxConsumer(kit.kafka, topic, group, {
       ...handlers(),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     try {
       await waitForCommittedToEnd(kit.admin, group, topic);
@@ -288,8 +283,7 @@ export function defineScenarios(mode: Mode): void {
     const { control } = await startInboxConsumer(kit.kafka, topic, group, {
       ...handlers(),
       inbox: fromInbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
       messageId: { from: idOfValue },
     });
     control.on('deadLettered', (event) => dead.push(event));
@@ -308,8 +302,7 @@ export function defineScenarios(mode: Mode): void {
       {
         ...handlers(),
         inbox: fallbackInbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId: { header: 'message-id', fallback: idOfValue },
       },
       (control) => control.on('deadLettered', (event) => dead.push(event)),
@@ -365,8 +358,7 @@ export function defineScenarios(mode: Mode): void {
       await consumeToEnd(kit, topic, groupId, {
         ...handlers(),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId,
       });
     };
@@ -391,14 +383,14 @@ export function defineScenarios(mode: Mode): void {
       retry: { retries: 5, minTimeout: 2500, maxTimeout: 2500, randomize: false },
     });
     let calls = 0;
-    const consumer = kit.kafka.consumer({ groupId: group, ...consumerSettings });
+    const kafkaConsumer = kit.kafka.consumer({ groupId: group, ...consumerSettings });
     let joins = 0;
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    kafkaConsumer.on(kafkaConsumer.events.GROUP_JOIN, () => {
       joins++;
     });
-    await consumer.connect();
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    const control = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    await kafkaConsumer.connect();
+    await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
+    const control = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       groupId: group,
       commitIntervalMs: 200,
       ...handlers((message) => {
@@ -406,8 +398,7 @@ export function defineScenarios(mode: Mode): void {
       }),
       ...(mode === 'eachBatch' ? { maxBatchSize: 20 } : {}),
       inbox,
-      producer: kit.producer,
-      admin: kit.admin,
+      kafka: kit.kafka,
     });
     try {
       await waitFor(() => joins === 1, { timeoutMs: 30_000, what: 'the group join' });
@@ -447,8 +438,7 @@ export function defineScenarios(mode: Mode): void {
       {
         ...handlers(),
         inbox,
-        producer: kit.producer,
-        admin: kit.admin,
+        kafka: kit.kafka,
         messageId: 'payload-hash',
         deadLetterTopic: () => {
           throw new Error('no routing table yet');
@@ -462,5 +452,50 @@ export function defineScenarios(mode: Mode): void {
     ).toEqual([['invalid_message', dlq]]);
     const dead = await readTopic(kit.kafka, dlq, 1);
     expect(dead[0]?.headers?.[DEAD_LETTER_HEADERS.reason]).toBe('invalid_message');
+  });
+
+  it(`${mode}: headers reach the handler, the decoder and the id function decoded as text, a repeated key as its last value`, async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, group } = await freshTopic('headers', 1);
+    await produce(kit.producer, topic, [
+      { ...charge('hd-1'), headers: { trace: Buffer.from('t-1'), hop: ['a', Buffer.from('b')] } },
+      { ...charge('hd-2'), headers: { 'x-id': 'hd-2-from-header' } },
+    ]);
+    const seen: { handler: unknown[]; json: unknown[]; decoder: unknown[]; from: unknown[] } = {
+      handler: [],
+      json: [],
+      decoder: [],
+      from: [],
+    };
+    await consumeToEnd(kit, topic, group, {
+      ...handlers((message) => {
+        seen.handler.push(message.headers);
+        // The decoded headers are the message's own data: a copy and JSON keep them.
+        seen.json.push(JSON.parse(JSON.stringify({ ...message })).headers);
+      }),
+      inbox: testInbox(t.db, `headers-${mode}`),
+      kafka: kit.kafka,
+      decode: (value, context) => {
+        seen.decoder.push(context.headers);
+        return JSON.parse(String(value));
+      },
+      messageId: {
+        header: 'x-id',
+        fallback: (context) => {
+          seen.from.push(context.headers);
+          return context.headers['message-id'];
+        },
+      },
+    });
+    const first = { 'message-id': 'hd-1', trace: 't-1', hop: 'b' };
+    const second = { 'message-id': 'hd-2', 'x-id': 'hd-2-from-header' };
+    expect(seen.handler).toEqual([first, second]);
+    expect(seen.json).toEqual([first, second]);
+    expect(seen.decoder).toEqual([first, second]);
+    // The fallback ran only for the record without the `x-id` header.
+    expect(seen.from).toEqual([first]);
+    const ids = await t.db.selectFrom('ledger').select('charge_id').orderBy('charge_id').execute();
+    expect(ids.map((row) => row.charge_id)).toEqual(['hd-1', 'hd-2-from-header']);
   });
 }

@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
-import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
 import { quoteIdentifier } from '../identifiers.js';
+import { runMigrations } from '../migration-runner.js';
 import { type StartupWaitOptions, waitForDatabase } from '../wait-for-database.js';
 import { outboxTables } from './outbox-tables.js';
 
@@ -14,7 +15,7 @@ export interface OutboxSchemaOptions {
 
 /**
  * The outbox's DDL as plain SQL, for teams whose migrations are run by another tool.
- * Idempotent. `sql/0002_outbox.sql` in this package is the same text for the default names.
+ * Idempotent. `sql/outbox_0001.sql` in this package is the same text for the default names.
  *
  * @example
  * ```ts
@@ -26,7 +27,8 @@ export function outboxSchemaSql(options: OutboxSchemaOptions = {}): string {
   const pending = quoteIdentifier(`${tables.table}_pending_idx`);
   const byKey = quoteIdentifier(`${tables.table}_key_idx`);
   const keyless = quoteIdentifier(`${tables.table}_keyless_idx`);
-  return `-- inboxkit 0002: the outbox table.
+  const failed = quoteIdentifier(`${tables.table}_failed_idx`);
+  return `-- inboxkit outbox 0001: the outbox table.
 CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(tables.schema)};
 
 -- One row per message to publish, written in the transaction that decided to send it and
@@ -51,6 +53,9 @@ CREATE INDEX IF NOT EXISTS ${pending} ON ${tables.qualified} (sequence) WHERE st
 -- with a parameter (a partial index's predicate is not proven there).
 CREATE INDEX IF NOT EXISTS ${byKey} ON ${tables.qualified} (key, sequence);
 CREATE INDEX IF NOT EXISTS ${keyless} ON ${tables.qualified} (sequence) WHERE key IS NULL AND status = 'pending';
+-- Failed rows only (\`outbox.failed()\`, \`retryFailed()\`, \`inboxkit outbox list | retry\`): a deep
+-- backlog of pending rows is never read to find them.
+CREATE INDEX IF NOT EXISTS ${failed} ON ${tables.qualified} (sequence) WHERE status = 'failed';
 `;
 }
 
@@ -66,7 +71,7 @@ CREATE INDEX IF NOT EXISTS ${keyless} ON ${tables.qualified} (sequence) WHERE ke
 export function outboxMigrations(options: OutboxSchemaOptions = {}): Record<string, Migration> {
   const tables = outboxTables(options.schema, options.table);
   return {
-    inboxkit_0002_outbox: {
+    inboxkit_outbox_0001: {
       async up(db: Kysely<unknown>) {
         await sql.raw(outboxSchemaSql(options)).execute(db);
       },
@@ -100,13 +105,10 @@ export async function migrateOutbox<DB>(
     }
   }
   const tables = outboxTables(options.schema, options.table);
-  const migrations = outboxMigrations(options);
-  const migrator = new Migrator({
-    db: db as Kysely<unknown>,
-    provider: { getMigrations: async () => migrations },
-    migrationTableSchema: tables.schema,
-    migrationTableName: `${tables.table}_migration`,
-    migrationLockTableName: `${tables.table}_migration_lock`,
+  return runMigrations(db, {
+    migrations: outboxMigrations(options),
+    schema: tables.schema,
+    historyTable: `${tables.table}_migration`,
+    subject: `The outbox table ${tables.qualified}`,
   });
-  return migrator.migrateToLatest();
 }

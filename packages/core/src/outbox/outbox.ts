@@ -1,11 +1,19 @@
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import { bool, positiveInteger } from '../option-checks.js';
+import { observeOutboxGauges } from '../telemetry/outbox-gauges.js';
+import { withTraceHeaders } from '../telemetry/trace-context.js';
 import { type OutboxMessage, outboxRows } from './outbox-message.js';
 import { type OutboxTables, outboxTables } from './outbox-tables.js';
 import { compileClaim } from './sql/claim.js';
 import { compileEnqueue } from './sql/enqueue.js';
-import { compileBacklog, compileListFailed, compileRetryFailed, type FailedRow } from './sql/failed.js';
+import {
+  compileBacklog,
+  compileBoundedBacklog,
+  compileListFailed,
+  compileRetryFailed,
+  type FailedRow,
+} from './sql/failed.js';
 import { compileSettle } from './sql/settle.js';
 
 /** Options of {@link createOutbox}. */
@@ -41,6 +49,21 @@ export interface FailedOutboxMessage {
   readonly createdAt: Date;
 }
 
+/**
+ * The outbox's backlog as {@link Outbox.backlog} reads it. `*Estimated` says which figures
+ * are estimates from the planner's statistics rather than counts.
+ */
+export interface OutboxBacklog {
+  /** Messages waiting to be published (including those waiting for a retry). */
+  readonly pending: number;
+  readonly pendingEstimated: boolean;
+  /** Messages set aside as failed: `failed()` lists them, `retryFailed()` puts them back. */
+  readonly failed: number;
+  readonly failedEstimated: boolean;
+  /** When the oldest pending message was enqueued (among the first 100 in line); `null` when none is pending. */
+  readonly oldestPendingAt: Date | null;
+}
+
 /** What relays need of an outbox; not public. */
 export interface OutboxConfig {
   // biome-ignore lint/suspicious/noExplicitAny: any database schema.
@@ -62,6 +85,7 @@ export class Outbox {
   readonly #enqueue: ReturnType<typeof compileEnqueue>;
   readonly #listFailed: ReturnType<typeof compileListFailed>;
   readonly #retryFailed: ReturnType<typeof compileRetryFailed>;
+  readonly #boundedBacklog: ReturnType<typeof compileBoundedBacklog>;
   // biome-ignore lint/suspicious/noExplicitAny: any database schema.
   readonly #db: Kysely<any>;
 
@@ -80,6 +104,8 @@ export class Outbox {
     this.#enqueue = compileEnqueue(tables, bool('notify', options.notify, true));
     this.#listFailed = compileListFailed(tables);
     this.#retryFailed = compileRetryFailed(tables);
+    this.#boundedBacklog = compileBoundedBacklog(tables);
+    observeOutboxGauges(this, () => this.backlog(), `${tables.schema}.${tables.table}`);
     configs.set(
       this,
       Object.freeze({
@@ -112,25 +138,32 @@ export class Outbox {
   // biome-ignore lint/suspicious/noExplicitAny: a transaction (or instance) of any database schema.
   async enqueue(trx: Kysely<any>, message: OutboxMessage | readonly OutboxMessage[]): Promise<void> {
     const messages: readonly OutboxMessage[] = Array.isArray(message) ? message : [message as OutboxMessage];
-    const rows = outboxRows(messages);
+    // The trace context of now (the handler's span), carried by the relay to the broker.
+    const rows = outboxRows(withTraceHeaders(messages));
     if (rows.messageIds.length === 0) return;
     await this.#enqueue(trx, rows);
   }
 
   /**
    * Failed messages, oldest first, `limit` (default 100) at a time after the sequence
-   * `after` (to page).
+   * `after` (to page); with `messageIds`, only those.
    *
    * @example
    * ```ts
    * for (const m of await outbox.failed()) console.log(m.messageId, m.destination, m.lastError)
    * ```
    */
-  async failed(options: { readonly limit?: number; readonly after?: string } = {}): Promise<FailedOutboxMessage[]> {
+  async failed(
+    options: { readonly limit?: number; readonly after?: string; readonly messageIds?: readonly string[] } = {},
+  ): Promise<FailedOutboxMessage[]> {
     const limit = positiveInteger('limit', options.limit, 100, 10_000);
     const after = options.after ?? '0';
     if (!/^[0-9]+$/.test(after)) throw new ConfigurationError('Expected `after` to be a sequence (digits).');
-    const rows: FailedRow[] = await this.#listFailed(this.#db, limit, after);
+    const ids = options.messageIds;
+    if (ids !== undefined && (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string'))) {
+      throw new ConfigurationError('Expected `messageIds` to be an array of strings.');
+    }
+    const rows: FailedRow[] = await this.#listFailed(this.#db, limit, after, ids ?? null);
     return rows.map((row) => ({
       sequence: row.sequence,
       messageId: row.message_id,
@@ -142,6 +175,47 @@ export class Outbox {
       lastError: row.last_error,
       createdAt: row.created_at,
     }));
+  }
+
+  /**
+   * The backlog: pending and failed messages and the oldest pending one, without reading
+   * the whole table. Counts are exact when the table holds at most `exactUpTo` rows
+   * (default 10,000); past that, pending messages are counted exactly up to `exactUpTo` on
+   * the pending index and estimated beyond, and failed ones are estimated from the
+   * planner's statistics (as fresh as the last `ANALYZE`). The oldest pending message is
+   * the earliest enqueued among the first 100 in line.
+   *
+   * @example
+   * ```ts
+   * const { pending, failed, oldestPendingAt } = await outbox.backlog()
+   * ```
+   */
+  async backlog(options: { readonly exactUpTo?: number } = {}): Promise<OutboxBacklog> {
+    const exactUpTo = positiveInteger('exactUpTo', options.exactUpTo, 10_000, 100_000_000);
+    const row = await this.#boundedBacklog(this.#db, exactUpTo + 1);
+    const oldestPendingAt = row.oldest_pending_at;
+    if (row.sampled <= exactUpTo) {
+      return {
+        pending: row.sampled_pending,
+        pendingEstimated: false,
+        failed: row.sampled_failed,
+        failedEstimated: false,
+        oldestPendingAt,
+      };
+    }
+    const rows = Math.max(0, row.reltuples ?? 0);
+    const share = (status: string) => {
+      const index = row.status_vals?.indexOf(status) ?? -1;
+      return index < 0 ? 0 : (row.status_freqs?.[index] ?? 0);
+    };
+    const pendingEstimated = row.pending > exactUpTo;
+    return {
+      pending: pendingEstimated ? Math.max(row.pending, Math.round(rows * share('pending'))) : row.pending,
+      pendingEstimated,
+      failed: Math.max(row.sampled_failed, Math.round(rows * share('failed'))),
+      failedEstimated: true,
+      oldestPendingAt,
+    };
   }
 
   /**

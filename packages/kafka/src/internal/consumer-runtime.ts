@@ -1,12 +1,12 @@
-import { type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import { type DeadLetterOutcome, type InboxLogger, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
 import {
   type DeadLetterEntry,
   type HandBackReason,
   invalidMessageOutcome,
+  loggerWith,
   settleOutcomes,
   toError,
 } from '@inboxkit/core/adapter';
-import { publishDeadLetters } from '../dead-letter.js';
 import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from '../kafka-client.js';
 import type { CloseOptions, KafkaInboxControl } from '../kafka-inbox-control.js';
 import { KafkaInboxEmitter, type PauseReason } from '../kafka-inbox-events.js';
@@ -14,8 +14,10 @@ import { decodeHeaders, type KafkaInboxMessage, recordName } from '../kafka-inbo
 import type { KafkaInboxConfig } from '../kafka-inbox-options.js';
 import { AssignmentTracker } from './assignment-tracker.js';
 import type { CrashLoopWindow } from './crash-loop-window.js';
+import { DeadLetterPublisher } from './dead-letter-publisher.js';
 import { HandoverCheck } from './handover.js';
 import { OffsetCommitter } from './offset-committer.js';
+import { OwnClients } from './own-clients.js';
 import { PartitionPauses } from './partition-pauses.js';
 
 /** A record turned into an inbox message; `invalid` when it cannot be processed at all. */
@@ -41,7 +43,11 @@ export class ConsumerRuntime<DB, V> {
   readonly assignments: AssignmentTracker;
   readonly pauses: PartitionPauses;
   readonly committer: OffsetCommitter;
+  /** The admin client and the dead-letter producer, made from the user's `kafka` client. */
+  readonly clients: OwnClients;
+  readonly #deadLetters: DeadLetterPublisher;
   readonly #handover: HandoverCheck;
+  readonly #logger: InboxLogger;
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
   #stopping = false;
@@ -50,12 +56,23 @@ export class ConsumerRuntime<DB, V> {
 
   constructor(config: KafkaInboxConfig<DB, V>, crashLoopWindowSize: number) {
     this.config = config;
-    this.events = new KafkaInboxEmitter(config.logger);
+    // The parts that do not know the inbox log its name too (docs/telemetry.md, "Logging").
+    const logger = loggerWith(config.logger, { consumer: config.inbox.consumer });
+    this.#logger = logger;
+    this.events = new KafkaInboxEmitter(logger);
     this.assignments = new AssignmentTracker(crashLoopWindowSize, config.groupId);
-    this.pauses = new PartitionPauses(config.consumer, config.pause, config.logger, this.events);
-    this.committer = new OffsetCommitter(config.consumer, config.commitIntervalMs, config.logger, this.events);
-    this.#handover = new HandoverCheck(config.admin, config.consumer, config.logger);
-    this.#detach = listenToJoins(config.consumer, (event) => this.#joined(event));
+    this.pauses = new PartitionPauses(config.kafkaConsumer, config.pause, logger, this.events);
+    this.committer = new OffsetCommitter(config.kafkaConsumer, config.commitIntervalMs, logger, this.events);
+    this.clients = new OwnClients(config.kafka, config.producer, logger);
+    this.#deadLetters = new DeadLetterPublisher({
+      clients: this.clients,
+      topicFor: config.deadLetterTopic,
+      timeoutMs: config.deadLetterTimeoutMs,
+      topology: config.topology,
+      logger,
+    });
+    this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, logger);
+    this.#detach = listenToJoins(config.kafkaConsumer, (event) => this.#joined(event));
   }
 
   /** True once `close()` started: no new record is taken. */
@@ -73,7 +90,7 @@ export class ConsumerRuntime<DB, V> {
     this.committer.committed(topic, partition, firstOffset);
     const window = this.assignments.start(topic, partition, clean);
     if (window.open) {
-      this.config.logger.info(
+      this.#logger.info(
         { topic, partition, offset: firstOffset },
         'inboxkit: partition assigned without a clean handover; its first new records run one at a time as crash-loop suspects',
       );
@@ -166,19 +183,13 @@ export class ConsumerRuntime<DB, V> {
 
   /** Publishes dead letters, each to its topic; resolves once the broker acknowledged them all. */
   #publishDeadLetters(entries: readonly DeadLetterEntry<KafkaInboxMessage>[]): Promise<Map<DeadLetterEntry, string>> {
-    const { producer, deadLetterTopic, deadLetterTimeoutMs, maxStackLength, maxErrorMessageLength, inbox } =
-      this.config;
-    return publishDeadLetters(entries, {
-      producer,
-      topicFor: deadLetterTopic,
-      timeoutMs: deadLetterTimeoutMs,
-      context: {
-        groupId: this.assignments.groupId,
-        memberId: this.assignments.memberId,
-        consumer: inbox.consumer,
-        maxStackLength,
-        maxErrorMessageLength,
-      },
+    const { maxStackLength, maxErrorMessageLength, inbox } = this.config;
+    return this.#deadLetters.publish(entries, {
+      groupId: this.assignments.groupId,
+      memberId: this.assignments.memberId,
+      consumer: inbox.consumer,
+      maxStackLength,
+      maxErrorMessageLength,
     });
   }
 
@@ -190,7 +201,7 @@ export class ConsumerRuntime<DB, V> {
   /** Leaves a record for later without pausing (shutdown): seeks back so the client does not move past it. */
   defer(topic: string, partition: number, offset: string): void {
     try {
-      this.config.consumer.seek({ topic, partition, offset });
+      this.config.kafkaConsumer.seek({ topic, partition, offset });
     } catch {
       // not running any more: nothing moves
     }
@@ -212,12 +223,21 @@ export class ConsumerRuntime<DB, V> {
   control(): KafkaInboxControl {
     return {
       close: (options) => this.close(options),
-      shutdown: (options) => this.close(options),
       commit: () => this.committer.flush(),
       on: (event, listener) => this.events.on(event, listener),
       paused: () => this.pauses.list(),
       assignment: () => this.assignments.assignment(),
     };
+  }
+
+  /**
+   * Undoes what the runtime set up for a consumer that never ran (its start-up failed):
+   * the group-join listener, and the clients the adapter made (a connected admin client
+   * would keep the process alive).
+   */
+  async abandon(): Promise<void> {
+    this.#detach?.();
+    await this.clients.close();
   }
 
   close(options: CloseOptions = {}): Promise<void> {
@@ -226,7 +246,7 @@ export class ConsumerRuntime<DB, V> {
   }
 
   async #stop(disconnect: boolean): Promise<void> {
-    const { consumer, logger } = this.config;
+    const { kafkaConsumer } = this.config;
     const errors: unknown[] = [];
     this.#stopping = true;
     this.#pauseEverything();
@@ -239,12 +259,14 @@ export class ConsumerRuntime<DB, V> {
       // kafkajs' disconnect() stops the consumer first (leaving the group); some clients
       // offer no stop() at all.
       try {
-        await consumer.disconnect();
+        await kafkaConsumer.disconnect();
       } catch (error) {
         errors.push(error);
       }
     }
-    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer closed');
+    // The admin client and producer the adapter made are its own to close (never the user's).
+    await this.clients.close();
+    this.#logger.info({}, 'inboxkit: Kafka consumer closed');
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: closing the Kafka consumer failed');
   }
@@ -254,7 +276,7 @@ export class ConsumerRuntime<DB, V> {
     const topics = this.assignments.topics();
     if (topics.length === 0) return;
     try {
-      this.config.consumer.pause(topics.map((topic) => ({ topic })));
+      this.config.kafkaConsumer.pause(topics.map((topic) => ({ topic })));
     } catch {
       // not running: nothing is fetched anyway
     }
@@ -275,18 +297,38 @@ export class ConsumerRuntime<DB, V> {
   }
 }
 
+/** The runtime behind each wrapper, for `runInboxConsumer`'s start-up (which connects its admin client). */
+const runtimes = new WeakMap<object, ConsumerRuntime<unknown, unknown>>();
+
+/** Gives a wrapper function its controls. */
+export function withControls<F extends object, DB, V>(
+  wrapper: F,
+  runtime: ConsumerRuntime<DB, V>,
+): F & KafkaInboxControl {
+  const controlled = Object.assign(wrapper, runtime.control());
+  runtimes.set(controlled, runtime as ConsumerRuntime<unknown, unknown>);
+  return controlled;
+}
+
+/** The runtime of a wrapper made by {@link withControls}. */
+export function runtimeOf(wrapper: object): ConsumerRuntime<unknown, unknown> {
+  const runtime = runtimes.get(wrapper);
+  if (runtime === undefined) throw new Error('inboxkit: not an inbox wrapper');
+  return runtime;
+}
+
 /**
  * Listens to the client's group-join events when it has them (kafkajs does; clients whose
  * `on`/`events` throw "not implemented" do not): returns the remover, or `undefined`.
  */
 function listenToJoins(
-  consumer: KafkaConsumer,
+  kafkaConsumer: KafkaConsumer,
   listener: (event: KafkaGroupJoinEvent) => void,
 ): (() => void) | undefined {
   try {
-    const groupJoin = consumer.events?.GROUP_JOIN;
-    if (typeof consumer.on !== 'function' || typeof groupJoin !== 'string') return undefined;
-    const remove = consumer.on(groupJoin, listener);
+    const groupJoin = kafkaConsumer.events?.GROUP_JOIN;
+    if (typeof kafkaConsumer.on !== 'function' || typeof groupJoin !== 'string') return undefined;
+    const remove = kafkaConsumer.on(groupJoin, listener);
     return typeof remove === 'function' ? remove : undefined;
   } catch {
     return undefined;

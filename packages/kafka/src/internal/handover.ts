@@ -17,22 +17,22 @@ export const CLEAN_METADATA = 'inboxkit:clean';
  * - its offset commits keep `inboxkit:running`;
  * - a graceful shutdown commits, after draining, `inboxkit:clean`.
  *
- * The next owner reads the metadata (through the admin client): `inboxkit:clean`, or no
- * committed offset at all (no member of the group ever processed the partition), means no
- * handler can have been in flight; anything else (a crash, a rebalance that moved the
- * partition away from a live member, a commit by another tool) opens the window. Without an
- * admin client, or when reading or marking fails, the window opens: the safe side.
+ * The next owner reads the metadata (through the adapter's admin client): `inboxkit:clean`,
+ * or no committed offset at all (no member of the group ever processed the partition),
+ * means no handler can have been in flight; anything else (a crash, a rebalance that moved
+ * the partition away from a live member, a commit by another tool) opens the window. Before
+ * the group id is known, or when reading or marking fails, the window opens: the safe side.
  */
 export class HandoverCheck {
-  readonly #admin: KafkaAdmin | undefined;
-  readonly #consumer: KafkaConsumer;
+  readonly #admin: () => Promise<KafkaAdmin>;
+  readonly #kafkaConsumer: KafkaConsumer;
   readonly #logger: InboxLogger;
   /** Committed offsets by topic, read once per group generation. */
   #lookups = new Map<string, Promise<Map<number, KafkaCommittedOffset> | undefined>>();
 
-  constructor(admin: KafkaAdmin | undefined, consumer: KafkaConsumer, logger: InboxLogger) {
+  constructor(admin: () => Promise<KafkaAdmin>, kafkaConsumer: KafkaConsumer, logger: InboxLogger) {
     this.#admin = admin;
-    this.#consumer = consumer;
+    this.#kafkaConsumer = kafkaConsumer;
     this.#logger = logger;
   }
 
@@ -47,15 +47,15 @@ export class HandoverCheck {
    */
   async claim(groupId: string | undefined, topic: string, partition: number, firstOffset: string): Promise<boolean> {
     let clean = false;
-    if (this.#admin !== undefined && groupId !== undefined) {
-      const committed = await this.#read(this.#admin, groupId, topic);
+    if (groupId !== undefined) {
+      const committed = await this.#read(groupId, topic);
       if (committed !== undefined) {
         const entry = committed.get(partition);
         clean = entry === undefined || Number(entry.offset) < 0 || entry.metadata === CLEAN_METADATA;
       }
     }
     try {
-      await this.#consumer.commitOffsets([{ topic, partition, offset: firstOffset, metadata: RUNNING_METADATA }]);
+      await this.#kafkaConsumer.commitOffsets([{ topic, partition, offset: firstOffset, metadata: RUNNING_METADATA }]);
     } catch (error) {
       this.#logger.warn(
         { topic, partition, err: error },
@@ -66,20 +66,22 @@ export class HandoverCheck {
     return clean;
   }
 
-  #read(admin: KafkaAdmin, groupId: string, topic: string): Promise<Map<number, KafkaCommittedOffset> | undefined> {
+  #read(groupId: string, topic: string): Promise<Map<number, KafkaCommittedOffset> | undefined> {
     let lookup = this.#lookups.get(topic);
     if (lookup === undefined) {
-      lookup = admin.fetchOffsets({ groupId, topics: [topic] }).then(
-        (topics) => new Map((topics.find((t) => t.topic === topic)?.partitions ?? []).map((p) => [p.partition, p])),
-        (error: unknown) => {
-          this.#logger.warn(
-            { topic, groupId, err: error },
-            'inboxkit: could not read the committed offsets; assigned partitions start with crash-loop suspects',
-          );
-          this.#lookups.delete(topic);
-          return undefined;
-        },
-      );
+      lookup = this.#admin()
+        .then((admin) => admin.fetchOffsets({ groupId, topics: [topic] }))
+        .then(
+          (topics) => new Map((topics.find((t) => t.topic === topic)?.partitions ?? []).map((p) => [p.partition, p])),
+          (error: unknown) => {
+            this.#logger.warn(
+              { topic, groupId, err: error },
+              'inboxkit: could not read the committed offsets; assigned partitions start with crash-loop suspects',
+            );
+            this.#lookups.delete(topic);
+            return undefined;
+          },
+        );
       this.#lookups.set(topic, lookup);
     }
     return lookup;

@@ -16,7 +16,7 @@ import { CLEAN_METADATA, RUNNING_METADATA } from './handover.js';
  * carries `inboxkit:clean` (see {@link HandoverCheck}).
  */
 export class OffsetCommitter {
-  readonly #consumer: KafkaConsumer;
+  readonly #kafkaConsumer: KafkaConsumer;
   readonly #intervalMs: number;
   readonly #logger: InboxLogger;
   readonly #events: KafkaInboxEmitter;
@@ -29,8 +29,8 @@ export class OffsetCommitter {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(consumer: KafkaConsumer, intervalMs: number, logger: InboxLogger, events: KafkaInboxEmitter) {
-    this.#consumer = consumer;
+  constructor(kafkaConsumer: KafkaConsumer, intervalMs: number, logger: InboxLogger, events: KafkaInboxEmitter) {
+    this.#kafkaConsumer = kafkaConsumer;
     this.#intervalMs = intervalMs;
     this.#logger = logger;
     this.#events = events;
@@ -108,7 +108,7 @@ export class OffsetCommitter {
     const sent = new Map(offsets.map((commit) => [partitionKey(commit.topic, commit.partition), commit.offset]));
     const run = (async () => {
       try {
-        await this.#consumer.commitOffsets(offsets);
+        await this.#kafkaConsumer.commitOffsets(offsets);
         for (const [key, offset] of sent) {
           if (this.#latest.get(key)?.offset === offset) this.#dirty.delete(key);
         }

@@ -25,7 +25,7 @@ interface Paused {
  * record of a partition that should be paused and pauses it again.
  */
 export class PartitionPauses {
-  readonly #consumer: KafkaConsumer;
+  readonly #kafkaConsumer: KafkaConsumer;
   readonly #backoff: Backoff;
   readonly #logger: InboxLogger;
   readonly #events: KafkaInboxEmitter;
@@ -34,8 +34,8 @@ export class PartitionPauses {
   readonly #failures = new Map<string, number>();
   #closed = false;
 
-  constructor(consumer: KafkaConsumer, backoff: Backoff, logger: InboxLogger, events: KafkaInboxEmitter) {
-    this.#consumer = consumer;
+  constructor(kafkaConsumer: KafkaConsumer, backoff: Backoff, logger: InboxLogger, events: KafkaInboxEmitter) {
+    this.#kafkaConsumer = kafkaConsumer;
     this.#backoff = backoff;
     this.#logger = logger;
     this.#events = events;
@@ -113,8 +113,8 @@ export class PartitionPauses {
 
   #apply(topic: string, partition: number, offset: string): void {
     try {
-      this.#consumer.pause([{ topic, partitions: [partition] }]);
-      this.#consumer.seek({ topic, partition, offset });
+      this.#kafkaConsumer.pause([{ topic, partitions: [partition] }]);
+      this.#kafkaConsumer.seek({ topic, partition, offset });
     } catch (error) {
       // The consumer is not running (stopping, or restarting after a crash): the next
       // generation starts from the committed offset, which is not past this record.
@@ -127,7 +127,7 @@ export class PartitionPauses {
     if (paused === undefined || this.#closed) return;
     this.#paused.delete(key);
     try {
-      this.#consumer.resume([{ topic: paused.topic, partitions: [paused.partition] }]);
+      this.#kafkaConsumer.resume([{ topic: paused.topic, partitions: [paused.partition] }]);
       this.#events.emit('resumed', { topic: paused.topic, partition: paused.partition });
     } catch (error) {
       this.#logger.debug({ key, err: error }, 'inboxkit: could not resume the partition');

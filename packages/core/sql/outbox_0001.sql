@@ -1,4 +1,4 @@
--- inboxkit 0002: the outbox table.
+-- inboxkit outbox 0001: the outbox table.
 CREATE SCHEMA IF NOT EXISTS "public";
 
 -- One row per message to publish, written in the transaction that decided to send it and
@@ -23,3 +23,6 @@ CREATE INDEX IF NOT EXISTS "outbox_pending_idx" ON "public"."outbox" (sequence) 
 -- with a parameter (a partial index's predicate is not proven there).
 CREATE INDEX IF NOT EXISTS "outbox_key_idx" ON "public"."outbox" (key, sequence);
 CREATE INDEX IF NOT EXISTS "outbox_keyless_idx" ON "public"."outbox" (sequence) WHERE key IS NULL AND status = 'pending';
+-- Failed rows only (`outbox.failed()`, `retryFailed()`, `inboxkit outbox list | retry`): a deep
+-- backlog of pending rows is never read to find them.
+CREATE INDEX IF NOT EXISTS "outbox_failed_idx" ON "public"."outbox" (sequence) WHERE status = 'failed';
