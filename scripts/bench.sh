@@ -2,7 +2,7 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status, retention (not in
+#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status, retention, scaling (retention not in
 #                                 "every benchmark": it fills about 4 GB and runs for ten minutes)
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
