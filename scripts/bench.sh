@@ -2,8 +2,8 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status, retention, scaling (retention not in
-#                                 "every benchmark": it fills about 4 GB and runs for ten minutes)
+#   npm run bench -- core         one of: core, kafka, rabbitmq, http, cli-status, retention, scaling (the last two not in
+#                                 "every benchmark": retention fills about 4 GB and runs for ten minutes)
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
