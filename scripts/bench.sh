@@ -2,8 +2,9 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http, outbox, cli-status, retention
-#                                 (retention is not in "every benchmark": it fills about 4 GB and runs for ten minutes)
+#   npm run bench -- core         one of: core, kafka, kafka-offsets, rabbitmq, http, outbox, cli-status, retention,
+#                                 scaling (the last two not in "every benchmark": retention fills about 4 GB and runs
+#                                 for ten minutes)
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
