@@ -13,7 +13,9 @@ export {
 export { databaseFailure } from './error-classification.js';
 export { toError } from './errors.js';
 export { SafeEmitter } from './events.js';
+export type { FenceRunner, TransactionFence } from './fence.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
+export { checkIdentifier, quoteIdentifier } from './identifiers.js';
 export { inboxConfig } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
@@ -31,4 +33,5 @@ export {
   settleOutcome,
   settleOutcomes,
 } from './settle-outcome.js';
+export { transactionSettings } from './sql/claim-message.js';
 export { truncateUtf8 } from './truncate.js';

@@ -142,6 +142,17 @@ export class InboxContext<DB> {
     }
   }
 
+  /** A message a fence's position already covers: a duplicate whose result is not kept. Not reported. */
+  covered(id: string): DuplicateOutcome {
+    return {
+      status: 'duplicate',
+      messageId: id,
+      result: undefined,
+      previousStatus: 'processed',
+      processedAt: undefined,
+    };
+  }
+
   conflict(id: string): ConflictOutcome {
     const outcome: ConflictOutcome = {
       status: 'conflict',

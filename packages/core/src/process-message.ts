@@ -4,6 +4,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
 import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
+import type { TransactionFence } from './fence.js';
 import { runTimed } from './handler-timeout.js';
 import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
@@ -49,11 +50,13 @@ export async function processMessage<DB, M extends InboxMessage, R>(
     if (waiting !== undefined) await waiting;
   }
   try {
-    if (suspect || ctx.config.duplicateFastPath) {
+    // With a fence the position decides first: a key seen before the transaction would
+    // answer without moving it.
+    if ((suspect || ctx.config.duplicateFastPath) && options.fence === undefined) {
       const early = await lookUpFirst(ctx, id, hash);
       if (early !== undefined) return early;
     }
-    const outcome = await withRetries(ctx, message, id, hash, handler, suspect, options.beforeAttempt);
+    const outcome = await withRetries(ctx, message, id, hash, handler, suspect, options);
     ctx.report(outcome, performance.now() - started);
     return outcome;
   } finally {
@@ -100,7 +103,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
   hash: Buffer | null,
   handler: MessageHandler<DB, M, R>,
   suspect: boolean,
-  beforeAttempt: (() => Promise<void> | void) | undefined,
+  { beforeAttempt, fence }: ProcessOptions,
 ): Promise<ProcessOutcome<R>> {
   const policy = ctx.config.retry;
   const firstSeenAt = new Date();
@@ -117,7 +120,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
         for (let wait = 0; ; wait++) {
           await ctx.hook(beforeAttempt);
           try {
-            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect);
+            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect, fence);
           } catch (thrown) {
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
@@ -206,6 +209,7 @@ async function attempt<DB, M extends InboxMessage, R>(
   handler: MessageHandler<DB, M, R>,
   attemptNumber: number,
   suspect: boolean,
+  fence: TransactionFence | undefined,
 ): Promise<ProcessedOutcome<R> | DuplicateOutcome | ConflictOutcome> {
   const { db, consumer, isolationLevel, storeResults, crashLoopLimit, lockTimeoutMs } = ctx.config;
   return db
@@ -213,9 +217,11 @@ async function attempt<DB, M extends InboxMessage, R>(
     .setIsolationLevel(isolationLevel)
     .execute(async (trx) => {
       const runner = trx as unknown as QueryRunner;
-      let claimed: boolean;
+      let claimed = true;
       try {
-        claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
+        // A fence's position is locked first: a former owner still running is waited on here.
+        if (fence !== undefined && (await fence.enter(runner, [message]))(message)) return ctx.covered(id);
+        if (fence === undefined || fence.claimIds) claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
         throw error;
@@ -243,8 +249,11 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (suspect) await ctx.sql.clearAttempts(runner, consumer, id);
         if (storeResults) {
           const json = resultJson(result);
-          if (json !== undefined) await ctx.sql.storeResults(runner, consumer, [id], [json]);
+          if (json !== undefined && (fence === undefined || fence.claimIds)) {
+            await ctx.sql.storeResults(runner, consumer, [id], [json]);
+          }
         }
+        if (fence !== undefined) await fence.leave(runner, message);
         return { status: 'processed', messageId: id, result, attempts: attemptNumber } as const;
       } catch (error) {
         if (suspect) await uncount(ctx, id);
