@@ -118,7 +118,6 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         throw new BatchInterrupted(error);
       }
     };
-    const batchOptions: BatchOptions = { beforeMessage: checkpoint };
 
     runtime.enter();
     let position = 0;
@@ -133,12 +132,15 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         const window =
           runtime.assignments.window(topic, partition) ??
           (await runtime.startWindow(topic, partition, (records[position] as (typeof records)[number]).offset));
+        // Sought to the offset stored in Postgres: the records come again from there.
+        if (window === undefined) return;
+        const fence = runtime.fence(topic, partition);
         if (window.open) {
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
           const { message, invalid } = runtime.prepare(topic, partition, record);
           const outcome =
-            invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint }));
+            invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint, fence }));
           window.count(outcome);
           if ((await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) < 1) return;
           position++;
@@ -150,9 +152,14 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         const valid: KafkaInboxMessage<V>[] = [];
         for (let i = position; i < end; i++) {
           const entry = runtime.prepare(topic, partition, records[i] as (typeof records)[number]);
+          // With a fence, an invalid record ends the transaction's run: the offset must not
+          // move past it before it is dead-lettered. It is settled first, or next.
+          if (fence !== undefined && entry.invalid !== undefined && prepared.length > 0) break;
           prepared.push(entry);
           if (entry.invalid === undefined) valid.push(entry.message);
+          else if (fence !== undefined) break;
         }
+        const batchOptions: BatchOptions = { beforeMessage: checkpoint, fence };
         let outcomes: ProcessOutcome[] = [];
         if (valid.length > 0) {
           const result =
@@ -161,13 +168,16 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
               : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
           outcomes = result.outcomes;
         }
+        // With a fence, the outcomes may stop early (after a dead letter): the rest comes next.
         const items: SettleItem[] = [];
         let next = 0;
         for (const entry of prepared) {
-          items.push({ message: entry.message, outcome: entry.invalid ?? (outcomes[next++] as ProcessOutcome) });
+          const outcome = entry.invalid ?? outcomes[next++];
+          if (outcome === undefined) break;
+          items.push({ message: entry.message, outcome });
         }
         if ((await runtime.settle(topic, partition, items, resolveOffset)) < items.length) return;
-        position = end;
+        position += items.length;
       }
     } catch (error) {
       if (error instanceof BatchInterrupted) {

@@ -1,0 +1,52 @@
+import type { InboxMessage } from '@inboxkit/core';
+import type { FenceRunner, TransactionFence } from '@inboxkit/core/adapter';
+import type { KafkaInboxMessage } from '../kafka-inbox-message.js';
+import type { OffsetTable } from '../offset-table.js';
+import { compileOffsetStatements, type QueryRunner } from '../sql/offsets.js';
+import { partitionKey } from './offset-committer.js';
+
+/**
+ * Kafka offsets stored in Postgres (`dedup: 'offsets'` / `'offsets+ids'`): one row per
+ * (group, topic, partition) holding the next offset to apply, moved in the same
+ * transaction as the handler's writes (docs/design.md, "Kafka offsets in Postgres"). Each
+ * partition's {@link TransactionFence} is what core runs in its transactions.
+ */
+export class OffsetStore {
+  readonly claimIds: boolean;
+  readonly #statements: ReturnType<typeof compileOffsetStatements>;
+  readonly #fences = new Map<string, TransactionFence>();
+
+  constructor(table: OffsetTable, settings: readonly string[], claimIds: boolean) {
+    this.claimIds = claimIds;
+    this.#statements = compileOffsetStatements(table, settings);
+  }
+
+  /** The stored next offset of a partition, or `undefined` when none was stored yet. */
+  async read(runner: QueryRunner, groupId: string, topic: string, partition: number): Promise<string | undefined> {
+    const stored = await this.#statements.read(runner, [groupId, topic, partition]);
+    // A row made by a transaction that applied nothing holds 0: no position yet.
+    return stored === undefined || stored === '0' ? undefined : stored;
+  }
+
+  /** The fence of a partition: records before the stored offset are covered. */
+  fence(groupId: string, topic: string, partition: number): TransactionFence {
+    const key = `${groupId}\u0000${partitionKey(topic, partition)}`;
+    let fence = this.#fences.get(key);
+    if (fence === undefined) {
+      const row = [groupId, topic, partition] as const;
+      const statements = this.#statements;
+      fence = Object.freeze({
+        claimIds: this.claimIds,
+        async enter(trx: FenceRunner, _messages: readonly InboxMessage[]) {
+          const next = await statements.lock(trx, row);
+          return (message: InboxMessage) => BigInt((message as KafkaInboxMessage).offset) < next;
+        },
+        leave(trx: FenceRunner, through: InboxMessage) {
+          return statements.advance(trx, row, BigInt((through as KafkaInboxMessage).offset) + 1n);
+        },
+      });
+      this.#fences.set(key, fence);
+    }
+    return fence;
+  }
+}
