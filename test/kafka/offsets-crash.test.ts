@@ -112,6 +112,9 @@ describe.each(['eachBatch', 'eachMessage'] as const)('%s, dedup offsets', (mode)
       mode,
       dedup: 'offsets',
       maxBatchSize: 50,
+      // The new owner waits this long on the zombie's lock per attempt, without heartbeats:
+      // well under the session timeout (6 s), or the group drops the new owner too.
+      lockTimeoutMs: 1000,
     };
     // The old owner writes its rows, then waits inside its transaction; it is stopped there.
     const zombie = startChildConsumer({ ...base, stallFirstCallMs: 3000 });
@@ -144,9 +147,9 @@ describe.each(['eachBatch', 'eachMessage'] as const)('%s, dedup offsets', (mode)
       zombie.kill('SIGCONT');
       zombie.kill('SIGTERM');
       successor.child?.kill('SIGTERM');
+      await zombie.exited;
+      await successor.child?.exited;
     }
-    await zombie.exited;
-    await successor.child?.exited;
     await expectExactlyOnce('offsets', topic, groupId, consumer, distinct);
   });
 });

@@ -20,6 +20,8 @@ export interface ChildConfig {
   delayMs?: number;
   /** The consumer's session timeout in ms (6000 when unset). */
   sessionTimeout?: number;
+  /** The inbox's `lockTimeoutMs` (its default when unset). */
+  lockTimeoutMs?: number;
   /** The adapter's `dedup` option (`'ids'` when unset). */
   dedup?: 'ids' | 'offsets' | 'offsets+ids';
   /**

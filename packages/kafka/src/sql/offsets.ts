@@ -17,21 +17,27 @@ type RowKey = readonly [string, string, number];
  *   makes a second owner of the partition (a zombie the group evicted, still in its
  *   transaction) wait here until the first commits, and then read what it wrote. The
  *   inbox's `lock_timeout` (and `statement_timeout`, with `handlerTimeoutMs`) are set in
- *   the same statement with `set_config(..., true)`, local to the transaction: a one-time
- *   filter of the WHERE clause, evaluated before the row is locked, at no extra round trip.
+ *   the same statement with `set_config(..., true)`, local to the transaction, at no extra
+ *   round trip. A volatile call is no one-time filter here: it is evaluated on the row the
+ *   scan found, before the row is locked, and not at all when there is no row.
+ * - `create`: a partition's first row, inside the same transaction (rolled back with it).
+ *   It sets the same settings, in a one-time filter (an `INSERT ... SELECT` without
+ *   `FROM`, like core's claim), before its insert can wait: a concurrent creator (a zombie
+ *   whose first transaction made the row) is waited on by the unique index only for
+ *   `lock_timeout`. Then the row is locked again.
  *   Nothing outlives the transaction (PgBouncer's transaction mode is fine).
- * - `create`: a partition's first row, inside the same transaction (rolled back with it);
- *   a concurrent creator is waited on by the unique index, then the row is locked again.
  * - `advance`: the next offset, never moved back (`GREATEST`).
  * - `read`: the stored position, to seek to after an assignment.
  */
 export function compileOffsetStatements(table: OffsetTable, settings: readonly string[]) {
   const key = 'group_id = $1 AND topic = $2 AND partition = $3';
+  const set = settings.map((setting) => `${setting} IS NOT NULL`).join(' AND ');
   const lockText = `SELECT next_offset::text AS next_offset FROM ${table.qualified}
-WHERE ${key} AND ${settings.map((setting) => `${setting} IS NOT NULL`).join(' AND ')}
+WHERE ${key} AND ${set}
 FOR UPDATE`;
   const createText = `INSERT INTO ${table.qualified} (group_id, topic, partition, next_offset)
-VALUES ($1, $2, $3, 0)
+SELECT $1, $2, $3, 0
+WHERE ${set}
 ON CONFLICT (group_id, topic, partition) DO NOTHING
 RETURNING next_offset::text AS next_offset`;
   const advanceText = `UPDATE ${table.qualified} SET next_offset = GREATEST(next_offset, $4::bigint), updated_at = now()
