@@ -148,7 +148,8 @@ async function runBatch<DB, M extends InboxMessage, R>(
       continue;
     }
     const { id, hash } = key;
-    const first = firstOf.get(id);
+    // A fence alone claims no id: every message is its own, whatever its id.
+    const first = fence !== undefined && !fence.claimIds ? undefined : firstOf.get(id);
     if (first === undefined) {
       const entry = { index, id, hash, message };
       firstOf.set(id, entry);
@@ -268,35 +269,38 @@ async function batchPass<DB, M extends InboxMessage, R>(
         .setIsolationLevel(isolationLevel)
         .execute(async (trx) => {
           const runner = trx as unknown as QueryRunner;
-          let claimed: Set<string>;
-          let covered: Set<string> | undefined;
+          // Entries, not ids: without claimed ids (a fence alone) two messages may share an id.
+          let claimed: Set<Entry<M>>;
+          let covered: Set<Entry<M>> | undefined;
           try {
-            if (fence === undefined) claimed = await ctx.sql.claimMessages(runner, consumer, ids, hashes);
-            else {
+            if (fence === undefined) {
+              const keys = await ctx.sql.claimMessages(runner, consumer, ids, hashes);
+              claimed = new Set(entries.filter((entry) => keys.has(entry.id)));
+            } else {
               // The position is locked first, then only what it does not cover is claimed.
               const isCovered = await fence.enter(
                 runner,
                 entries.map((entry) => entry.message),
               );
-              covered = new Set(entries.filter((entry) => isCovered(entry.message)).map((entry) => entry.id));
-              const live = entries.filter((entry) => !covered?.has(entry.id));
-              claimed = !fence.claimIds
-                ? new Set(live.map((entry) => entry.id))
-                : live.length === 0
-                  ? new Set()
-                  : await ctx.sql.claimMessages(
-                      runner,
-                      consumer,
-                      live.map((entry) => entry.id),
-                      live.map((entry) => entry.hash),
-                    );
+              covered = new Set(entries.filter((entry) => isCovered(entry.message)));
+              const live = entries.filter((entry) => !covered?.has(entry));
+              let keys: Set<string> | undefined;
+              if (fence.claimIds && live.length > 0) {
+                keys = await ctx.sql.claimMessages(
+                  runner,
+                  consumer,
+                  live.map((entry) => entry.id),
+                  live.map((entry) => entry.hash),
+                );
+              }
+              claimed = new Set(fence.claimIds ? live.filter((entry) => keys?.has(entry.id)) : live);
             }
           } catch (error) {
             if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
             throw error;
           }
-          const fresh = entries.filter((entry) => claimed.has(entry.id));
-          const unclaimed = entries.filter((entry) => !claimed.has(entry.id) && !covered?.has(entry.id));
+          const fresh = entries.filter((entry) => claimed.has(entry));
+          const unclaimed = entries.filter((entry) => !claimed.has(entry) && !covered?.has(entry));
           const stored =
             unclaimed.length > 0
               ? await ctx.sql.readStored(
@@ -325,12 +329,12 @@ async function batchPass<DB, M extends InboxMessage, R>(
           let through: Entry<M> | undefined;
           let conflictSeen = false;
           for (const entry of entries.slice(0, cut)) {
-            if (covered?.has(entry.id)) {
+            if (covered?.has(entry)) {
               outcomes.set(entry.index, ctx.covered(entry.id));
               if (!conflictSeen) through = entry;
               continue;
             }
-            if (!claimed.has(entry.id)) {
+            if (!claimed.has(entry)) {
               const row = stored.get(entry.id);
               outcomes.set(
                 entry.index,
