@@ -122,7 +122,14 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       // seeks to the stored offset; only a new record is applied.
       await kit.admin.resetOffsets({ groupId, topic, earliest: true });
       await produce(kit.producer, topic, [charge('od-new', 1)]);
-      await consumeToEnd(kit, topic, groupId, options);
+      let settled = 0;
+      await consumeToEnd(kit, topic, groupId, options, (control) =>
+        control.on('settled', () => {
+          settled++;
+        }),
+      );
+      // Sought past the 30 records, not handed them to skip.
+      expect(settled).toBe(1);
       expect(await ledgerTotals(t.db)).toEqual({ rows: 28, distinct: 28, twice: [] });
       expect(await topicSize(kit.admin, `${topic}.dlq`)).toBe(3);
       expect(await storedOffsets(groupId, topic)).toEqual({ 0: '31' });
