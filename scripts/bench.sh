@@ -2,7 +2,7 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, rabbitmq, http
+#   npm run bench -- core         one of: core, kafka, kafka-offsets, rabbitmq, http
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
@@ -17,7 +17,7 @@ run() {
   case "$name" in
     core|http) bash scripts/services.sh start postgres ;;
     rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
-    kafka) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
+    kafka|kafka-offsets) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
   esac
   echo "inboxkit: benchmark $name" >&2
   node "bench/$name.ts" "$@"

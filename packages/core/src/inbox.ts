@@ -203,7 +203,10 @@ export class Inbox<DB> {
     try {
       await this.#ctx.config.db.transaction().execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
-        if ((await fence.enter(runner, [message]))(message)) return;
+        if ((await fence.enter(runner, [message]))(message)) {
+          await fence.leave(runner, undefined);
+          return;
+        }
         if (record !== undefined) {
           const [hash, detail] = this.#deadLetterRow(message, outcome as DeadLetterOutcome, record);
           await this.#ctx.sql.recordDeadLetter(runner, this.consumer, record, hash, detail);

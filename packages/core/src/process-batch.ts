@@ -138,7 +138,8 @@ async function runBatch<DB, M extends InboxMessage, R>(
 
   // 1. Validate, fingerprint, and set aside copies of an id already in this batch.
   for (const [index, message] of messages.entries()) {
-    const key = ctx.keyOf(message);
+    // Fingerprints compare stored keys: a fence alone stores none.
+    const key = ctx.keyOf(message, fence === undefined || fence.claimIds);
     if ('status' in key) {
       outcomes[index] = key;
       if (fence !== undefined) {
@@ -358,7 +359,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
             }
           }
           if (storedIds.length > 0) await ctx.sql.storeResults(runner, consumer, storedIds, storedJson);
-          if (fence !== undefined && through !== undefined) await fence.leave(runner, through.message);
+          if (fence !== undefined) await fence.leave(runner, through?.message);
           if (culpritEntry !== undefined) stop.culprit = cut;
         });
     } catch (thrown) {

@@ -39,7 +39,8 @@ export async function processMessage<DB, M extends InboxMessage, R>(
     throw new ConfigurationError('inbox.process(message, handler): `handler` must be a function.');
   }
   const started = performance.now();
-  const key = ctx.keyOf(message);
+  // Fingerprints compare stored keys: a fence alone stores none.
+  const key = ctx.keyOf(message, options.fence === undefined || options.fence.claimIds);
   if ('status' in key) return key;
   const { id, hash } = key;
   // Suspects run alone: a crash one causes must not count against neighbours in flight.
@@ -220,7 +221,10 @@ async function attempt<DB, M extends InboxMessage, R>(
       let claimed = true;
       try {
         // A fence's position is locked first: a former owner still running is waited on here.
-        if (fence !== undefined && (await fence.enter(runner, [message]))(message)) return ctx.covered(id);
+        if (fence !== undefined && (await fence.enter(runner, [message]))(message)) {
+          await fence.leave(runner, undefined);
+          return ctx.covered(id);
+        }
         if (fence === undefined || fence.claimIds) claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
@@ -233,7 +237,10 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (stored === undefined) {
           throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
         }
-        return ctx.fromStored(id, hash, stored);
+        const outcome = ctx.fromStored(id, hash, stored);
+        // A duplicate is covered; a conflict is not until it is dead-lettered.
+        if (fence !== undefined) await fence.leave(runner, outcome.status === 'duplicate' ? message : undefined);
+        return outcome;
       }
       if (suspect) {
         const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));

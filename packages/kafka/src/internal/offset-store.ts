@@ -35,14 +35,24 @@ export class OffsetStore {
     if (fence === undefined) {
       const row = [groupId, topic, partition] as const;
       const statements = this.#statements;
+      // What each open transaction found and set, for `leave` (a transaction is one runner).
+      const open = new WeakMap<FenceRunner, { before: bigint; moved: bigint }>();
       fence = Object.freeze({
         claimIds: this.claimIds,
-        async enter(trx: FenceRunner, _messages: readonly InboxMessage[]) {
-          const next = await statements.lock(trx, row);
-          return (message: InboxMessage) => BigInt((message as KafkaInboxMessage).offset) < next;
+        async enter(trx: FenceRunner, messages: readonly InboxMessage[]) {
+          const last = messages.at(-1) as KafkaInboxMessage | undefined;
+          const moved = last === undefined ? 0n : BigInt(last.offset) + 1n;
+          const before = await statements.lockAndAdvance(trx, row, moved);
+          open.set(trx, { before, moved: moved > before ? moved : before });
+          return (message: InboxMessage) => BigInt((message as KafkaInboxMessage).offset) < before;
         },
-        leave(trx: FenceRunner, through: InboxMessage) {
-          return statements.advance(trx, row, BigInt((through as KafkaInboxMessage).offset) + 1n);
+        async leave(trx: FenceRunner, through: InboxMessage | undefined) {
+          const state = open.get(trx);
+          if (state === undefined) throw new Error('inboxkit: fence left without being entered');
+          open.delete(trx);
+          const past = through === undefined ? 0n : BigInt((through as KafkaInboxMessage).offset) + 1n;
+          const next = past > state.before ? past : state.before;
+          if (next !== state.moved) await statements.set(trx, row, next);
         },
       });
       this.#fences.set(key, fence);
