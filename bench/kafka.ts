@@ -133,7 +133,7 @@ class Clock {
   }
 }
 
-type Mode = (consumer: Consumer, clock: Clock, groupId: string) => Promise<KafkaInboxControl | undefined>;
+type Mode = (kafkaConsumer: Consumer, clock: Clock, groupId: string) => Promise<KafkaInboxControl | undefined>;
 
 interface Charge {
   id: string;
@@ -141,8 +141,8 @@ interface Charge {
 }
 
 const modes: Record<string, Mode> = {
-  'plain kafkajs eachMessage (own transaction, no dedup)': async (consumer, clock) => {
-    await consumer.run({
+  'plain kafkajs eachMessage (own transaction, no dedup)': async (kafkaConsumer, clock) => {
+    await kafkaConsumer.run({
       eachMessage: async ({ message }) => {
         clock.start();
         const { id, amount } = JSON.parse(String(message.value)) as Charge;
@@ -155,8 +155,8 @@ const modes: Record<string, Mode> = {
     return undefined;
   },
   // Diagnostic: the floor of an effectively-once per-record consumer written by hand.
-  'hand-written eachMessage with dedup (claim + insert per record)': async (consumer, clock, groupId) => {
-    await consumer.run({
+  'hand-written eachMessage with dedup (claim + insert per record)': async (kafkaConsumer, clock, groupId) => {
+    await kafkaConsumer.run({
       eachMessage: async ({ message }) => {
         clock.start();
         const { id, amount } = JSON.parse(String(message.value)) as Charge;
@@ -170,9 +170,9 @@ const modes: Record<string, Mode> = {
     return undefined;
   },
   // Diagnostic: the inbox without the adapter, to tell the adapter's cost from the inbox's.
-  'kafkajs eachMessage + inbox.process (no adapter)': async (consumer, clock, groupId) => {
+  'kafkajs eachMessage + inbox.process (no adapter)': async (kafkaConsumer, clock, groupId) => {
     const inbox = createInbox({ db, consumer: groupId });
-    await consumer.run({
+    await kafkaConsumer.run({
       eachMessage: async ({ message }) => {
         clock.start();
         const id = String(message.headers?.['message-id']);
@@ -186,8 +186,8 @@ const modes: Record<string, Mode> = {
     });
     return undefined;
   },
-  'inboxkit eachMessage': async (consumer, clock, groupId) => {
-    const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
+  'inboxkit eachMessage': async (kafkaConsumer, clock, groupId) => {
+    const control = await runInboxConsumer<BenchDB, Charge>(kafkaConsumer, {
       mode: 'eachMessage',
       inbox: createInbox({ db, consumer: groupId }),
       kafka,
@@ -200,8 +200,8 @@ const modes: Record<string, Mode> = {
     control.on('settled', () => clock.add(1));
     return control;
   },
-  'plain kafkajs eachBatch (one bulk insert per batch, no dedup)': async (consumer, clock) => {
-    await consumer.run({
+  'plain kafkajs eachBatch (one bulk insert per batch, no dedup)': async (kafkaConsumer, clock) => {
+    await kafkaConsumer.run({
       eachBatch: async ({ batch }) => {
         clock.start();
         const ids: string[] = [];
@@ -221,8 +221,8 @@ const modes: Record<string, Mode> = {
   },
   // Diagnostic: the floor of an effectively-once batch consumer written by hand (the keys
   // claimed in one statement, the new rows in one bulk insert, one transaction per batch).
-  'hand-written eachBatch with dedup (claim + bulk insert per batch)': async (consumer, clock, groupId) => {
-    await consumer.run({
+  'hand-written eachBatch with dedup (claim + bulk insert per batch)': async (kafkaConsumer, clock, groupId) => {
+    await kafkaConsumer.run({
       eachBatch: async ({ batch }) => {
         clock.start();
         const values = batch.messages.map((message) => JSON.parse(String(message.value)) as Charge);
@@ -242,9 +242,9 @@ const modes: Record<string, Mode> = {
     return undefined;
   },
   // Diagnostic: the inbox's batch entry point without the adapter, one call per fetched batch.
-  'kafkajs eachBatch + inbox.processBulk (no adapter)': async (consumer, clock, groupId) => {
+  'kafkajs eachBatch + inbox.processBulk (no adapter)': async (kafkaConsumer, clock, groupId) => {
     const inbox = createInbox({ db, consumer: groupId });
-    await consumer.run({
+    await kafkaConsumer.run({
       eachBatch: async ({ batch }) => {
         clock.start();
         const messages = batch.messages.map((message) => ({
@@ -262,21 +262,21 @@ const modes: Record<string, Mode> = {
     });
     return undefined;
   },
-  'inboxkit eachBatch (per-batch bulk handler)': (consumer, clock, groupId) =>
-    inboxEachBatchMode(consumer, clock, groupId, MAX_BATCH_SIZE),
+  'inboxkit eachBatch (per-batch bulk handler)': (kafkaConsumer, clock, groupId) =>
+    inboxEachBatchMode(kafkaConsumer, clock, groupId, MAX_BATCH_SIZE),
   // Diagnostic: the wrapper with the twin's transactions (a whole fetched batch each), to
   // tell the cost of the maxBatchSize cap from the rest of the adapter's.
-  'inboxkit eachBatch, uncapped (maxBatchSize above any fetched batch)': (consumer, clock, groupId) =>
-    inboxEachBatchMode(consumer, clock, groupId, 1_000_000),
+  'inboxkit eachBatch, uncapped (maxBatchSize above any fetched batch)': (kafkaConsumer, clock, groupId) =>
+    inboxEachBatchMode(kafkaConsumer, clock, groupId, 1_000_000),
 };
 
 async function inboxEachBatchMode(
-  consumer: Consumer,
+  kafkaConsumer: Consumer,
   clock: Clock,
   groupId: string,
   maxBatchSize: number | undefined,
 ): Promise<KafkaInboxControl> {
-  const control = await runInboxConsumer<BenchDB, Charge>(consumer, {
+  const control = await runInboxConsumer<BenchDB, Charge>(kafkaConsumer, {
     mode: 'eachBatch',
     inbox: createInbox({ db, consumer: groupId }),
     kafka,
@@ -299,12 +299,12 @@ const cpuPerRecord = new Map<string, number[]>();
 async function measure(name: string, mode: Mode): Promise<number> {
   await reset();
   const groupId = `inboxkit-bench-${++run}-${Date.now()}`;
-  const consumer = kafka.consumer({ groupId });
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const kafkaConsumer = kafka.consumer({ groupId });
+  await kafkaConsumer.connect();
+  await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
   const clock = new Clock();
   const cpuBefore = process.cpuUsage();
-  const control = await mode(consumer, clock, groupId);
+  const control = await mode(kafkaConsumer, clock, groupId);
   const incidents = { paused: 0, commitFailed: 0, joins: control?.assignment().length ? 1 : 0 };
   control?.on('paused', () => incidents.paused++);
   control?.on('commitFailed', () => incidents.commitFailed++);
@@ -316,7 +316,7 @@ async function measure(name: string, mode: Mode): Promise<number> {
   }
   cpuPerRecord.set(name, [...(cpuPerRecord.get(name) ?? []), (cpu.user + cpu.system) / N]);
   if (control !== undefined) await control.close();
-  else await consumer.disconnect();
+  else await kafkaConsumer.disconnect();
   const { rows } = await db.executeQuery<{ n: string }>(CompiledQuery.raw('SELECT count(*) AS n FROM bench_rows'));
   if (Number(rows[0]?.n) !== N) throw new Error(`${name}: ${rows[0]?.n} rows instead of ${N}`);
   return clock.rate;

@@ -135,12 +135,12 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
             kafkaErrors.set(line, (kafkaErrors.get(line) ?? 0) + 1);
           },
       });
-      const consumer = kafka.consumer({ groupId, ...consumerSettings });
-      consumer.on(consumer.events.CRASH, (event) => {
+      const kafkaConsumer = kafka.consumer({ groupId, ...consumerSettings });
+      kafkaConsumer.on(kafkaConsumer.events.CRASH, (event) => {
         trace.consumerProblems.push(`kafkajs consumer crashed: ${printable(event.payload.error.message)}`);
       });
-      await consumer.connect();
-      await consumer.subscribe({ topics: [topic], fromBeginning: true });
+      await kafkaConsumer.connect();
+      await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
       const common = {
         inbox,
         kafka: kit.kafka,
@@ -151,7 +151,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
       };
       const control =
         mode === 'eachMessage'
-          ? await runInboxConsumer<TestDB, LivenessBody>(consumer, {
+          ? await runInboxConsumer<TestDB, LivenessBody>(kafkaConsumer, {
               ...common,
               mode,
               partitionsConsumedConcurrently: 2,
@@ -162,7 +162,7 @@ describe(`liveness (Kafka, ${settings.messages} messages, seed ${settings.seed})
                 return step.result;
               },
             })
-          : await runInboxConsumer<TestDB, LivenessBody>(consumer, {
+          : await runInboxConsumer<TestDB, LivenessBody>(kafkaConsumer, {
               ...common,
               mode,
               maxBatchSize: 50,

@@ -22,7 +22,7 @@ const setup = setUpKafkaFile('kafka_startup', { privateBroker: true });
 /** Clients whose own retries give up quickly, so that runInboxConsumer's wait is what rides the outage out. */
 function impatientClients(brokers: string[], groupId: string) {
   const kafka = testKafka(brokers, undefined, { retry: { initialRetryTime: 100, retries: 1, maxRetryTime: 300 } });
-  return { kafka, consumer: kafka.consumer({ groupId, ...consumerSettings }) };
+  return { kafka, kafkaConsumer: kafka.consumer({ groupId, ...consumerSettings }) };
 }
 
 describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
@@ -36,9 +36,9 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     );
     await broker.stop();
 
-    const { kafka, consumer } = impatientClients(broker.brokers, groupId);
+    const { kafka, kafkaConsumer } = impatientClients(broker.brokers, groupId);
     const retries: KafkaStartupRetry[] = [];
-    const starting = runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const starting = runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       mode: 'eachBatch',
       bulkHandler: async (trx, messages) => {
         for (const message of messages) await ledgerHandler(trx, message);
@@ -77,7 +77,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
     } finally {
       await starting.then(
         () => undefined,
-        () => consumer.disconnect().catch(() => {}),
+        () => kafkaConsumer.disconnect().catch(() => {}),
       );
     }
   });
@@ -85,7 +85,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
   it('gives up after subscribe.timeoutMs with KafkaUnavailableError, and at once when its signal aborts', async () => {
     const { t } = setup;
     // Nothing listens on this address.
-    const { kafka, consumer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
+    const { kafka, kafkaConsumer } = impatientClients(['127.0.0.1:1'], 'startup-nowhere');
     const options = {
       mode: 'eachMessage' as const,
       handler: ledgerHandler,
@@ -93,7 +93,7 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
       kafka,
       groupId: 'startup-nowhere',
     };
-    const error = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const error = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       ...options,
       subscribe: { topics: ['nowhere'], timeoutMs: 1500, minDelayMs: 100 },
     }).then(
@@ -108,14 +108,56 @@ describe('runInboxConsumer({ subscribe }) while the broker is down', () => {
 
     const controller = new AbortController();
     const reason = new Error('SIGTERM during start-up');
-    const aborted = runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    const aborted = runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       ...options,
       subscribe: { topics: ['nowhere'], signal: controller.signal, minDelayMs: 100 },
     });
     setTimeout(() => controller.abort(reason), 300);
     await expect(aborted).rejects.toBe(reason);
     await expect(
-      runInboxConsumer<TestDB, ChargeValue>(consumer, { ...options, subscribe: { topics: [] } }),
+      runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, { ...options, subscribe: { topics: [] } }),
     ).rejects.toThrow(/subscribe\.topics/);
+  });
+
+  it('a start-up that fails after the admin client connected disconnects the clients the adapter made', async () => {
+    const { t, broker } = setup;
+    const { kafka, kafkaConsumer } = impatientClients(broker.brokers, 'startup-bad-topic');
+    const made: string[] = [];
+    // The adapter's admin client, with its disconnect recorded.
+    const recording = {
+      producer: kafka.producer.bind(kafka),
+      admin: () => {
+        const admin = kafka.admin();
+        made.push('admin');
+        const disconnect = admin.disconnect.bind(admin);
+        admin.disconnect = async () => {
+          made.push('admin disconnected');
+          await disconnect();
+        };
+        return admin;
+      },
+    };
+    const retries: KafkaStartupRetry[] = [];
+    // The admin client connects; the subscription is refused (no such topic name is valid).
+    const error = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
+      mode: 'eachMessage',
+      handler: ledgerHandler,
+      inbox: testInbox(t.db, 'startup-bad-topic'),
+      kafka: recording,
+      subscribe: {
+        topics: ['not a valid topic name!'],
+        timeoutMs: 1500,
+        minDelayMs: 100,
+        onRetry: (retry) => retries.push(retry),
+      },
+    }).then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+    await kafkaConsumer.disconnect();
+    expect(error).toBeInstanceOf(KafkaUnavailableError);
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries.every((retry) => retry.step === 'subscribe')).toBe(true);
+    expect(made).toEqual(['admin', 'admin disconnected']);
   });
 });

@@ -164,6 +164,12 @@ export interface KafkaAdmin {
  * The client the consumer was made with (kafkajs' `Kafka`, `new Kafka({ brokers })`). The
  * adapter makes its own admin client with it, and its own producer for dead letters (unless
  * the `producer` option gives one), and disconnects both on `close()`.
+ *
+ * @example
+ * ```ts
+ * const kafka = new Kafka({ clientId: 'payments', brokers: ['127.0.0.1:9092'] })
+ * await runInboxConsumer(kafka.consumer({ groupId: 'payments' }), { mode: 'eachMessage', kafka, inbox, handler })
+ * ```
  */
 export interface KafkaClient {
   producer(config?: KafkaProducerConfig): KafkaProducer;

@@ -90,8 +90,9 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
       ...(rest as Omit<InboxEachMessageOptions<DB, V, R>, 'kafkaConsumer'>),
       kafkaConsumer,
     });
-    if (subscribe !== undefined) await startUp(kafkaConsumer, eachMessage, subscribe);
-    await kafkaConsumer.run({ ...autoCommit, partitionsConsumedConcurrently, eachMessage });
+    await startAndRun(eachMessage, subscribe, () =>
+      kafkaConsumer.run({ ...autoCommit, partitionsConsumedConcurrently, eachMessage }),
+    );
     return controlsOf(eachMessage);
   }
   if (mode === 'eachBatch') {
@@ -99,17 +100,37 @@ export async function runInboxConsumer<DB, V = unknown, R = unknown>(
       ...(rest as Omit<InboxEachBatchOptions<DB, V, R>, 'kafkaConsumer'>),
       kafkaConsumer,
     });
-    if (subscribe !== undefined) await startUp(kafkaConsumer, eachBatch, subscribe);
-    await kafkaConsumer.run({ ...autoCommit, eachBatchAutoResolve: false, partitionsConsumedConcurrently, eachBatch });
+    await startAndRun(eachBatch, subscribe, () =>
+      kafkaConsumer.run({ ...autoCommit, eachBatchAutoResolve: false, partitionsConsumedConcurrently, eachBatch }),
+    );
     return controlsOf(eachBatch);
   }
   throw new ConfigurationError(`Expected \`mode\` to be 'eachMessage' or 'eachBatch', got ${JSON.stringify(mode)}.`);
 }
 
-/** Connects the kafkajs consumer and the wrapper's admin client, and subscribes (see `subscribe`). */
-function startUp(kafkaConsumer: KafkaConsumer, wrapper: KafkaInboxControl, subscribe: KafkaSubscribeOptions) {
-  const { clients } = runtimeOf(wrapper);
-  return connectAndSubscribe({ kafkaConsumer, admin: () => clients.admin() }, subscribe);
+/**
+ * With `subscribe`, connects the kafkajs consumer and the wrapper's admin client and
+ * subscribes; then runs the consumer. When either fails, the clients the wrapper made are
+ * closed before the error is thrown: no caller holds controls to close them.
+ */
+async function startAndRun(
+  wrapper: KafkaInboxControl,
+  subscribe: KafkaSubscribeOptions | undefined,
+  run: () => Promise<void>,
+): Promise<void> {
+  const runtime = runtimeOf(wrapper);
+  try {
+    if (subscribe !== undefined) {
+      await connectAndSubscribe(
+        { kafkaConsumer: runtime.config.kafkaConsumer, admin: () => runtime.clients.admin() },
+        subscribe,
+      );
+    }
+    await run();
+  } catch (error) {
+    await runtime.abandon();
+    throw error;
+  }
 }
 
 function controlsOf(handler: KafkaInboxControl): KafkaInboxControl {

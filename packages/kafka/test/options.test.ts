@@ -33,7 +33,7 @@ const producer: KafkaProducer = kafka.producer();
 const handler = async () => {};
 
 describe('options', () => {
-  it('builds handlers kafkajs accepts in consumer.run()', () => {
+  it('builds handlers kafkajs accepts in kafkaConsumer.run()', () => {
     const realConsumer = kafka.consumer({ groupId: 'options-run' });
     const eachMessage: InboxEachMessageHandler = inboxEachMessage({
       kafkaConsumer: realConsumer,

@@ -99,27 +99,27 @@ export function testInbox(
 }
 
 export interface RunningConsumer {
-  readonly consumer: Consumer;
+  readonly kafkaConsumer: Consumer;
   readonly control: KafkaInboxControl;
 }
 
-/** Connects a consumer of `topic` in `groupId` (from the beginning) and runs it with the inbox wrapper. */
+/** Connects a kafkajs consumer of `topic` in `groupId` (from the beginning) and runs it with the inbox wrapper. */
 export async function startInboxConsumer(
   kafka: Kafka,
   topic: string,
   groupId: string,
   options: RunInboxConsumerOptions<TestDB, ChargeValue>,
 ): Promise<RunningConsumer> {
-  const consumer = kafka.consumer({ groupId, ...consumerSettings });
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  const control = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+  const kafkaConsumer = kafka.consumer({ groupId, ...consumerSettings });
+  await kafkaConsumer.connect();
+  await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
+  const control = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
     groupId,
     commitIntervalMs: 200,
     pause: { minDelayMs: 200, maxDelayMs: 1000 },
     ...options,
   });
-  return { consumer, control };
+  return { kafkaConsumer, control };
 }
 
 /** Runs an inbox consumer until its group committed `topic` to the end, then shuts it down; `watch` sees it first. */

@@ -119,12 +119,12 @@ export async function readTopic(
   expected: number,
   timeoutMs = 20_000,
 ): Promise<ReadRecord[]> {
-  const consumer = kafka.consumer({ groupId: uniqueName('reader'), ...consumerSettings });
+  const kafkaConsumer = kafka.consumer({ groupId: uniqueName('reader'), ...consumerSettings });
   const records: ReadRecord[] = [];
-  await consumer.connect();
+  await kafkaConsumer.connect();
   try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    await consumer.run({
+    await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
+    await kafkaConsumer.run({
       eachMessage: async ({ partition, message }) => {
         const headers: Record<string, string> = {};
         for (const [name, value] of Object.entries(message.headers ?? {})) {
@@ -145,7 +145,7 @@ export async function readTopic(
     // A little longer: a record too many is a failure worth seeing.
     await sleep(300);
   } finally {
-    await consumer.disconnect();
+    await kafkaConsumer.disconnect();
   }
   return records;
 }

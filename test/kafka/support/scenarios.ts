@@ -383,14 +383,14 @@ export function defineScenarios(mode: Mode): void {
       retry: { retries: 5, minTimeout: 2500, maxTimeout: 2500, randomize: false },
     });
     let calls = 0;
-    const consumer = kit.kafka.consumer({ groupId: group, ...consumerSettings });
+    const kafkaConsumer = kit.kafka.consumer({ groupId: group, ...consumerSettings });
     let joins = 0;
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    kafkaConsumer.on(kafkaConsumer.events.GROUP_JOIN, () => {
       joins++;
     });
-    await consumer.connect();
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    const control = await runInboxConsumer<TestDB, ChargeValue>(consumer, {
+    await kafkaConsumer.connect();
+    await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
+    const control = await runInboxConsumer<TestDB, ChargeValue>(kafkaConsumer, {
       groupId: group,
       commitIntervalMs: 200,
       ...handlers((message) => {

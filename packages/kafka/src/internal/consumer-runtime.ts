@@ -291,6 +291,16 @@ export class ConsumerRuntime<DB, V> {
     };
   }
 
+  /**
+   * Undoes what the runtime set up for a consumer that never ran (its start-up failed):
+   * the group-join listener, and the clients the adapter made (a connected admin client
+   * would keep the process alive).
+   */
+  async abandon(): Promise<void> {
+    this.#detach?.();
+    await this.clients.close();
+  }
+
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#stop(options.disconnect ?? true);
     return this.#closing;
