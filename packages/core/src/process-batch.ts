@@ -150,10 +150,11 @@ async function runBatch<DB, M extends InboxMessage, R>(
     }
     const { id, hash } = key;
     // A fence alone claims no id: every message is its own, whatever its id.
-    const first = fence !== undefined && !fence.claimIds ? undefined : firstOf.get(id);
+    const own = fence !== undefined && !fence.claimIds;
+    const first = own ? undefined : firstOf.get(id);
     if (first === undefined) {
       const entry = { index, id, hash, message };
-      firstOf.set(id, entry);
+      if (!own) firstOf.set(id, entry);
       entries.push(entry);
     } else if (first.hash !== null && hash !== null && !first.hash.equals(hash)) {
       outcomes[index] = ctx.conflict(id);
