@@ -52,11 +52,52 @@ export default defineConfig({
         },
       },
       {
+        // The inboxkit command, run as a process against every service.
+        extends: true,
+        test: {
+          name: 'cli',
+          include: ['packages/cli/test/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
+        // The packages as published: packed, installed outside the workspace, run on Node 22
+        // and 24 (docs/releasing.md).
+        extends: true,
+        test: {
+          name: 'packages',
+          include: ['test/packages/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'http',
           include: ['packages/http/test/**/*.test.ts'],
           globalSetup: ['test/support/global-postgres.ts'],
+        },
+      },
+      {
+        // The essential cases again, every connection through a private PgBouncer in
+        // transaction mode (docs/pgbouncer.md): createTestDatabase routes them there.
+        extends: true,
+        test: {
+          name: 'pgbouncer',
+          include: [
+            'test/pgbouncer/**/*.test.ts',
+            'packages/core/test/inbox.test.ts',
+            'packages/core/test/concurrency.test.ts',
+            'packages/core/test/handler-timeout.test.ts',
+            'packages/core/test/purge.test.ts',
+            'packages/core/test/batch.test.ts',
+            'packages/core/test/options.test.ts',
+            'packages/http/test/behaviour.test.ts',
+            'test/rabbitmq/duplicates.test.ts',
+            'packages/kafka/test/each-message.test.ts',
+            'packages/kafka/test/each-batch.test.ts',
+          ],
+          globalSetup: ['test/support/global-pgbouncer.ts'],
         },
       },
     ],

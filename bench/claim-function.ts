@@ -4,21 +4,30 @@
 // planning per call the way a CTE does), beside the twin and the inbox's own SQL, all by
 // hand with pg on one connection, on the 30% redelivery mix.
 //
-//   node bench/claim-function.ts [--messages 3000] [--rounds 3]
+//   node bench/claim-function.ts [--messages 3000] [--rounds 3] [--concurrency 1]
 //
+// With --concurrency c, c deliveries run at a time on a pool of c connections. The function
+// is measured in two shapes: returning a set (`RETURN QUERY`, as first measured) and
+// returning one row through OUT parameters (`SELECT ... INTO`, no set to materialize).
 // Prints msg/s per case and the ratio to the twin (1.0 or more: as fast). Not a test.
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPgPool } from '@inboxkit/core/pg';
 import { benchDatabase, median } from './support.ts';
 
 const { values: args } = parseArgs({
-  options: { messages: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
+  options: {
+    messages: { type: 'string', default: '3000' },
+    rounds: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '1' },
+  },
 });
 const N = Number(args.messages);
 const ROUNDS = Number(args.rounds);
+const C = Number(args.concurrency);
 
 const url = await benchDatabase('inboxkit_bench_claim_fn');
-const pool = createPgPool({ connectionString: url, max: 1 });
+const pool = createPgPool({ connectionString: url, max: C });
 await pool.query(`
 DROP TABLE IF EXISTS fn_keys, fn_rows;
 CREATE TABLE fn_keys (consumer text NOT NULL, message_id text NOT NULL, processed_at timestamptz NOT NULL DEFAULT now(),
@@ -39,6 +48,20 @@ BEGIN
     RETURN QUERY SELECT false, k.status, k.payload_hash, k.result, k.processed_at
       FROM fn_keys k WHERE k.consumer = p_consumer AND k.message_id = p_id;
   END IF;
+END $$;
+CREATE OR REPLACE FUNCTION fn_claim_row(p_consumer text, p_id text, p_hash bytea,
+  OUT claimed boolean, OUT status text, OUT payload_hash bytea, OUT result jsonb, OUT processed_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  PERFORM set_config('lock_timeout', '5000ms', true);
+  INSERT INTO fn_keys (consumer, message_id, payload_hash) VALUES (p_consumer, p_id, p_hash)
+  ON CONFLICT (consumer, message_id) DO NOTHING;
+  claimed := FOUND;
+  IF NOT claimed THEN
+    SELECT k.status, k.payload_hash, k.result, k.processed_at INTO status, payload_hash, result, processed_at
+      FROM fn_keys k WHERE k.consumer = p_consumer AND k.message_id = p_id;
+  END IF;
 END $$;`);
 
 const CLAIM = `INSERT INTO fn_keys (consumer, message_id, payload_hash)
@@ -47,6 +70,7 @@ ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1`;
 const READ =
   'SELECT status, payload_hash, result, processed_at FROM fn_keys WHERE consumer = $1 AND message_id = ANY($2::text[])';
 const FN = 'SELECT * FROM fn_claim($1, $2, $3)';
+const FN_ROW = 'SELECT * FROM fn_claim_row($1, $2, $3)';
 const BUSINESS = 'INSERT INTO fn_rows (id, amount) VALUES ($1, $2)';
 
 type Case = (id: string) => Promise<void>;
@@ -85,6 +109,17 @@ const cases: Record<string, Case> = {
       c.release();
     }
   },
+  'a plpgsql claim that returns the stored row as one row (OUT parameters)': async (id) => {
+    const c = await pool.connect();
+    try {
+      await c.query('BEGIN');
+      const r = await c.query<{ claimed: boolean }>(FN_ROW, ['fnrow', id, null]);
+      if (r.rows[0]?.claimed === true) await c.query(BUSINESS, [`fnrow-${id}`, 1]);
+      await c.query('COMMIT');
+    } finally {
+      c.release();
+    }
+  },
 };
 
 /** 30% of the deliveries are redeliveries of an id delivered at least 64 deliveries earlier. */
@@ -109,7 +144,12 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const name of order) {
     const work = cases[name] as Case;
     const started = performance.now();
-    for (const id of ids) await work(id);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: C }, async () => {
+        for (let i = next++; i < ids.length; i = next++) await work(ids[i] as string);
+      }),
+    );
     thisRound.set(name, (ids.length / (performance.now() - started)) * 1000);
   }
   const twin = thisRound.get(names[0] as string) as number;
@@ -118,7 +158,11 @@ for (let round = 0; round < ROUNDS; round++) {
     ratios.set(name, [...(ratios.get(name) ?? []), rate / twin]);
   }
 }
-console.log(`${N} deliveries (30% redeliveries), ${ROUNDS} interleaved rounds, one connection, c=1`);
+console.log(
+  `${N} deliveries (30% redeliveries), ${ROUNDS} interleaved rounds, c=${C} on ${C} connection(s); load average ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')}`,
+);
 for (const name of Object.keys(cases)) {
   const rate = Math.round(median(rates.get(name) ?? []));
   const ratio = median(ratios.get(name) ?? []).toFixed(2);

@@ -1,7 +1,7 @@
 // Where the time of `inbox.process` goes, against its hand-written twin (bench/core.ts).
 //
 //   node bench/core-profile.ts [--messages 3000] [--rounds 3] [--only statements,cpu,profile,server,drivers]
-//                              [--cases 'regexp of the drivers cases']
+//                              [--cases 'regexp of the drivers cases'] [--results core-profile]
 //
 // On the realistic mix (30% of the deliveries are redeliveries of ids already processed):
 // - statements: round trips per delivery, new and duplicate, counted by wrapping pg's
@@ -16,7 +16,7 @@
 //   node-postgres awaiting each statement, with and without named prepared statements, and
 //   postgres.js awaiting each or sending BEGIN and the claim together (pipelined), at c=1
 //   and c=8, medians of interleaved rounds.
-// Prints what it finds and saves bench/results/core-profile.json.
+// Prints what it finds and saves bench/results/core-profile.json (or `--results`.json).
 import { hash } from 'node:crypto';
 import { Session } from 'node:inspector/promises';
 import { loadavg } from 'node:os';
@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     only: { type: 'string', default: 'statements,cpu,profile,server,drivers' },
     cases: { type: 'string', default: '' },
+    results: { type: 'string', default: 'core-profile' },
   },
 });
 const N = Number(args.messages);
@@ -154,8 +155,9 @@ function viaInbox(inbox: Inbox<BenchDB>): Work {
     const outcome = await inbox.process(d, async (trx) => {
       await trx.executeQuery(CompiledQuery.raw(BUSINESS, [d.id, 1]));
     });
-    if (outcome.status !== 'processed' && outcome.status !== 'duplicate')
-      throw new Error(`unexpected ${outcome.status}`);
+    if (outcome.status !== 'processed' && outcome.status !== 'duplicate') {
+      throw new Error(`unexpected ${outcome.status}`, { cause: 'error' in outcome ? outcome.error : undefined });
+    }
   };
 }
 
@@ -289,6 +291,45 @@ function fastPathPool(max: number, name: 'none' | 'inbox' | 'all', deferBegin: b
   return pool;
 }
 
+/** The claim of migration 0002, as `inbox.process` sends it (default options). */
+const INBOX_CLAIM_FUNCTION = `SELECT claimed, status, payload_hash, result, processed_at
+FROM "public"."processed_messages_claim"($1::text, $2::text, $3::bytea, '5000ms', NULL)`;
+
+/**
+ * `inbox.process`'s SQL with the claim function, by hand: on pg (`pool`), or in a Kysely
+ * transaction (`db`): the SQL's cost without the inbox, with and without Kysely.
+ */
+function claimFunctionByHand(pool: pg.Pool): Work {
+  return async (d) => {
+    const client = await pool.connect();
+    try {
+      await client.query(INBOX_BEGIN);
+      const fingerprint = hash('sha256', d.payload, 'buffer');
+      const { rows } = await client.query(INBOX_CLAIM_FUNCTION, ['bench', d.id, fingerprint]);
+      if (rows[0]?.claimed === true) await client.query(BUSINESS, [d.id, 1]);
+      await client.query('commit');
+      client.release();
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      client.release(error as Error);
+      throw error;
+    }
+  };
+}
+function claimFunctionInKysely(db: Kysely<BenchDB>): Work {
+  return (d) =>
+    db
+      .transaction()
+      .setIsolationLevel('read committed')
+      .execute(async (trx) => {
+        const fingerprint = hash('sha256', d.payload, 'buffer');
+        const { rows } = await trx.executeQuery(
+          CompiledQuery.raw(INBOX_CLAIM_FUNCTION, ['bench', d.id, fingerprint]) as CompiledQuery<{ claimed: boolean }>,
+        );
+        if (rows[0]?.claimed === true) await trx.executeQuery(CompiledQuery.raw(BUSINESS, [d.id, 1]));
+      });
+}
+
 /** The pg twin with BEGIN and the dedup insert in one round trip. */
 function pgTwinBeginAnd(pool: pg.Pool, named: boolean): Work {
   return async (d) => {
@@ -347,6 +388,18 @@ function fakePool(): PostgresPool & pg.Pool {
       const text = typeof sqlOrConfig === 'string' ? sqlOrConfig : (sqlOrConfig as { text: string }).text;
       const values = (parameters ?? (sqlOrConfig as { values?: unknown[] }).values ?? []) as unknown[];
       const verb = text.trimStart().slice(0, 6).toUpperCase();
+      if (text.includes('to_regprocedure')) return result('SELECT', [{ usable: true }]);
+      if (text.includes('"processed_messages_claim"(')) {
+        const id = values[1] as string;
+        const stored = claimed.get(id);
+        if (stored === undefined) {
+          claimed.set(id, (values[2] as Buffer | null) ?? null);
+          return result('SELECT', [{ claimed: true }]);
+        }
+        return result('SELECT', [
+          { claimed: false, status: 'processed', payload_hash: stored, result: null, processed_at: new Date() },
+        ]);
+      }
       if (verb === 'INSERT' && text.includes('processed_messages')) {
         const id = values[1] as string;
         if (claimed.has(id)) return result('INSERT', []);
@@ -658,6 +711,10 @@ if (SECTIONS.has('drivers')) {
       "inbox.process's SQL by hand on pg": pgReplica(pool, false),
       "inbox.process's SQL by hand on pg, inbox statements named": pgReplica(pool, true),
       "inbox.process's SQL by hand on pg, named, claim returns the stored row": pgReplica(pool, true, true),
+      "inbox.process's SQL by hand on pg, the claim function": claimFunctionByHand(pool),
+      "inbox.process's SQL in a Kysely transaction, the claim function": claimFunctionInKysely(
+        new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool }) }),
+      ),
       'inbox.process': viaInbox(
         createInbox({ db: new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool }) }), consumer: 'bench' }),
       ),
@@ -736,7 +793,7 @@ if (SECTIONS.has('drivers')) {
 
 await admin.end();
 (report.load as number[]).push(loadavg()[0] ?? Number.NaN);
-saveResults('core-profile', {
+saveResults(args.results, {
   settings: {
     messages: N,
     distinct: MIX.unique,

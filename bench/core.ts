@@ -11,7 +11,9 @@
 // key is new, COMMIT (ROLLBACK on an error).
 // - The realistic mix: `messages` deliveries of which 30% are redeliveries of ids already
 //   processed (each at least 64 deliveries after its first, so never in flight twice);
-//   `inbox.process` by default, with `duplicateFastPath`, and without `fingerprintPayloads`.
+//   `inbox.process` by default, with `duplicateFastPath`, without `fingerprintPayloads`,
+//   and on a table migrated only to 0001 (no claim function: a duplicate's claim is two
+//   statements).
 // - No redeliveries: every delivery new.
 // - A pool-size sweep at c=8 on the mix (`--pools`), twin and inbox side by side.
 // - Batches: `processBatch` / `processBulk` beside their hand-written twins.
@@ -53,17 +55,21 @@ const setupPool = createPgPool({ connectionString: url, max: 1 });
 await setupPool.query(
   `DROP TABLE IF EXISTS bench_rows; CREATE TABLE bench_rows (id text PRIMARY KEY, amount integer NOT NULL)`,
 );
+/** The schema of an inbox table migrated only to 0001, as plain-SQL users who have not applied 0002 have it. */
+const ONLY_0001 = 'inbox_0001';
 {
-  const { migrateInbox } = await import('@inboxkit/core');
+  const { migrateInbox, inboxMigrations } = await import('@inboxkit/core');
   const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: setupPool }) });
   const { error } = await migrateInbox(db);
   if (error) throw error;
+  await inboxMigrations({ schema: ONLY_0001 }).inboxkit_0001_processed_messages?.up(db);
 }
 
 async function reset(): Promise<void> {
-  await setupPool.query('TRUNCATE bench_rows, processed_messages');
+  await setupPool.query(`TRUNCATE bench_rows, processed_messages, ${ONLY_0001}.processed_messages`);
   await setupPool.query('VACUUM ANALYZE bench_rows');
   await setupPool.query('VACUUM ANALYZE processed_messages');
+  await setupPool.query(`VACUUM ANALYZE ${ONLY_0001}.processed_messages`);
 }
 
 async function rowCount(): Promise<number> {
@@ -183,6 +189,7 @@ interface Setup {
   readonly inbox: Inbox<BenchDB>;
   readonly fastPath: Inbox<BenchDB>;
   readonly noFingerprint: Inbox<BenchDB>;
+  readonly only0001: Inbox<BenchDB>;
 }
 const setups = new Map<number, Setup>();
 function setup(max: number): Setup {
@@ -196,6 +203,7 @@ function setup(max: number): Setup {
       inbox: createInbox({ db, consumer: 'bench' }),
       fastPath: createInbox({ db, consumer: 'bench', duplicateFastPath: true }),
       noFingerprint: createInbox({ db, consumer: 'bench', fingerprintPayloads: false }),
+      only0001: createInbox({ db, consumer: 'bench', schema: ONLY_0001 }),
     };
     setups.set(max, found);
   }
@@ -251,6 +259,12 @@ for (const c of [1, 8]) {
   add(
     'inbox.process fingerprintPayloads: false, 30% redeliveries',
     () => drain(MIX.list, c, (d) => viaInbox(s().noFingerprint, d)),
+    TWIN_MIX,
+    MIX.unique,
+  );
+  add(
+    'inbox.process without the claim function (migrated to 0001 only), 30% redeliveries',
+    () => drain(MIX.list, c, (d) => viaInbox(s().only0001, d)),
     TWIN_MIX,
     MIX.unique,
   );
@@ -401,11 +415,11 @@ const duplicatesFast: Array<{ newPerSec: number; duplicatePerSec: number }> = []
 
 // Warm-up (not measured): the JIT, each pool's connections, the inbox's statements.
 for (const size of new Set(selected.map((c) => c.poolSize))) {
-  const { pool, inbox, fastPath, noFingerprint } = setup(size);
+  const { pool, inbox, fastPath, noFingerprint, only0001 } = setup(size);
   const warm = MIX.list.slice(0, 500);
   for (const work of [
     (d: Delivery) => twin(pool, d),
-    ...[inbox, fastPath, noFingerprint].map((i) => (d: Delivery) => viaInbox(i, d)),
+    ...[inbox, fastPath, noFingerprint, only0001].map((i) => (d: Delivery) => viaInbox(i, d)),
   ]) {
     await reset();
     await drain(warm, Math.min(8, size), work);

@@ -459,7 +459,7 @@ for (const prefetch of PREFETCHES) {
 const rateOf = (name: string, prefetch: number) => median(rates.get(`${name} @${prefetch}`) ?? []);
 const targets: Target[] = PREFETCHES.flatMap((prefetch) =>
   ['inboxkit subscribe', ...BATCHED]
-    .filter((name) => selected.includes(name) && applies(name, prefetch))
+    .filter((name) => name.startsWith('inboxkit') && selected.includes(name) && applies(name, prefetch))
     .map((name) => ({
       target: `${name === 'inboxkit subscribe' ? 'inboxkit (a transaction per message)' : `inboxkit ${name === 'inboxkit subscribe, bulk' ? 'bulk' : 'batched'} (maxBatchSize ${Math.floor(prefetch / 2)})`} within 1.3x of plain amqplib at prefetch ${prefetch}`,
       value: median(perRoundRatios.get(`${name} @${prefetch}`) ?? []),

@@ -2,7 +2,7 @@
 # Benchmarks (not tests): print figures and save them to bench/results/*.json.
 #
 #   npm run bench                 every benchmark
-#   npm run bench -- core         one of: core, kafka, kafka-offsets, rabbitmq, http
+#   npm run bench -- core         one of: core, kafka, kafka-offsets, rabbitmq, http, cli-status
 #   npm run bench -- core --rounds 5 --messages 8000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
@@ -15,7 +15,7 @@ run() {
   local name="$1"; shift
   [ -f "bench/$name.ts" ] || { echo "inboxkit: no benchmark named $name" >&2; exit 2; }
   case "$name" in
-    core|http) bash scripts/services.sh start postgres ;;
+    core|http|cli-status) bash scripts/services.sh start postgres ;;
     rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
     kafka|kafka-offsets) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
   esac
@@ -23,7 +23,7 @@ run() {
   node "bench/$name.ts" "$@"
 }
 if [ "$which" = all ]; then
-  for name in core rabbitmq kafka http; do [ -f "bench/$name.ts" ] && run "$name" "$@"; done
+  for name in core rabbitmq kafka http cli-status; do [ -f "bench/$name.ts" ] && run "$name" "$@"; done
 else
   run "$which" "$@"
 fi

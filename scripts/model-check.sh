@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Model-checks the inbox protocol (model/inbox.pml) with spin. The protocol as the code runs
-# it must verify with no error, and each variant broken on purpose must be caught, by the
-# property it breaks. Exits non-zero when any check does not go as expected.
+# Model-checks the inbox protocol (model/inbox.pml) and the outbox relay (model/outbox.pml)
+# with spin. Each protocol as designed must verify with no error, and each variant broken on
+# purpose must be caught, by the property it breaks. Exits non-zero when any check does not
+# go as expected.
 #
-#   bash scripts/model-check.sh            every check (under a minute on 2 cores)
-#   bash scripts/model-check.sh real       only the checks whose name contains "real"
+#   bash scripts/model-check.sh            every check (about a minute on 2 cores)
+#   bash scripts/model-check.sh real       only the checks whose model or name contains "real"
+#   bash scripts/model-check.sh outbox     only the outbox's checks (inbox: the inbox's)
 #
 # Needs spin and gcc. When spin is missing and this runs as root, it is installed with
 # apt-get (Debian package `spin`); otherwise the script stops and says how to install it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-model="$root/model/inbox.pml"
 filter="${1:-}"
 
 if ! command -v spin >/dev/null 2>&1; then
@@ -32,36 +33,41 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp "$model" "$work/inbox.pml"
 
-# name | kind (safety: assertions and deadlocks; liveness: pan -a -f) | flags | expected
-# ("verified", or the violation spin must report)
+# model | name | kind (safety: assertions and deadlocks; liveness: pan -a -f) | flags |
+# expected ("verified", or the violation spin must report)
 checks=(
-  "real-safety|safety||verified"
-  "real-liveness|liveness|-DMAXCRASH=1|verified"
-  "broken-ack-before-commit|safety|-DACK_BEFORE_COMMIT|assertion violated (key!=0)"
-  "broken-claim-after-handler|safety|-DCLAIM_AFTER_HANDLER|assertion violated (inHandler<=1)"
-  "broken-key-after-commit|safety|-DKEY_AFTER_COMMIT|assertion violated (effect<=1)"
-  "broken-no-record-dead-letter|safety|-DNO_RECORD_DEAD_LETTER|assertion violated  !(dlAcked)"
-  "broken-record-before-publish|safety|-DRECORD_BEFORE_PUBLISH|assertion violated ((effect==1)||(dlq>0))"
-  "broken-ack-on-lock-timeout|safety|-DACK_ON_LOCK_TIMEOUT|assertion violated (key!=0)"
-  "broken-no-retry-budget|liveness|-DNO_RETRY_BUDGET -DMAXCRASH=1|acceptance cycle"
-  "broken-count-before-claim|safety|-DCOUNT_BEFORE_CLAIM|assertion violated (realCrashes>="
-  "broken-no-uncount-on-end|safety|-DNO_UNCOUNT_ON_END|assertion violated (realCrashes>="
+  "inbox|real-safety|safety||verified"
+  "inbox|real-liveness|liveness|-DMAXCRASH=1|verified"
+  "inbox|broken-ack-before-commit|safety|-DACK_BEFORE_COMMIT|assertion violated (key!=0)"
+  "inbox|broken-claim-after-handler|safety|-DCLAIM_AFTER_HANDLER|assertion violated (inHandler<=1)"
+  "inbox|broken-key-after-commit|safety|-DKEY_AFTER_COMMIT|assertion violated (effect<=1)"
+  "inbox|broken-no-record-dead-letter|safety|-DNO_RECORD_DEAD_LETTER|assertion violated  !(dlAcked)"
+  "inbox|broken-record-before-publish|safety|-DRECORD_BEFORE_PUBLISH|assertion violated ((effect==1)||(dlq>0))"
+  "inbox|broken-ack-on-lock-timeout|safety|-DACK_ON_LOCK_TIMEOUT|assertion violated (key!=0)"
+  "inbox|broken-no-retry-budget|liveness|-DNO_RETRY_BUDGET -DMAXCRASH=1|acceptance cycle"
+  "inbox|broken-count-before-claim|safety|-DCOUNT_BEFORE_CLAIM|assertion violated (realCrashes>="
+  "inbox|broken-no-uncount-on-end|safety|-DNO_UNCOUNT_ON_END|assertion violated (realCrashes>="
+  "outbox|outbox-real-safety|safety||verified"
+  "outbox|outbox-real-liveness|liveness|-DMAXLOSS=1|verified"
+  "outbox|outbox-broken-cursor|liveness|-DCURSOR -DMAXREFUSE=0|acceptance cycle"
+  "outbox|outbox-broken-skip-locked-only|safety|-DSKIP_LOCKED_ONLY -DMAXREFUSE=0 -DMAXLOSS=0|assertion violated (rank[best]==firstPub[rkey[best]])"
+  "outbox|outbox-broken-no-key-lock|safety|-DNO_KEY_LOCK -DMAXREFUSE=0 -DMAXLOSS=0|assertion violated (rank[best]==firstPub[rkey[best]])"
+  "outbox|outbox-broken-no-dedup|safety|-DNO_DEDUP|assertion violated (effect[best]<=1)"
 )
 
 total=0
 good=0
 for check in "${checks[@]}"; do
-  IFS='|' read -r name kind flags expected <<<"$check"
-  [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
+  IFS='|' read -r model name kind flags expected <<<"$check"
+  [[ -n "$filter" && "$model $name" != *"$filter"* ]] && continue
   total=$((total + 1))
   dir="$work/$name"
   mkdir -p "$dir"
-  cp "$work/inbox.pml" "$dir/"
+  cp "$root/model/$model.pml" "$dir/"
   started=$SECONDS
   # shellcheck disable=SC2086 # flags are words on purpose
-  if ! (cd "$dir" && spin -a $flags inbox.pml >spin.out 2>&1); then
+  if ! (cd "$dir" && spin -a $flags "$model.pml" >spin.out 2>&1); then
     echo "FAIL $name: spin could not generate the verifier" >&2
     cat "$dir/spin.out" >&2
     continue

@@ -1,37 +1,20 @@
-import { spawn } from 'node:child_process';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { checkLine, type ModelCheckResult, runModelCheck } from '../support/model-check.ts';
 
 /**
  * Runs spin on model/inbox.pml through scripts/model-check.sh: the protocol must verify, and
  * every variant broken on purpose must be caught by the property it breaks. A machine
  * without spin (that cannot install it) fails here: the script exits non-zero.
  */
-function runModelCheck(): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['scripts/model-check.sh'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk) => {
-      output += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      output += chunk;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, output }));
-  });
-}
-
-let result: { code: number | null; output: string };
+let result: ModelCheckResult;
 
 /** The summary line of one check. */
 function line(name: string): string {
-  const found = result.output.split('\n').find((text) => new RegExp(`^(ok|FAIL) +${name} `).test(text));
-  if (found === undefined) throw new Error(`no line for check ${name} in:\n${result.output}`);
-  return found;
+  return checkLine(result, name);
 }
 
 beforeAll(async () => {
-  result = await runModelCheck();
+  result = await runModelCheck('inbox');
 }, 600_000);
 
 describe('the inbox protocol, model-checked with spin', () => {

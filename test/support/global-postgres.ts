@@ -6,6 +6,8 @@ declare module 'vitest' {
     databaseUrl: string;
     amqpUrl: string;
     kafkaBrokers: string[];
+    /** Only in the `pgbouncer` project: its PgBouncer in front of `databaseUrl`. */
+    pgbouncerUrl: string | undefined;
   }
 }
 

@@ -254,7 +254,7 @@ const liveBrokers: Set<ChildProcess> = (() => {
  * On Linux with util-linux's setpriv, the JVM gets SIGKILL when the process that spawned it
  * dies, even by a signal that skips 'exit' handlers (a killed test worker): no orphan brokers.
  */
-function withParentDeathSignal(file: string, args: string[]): [string, string[]] {
+export function withParentDeathSignal(file: string, args: string[]): [string, string[]] {
   if (hasSetprivPdeathsig === undefined) {
     hasSetprivPdeathsig =
       process.platform === 'linux' &&

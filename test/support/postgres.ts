@@ -16,8 +16,19 @@ export function databaseUrl(): string {
   return inject('databaseUrl');
 }
 
+/**
+ * The PgBouncer (transaction mode) the `pgbouncer` project's global setup started in front of
+ * that server, or `undefined` in the other projects (test/support/pgbouncer.ts).
+ */
+export function pgbouncerUrl(): string | undefined {
+  return inject('pgbouncerUrl');
+}
+
 export interface TestDatabase {
+  /** What the code under test connects to: through PgBouncer in the `pgbouncer` project. */
   readonly url: string;
+  /** The same database on the server itself, never pooled: for checks of the server's state. */
+  readonly directUrl: string;
   readonly name: string;
   readonly pool: pg.Pool;
   readonly db: Kysely<TestDB>;
@@ -25,12 +36,19 @@ export interface TestDatabase {
   connect(poolSize?: number): { pool: pg.Pool; db: Kysely<TestDB> };
   /** Rows in `charges`. */
   countCharges(): Promise<number>;
+  /**
+   * Advisory locks any session holds in this database, read on the server itself: a session
+   * lock left behind by a pooled connection shows here (docs/pgbouncer.md).
+   */
+  advisoryLocks(): Promise<number>;
   dispose(): Promise<void>;
 }
 
 /**
  * A database of its own for one test file (created, migrated, dropped at the end), so
- * test files run in parallel without seeing each other's rows.
+ * test files run in parallel without seeing each other's rows. In the `pgbouncer` project
+ * (and without `url`), every connection of the test goes through its PgBouncer in
+ * transaction mode: the same test bodies then run behind a pooler.
  */
 export async function createTestDatabase(
   label: string,
@@ -45,7 +63,9 @@ export async function createTestDatabase(
   } finally {
     await admin.end();
   }
-  const url = withDatabase(adminUrl, name);
+  const directUrl = withDatabase(adminUrl, name);
+  const pooler = options.url === undefined ? pgbouncerUrl() : undefined;
+  const url = pooler === undefined ? directUrl : withDatabase(pooler, name);
   const pools: pg.Pool[] = [];
   const dbs: Kysely<TestDB>[] = [];
   const connect = (poolSize = options.poolSize ?? 10) => {
@@ -69,6 +89,7 @@ export async function createTestDatabase(
   );
   return {
     url,
+    directUrl,
     name,
     pool,
     db,
@@ -76,6 +97,19 @@ export async function createTestDatabase(
     async countCharges() {
       const row = await db.selectFrom('charges').select(sql<string>`count(*)`.as('n')).executeTakeFirstOrThrow();
       return Number(row.n);
+    },
+    async advisoryLocks() {
+      const client = new pg.Client({ connectionString: directUrl });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_locks
+           WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+        );
+        return rows[0]?.n ?? 0;
+      } finally {
+        await client.end();
+      }
     },
     async dispose() {
       for (const d of dbs) await d.destroy().catch(() => {});

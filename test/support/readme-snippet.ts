@@ -1,10 +1,12 @@
 // Runs a README's quick start as its own Node process (types stripped), as a user would copy
 // it, so a test can check what the snippet does as written: for instance that it exits on
 // SIGTERM. The program is written beside this file so that it resolves the workspace's
-// packages ('@inboxkit/*' from their dist: build first), and removed afterwards.
+// packages ('@inboxkit/*' from their dist: build first), or into a project of its own (the
+// packed packages' test), and removed afterwards.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -44,11 +46,22 @@ export interface SnippetProcess {
   dispose(): void;
 }
 
-/** Writes `code` as a program in test/support and runs it with `env` added to the environment. */
-export function runSnippet(code: string, env: Record<string, string>): SnippetProcess {
-  const file = `${ROOT}test/support/.snippet-${randomBytes(4).toString('hex')}.ts`;
+/** Where a snippet runs, when not in the workspace with this process's Node. */
+export interface SnippetOptions {
+  /** The folder the program is written to, whose node_modules it resolves from. Default: test/support. */
+  readonly directory?: string;
+  /** The Node binary that runs it. Default: this process's. */
+  readonly node?: string;
+}
+
+/**
+ * Writes `code` as a program in test/support (or `options.directory`) and runs it with `env`
+ * added to the environment.
+ */
+export function runSnippet(code: string, env: Record<string, string>, options: SnippetOptions = {}): SnippetProcess {
+  const file = join(options.directory ?? `${ROOT}test/support`, `.snippet-${randomBytes(4).toString('hex')}.ts`);
   writeFileSync(file, code);
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', file], {
+  const child = spawn(options.node ?? process.execPath, ['--disable-warning=TimeoutNegativeWarning', file], {
     env: { ...process.env, KAFKAJS_NO_PARTITIONER_WARNING: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

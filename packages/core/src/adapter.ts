@@ -16,9 +16,16 @@ export { SafeEmitter } from './events.js';
 export type { FenceRunner, TransactionFence } from './fence.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
 export { checkIdentifier, quoteIdentifier } from './identifiers.js';
-export { inboxConfig } from './inbox.js';
+export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
+export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
+export {
+  createOutboxRelay,
+  type OutboxPublish,
+  type OutboxRelayEngineOptions,
+  relayOptions,
+} from './outbox/outbox-relay.js';
 export { isSettled } from './outcome.js';
 export { retryDelayMs, retrySpanMs } from './retry-policy.js';
 export {
@@ -34,4 +41,13 @@ export {
   settleOutcomes,
 } from './settle-outcome.js';
 export { transactionSettings } from './sql/claim-message.js';
+export type { InboxTelemetry } from './telemetry/inbox-telemetry.js';
+export { traceHeaders } from './telemetry/trace-context.js';
+export type {
+  BatchTrace,
+  CarrierHeaders,
+  MessageSource,
+  MessageTrace,
+  SpanAttributes,
+} from './telemetry/trace-types.js';
 export { truncateUtf8 } from './truncate.js';

@@ -31,6 +31,11 @@ export const DEAD_LETTER_HEADERS = {
   firstSeenAt: 'x-inboxkit-first-seen-at',
   /** ISO 8601: when it was dead-lettered. */
   failedAt: 'x-inboxkit-failed-at',
+  /**
+   * Times the message was replayed from a dead-letter destination (`inboxkit dlq replay`
+   * sets it); kept when the message is dead-lettered again, so replays cannot loop.
+   */
+  replays: 'x-inboxkit-replays',
 } as const;
 
 /** What the common dead-letter headers say about a failure, before the adapter encodes it. */

@@ -6,7 +6,8 @@ import type { RetryPolicy } from './retry-policy.js';
  * - `unavailable`: the database does not answer. Not the message's fault: never
  *   dead-letter, never ack; hand it back and try later.
  * - `lock_timeout`: our own claim waited too long for another delivery of the same id.
- * - `contention`: a handler statement lost a lock race (55P03, 40001, 40P01). Retried
+ * - `contention`: a handler statement lost a lock race (55P03, 40001, 40P01), or the
+ *   crash-loop count found no second connection in time (`ConnectionBusyError`). Retried
  *   after a pause without spending the message's retry budget: it would succeed once the
  *   lock is free.
  * - `permanent`: dead-letter at once.
@@ -114,6 +115,16 @@ export function isLockTimeout(error: unknown): boolean {
   return sqlstate(error) === '55P03';
 }
 
+/**
+ * True for `undefined_function` (42883) and `insufficient_privilege` (42501): raised by a
+ * call of the claim function, the function of migration 0002 is missing or this role may
+ * not execute it.
+ */
+export function isUnusableFunction(error: unknown): boolean {
+  const state = sqlstate(error);
+  return state === '42883' || state === '42501';
+}
+
 /** True when the error marks itself, or is marked by the policy, as not worth retrying. */
 export function isNonRetryable(error: unknown, policy: RetryPolicy): boolean {
   if (error instanceof NonRetryableError || hasCode(error, 'INBOX_NON_RETRYABLE')) return true;
@@ -135,6 +146,7 @@ export async function classifyFailure(
   reachable: () => Promise<boolean>,
 ): Promise<FailureKind> {
   if (hasCode(error, 'INBOX_LOCK_TIMEOUT')) return 'lock_timeout';
+  if (hasCode(error, 'INBOX_CONNECTION_BUSY')) return 'contention';
   if (databaseFailure(error) !== undefined && !(await reachable())) return 'unavailable';
   if (isNonRetryable(error, policy)) return 'permanent';
   if (isContention(error)) return 'contention';

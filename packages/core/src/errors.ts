@@ -92,6 +92,19 @@ export class LockTimeoutError extends InboxError {
 }
 
 /**
+ * A suspect delivery's crash-loop count, which runs on a second connection while the
+ * attempt's transaction holds the first, found no connection or could not finish within
+ * `max(lockTimeoutMs, 1 s)` (every pool connection busy, a pooler's queue full, a lock on
+ * the count's row). Not the message's fault: like lock contention it is waited out without
+ * spending the retry budget, then the message is handed back (`retry_later`).
+ */
+export class ConnectionBusyError extends InboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('INBOX_CONNECTION_BUSY', message, options);
+  }
+}
+
+/**
  * A handler attempt ran longer than `handlerTimeoutMs`. Its transaction was rolled back
  * (the statement it was running, if any, cancelled) and its `context.signal` aborted with
  * this error. Retried like any transient failure; dead-lettered when retries run out.

@@ -37,17 +37,23 @@ export interface InboxTables {
   readonly qualified: string;
   /** `"schema"."table_attempts"`: delivery attempts of possibly crashing messages. */
   readonly attemptsQualified: string;
+  /** `"schema"."table_claim"`: the claim function (migration 0002, `sql/claim-message.ts`). */
+  readonly claimFunction: string;
 }
 
 export const ATTEMPTS_SUFFIX = '_attempts';
+export const CLAIM_FUNCTION_SUFFIX = '_claim';
+/** Every name derived from the table's (`<table>_attempts`, `<table>_claim`) fits in 63 bytes. */
+const MAX_TABLE_BYTES = MAX_IDENTIFIER_BYTES - Math.max(ATTEMPTS_SUFFIX.length, CLAIM_FUNCTION_SUFFIX.length);
 
 export function inboxTables(schema: unknown = 'public', table: unknown = 'processed_messages'): InboxTables {
   const s = checkIdentifier('schema', schema);
-  const t = checkIdentifier('table', table, MAX_IDENTIFIER_BYTES - ATTEMPTS_SUFFIX.length);
+  const t = checkIdentifier('table', table, MAX_TABLE_BYTES);
   return Object.freeze({
     schema: s,
     table: t,
     qualified: `${quoteIdentifier(s)}.${quoteIdentifier(t)}`,
     attemptsQualified: `${quoteIdentifier(s)}.${quoteIdentifier(t + ATTEMPTS_SUFFIX)}`,
+    claimFunction: `${quoteIdentifier(s)}.${quoteIdentifier(checkIdentifier('table', t + CLAIM_FUNCTION_SUFFIX))}`,
   });
 }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
-import { classifyFailure, type FailureKind } from './error-classification.js';
-import { DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
+import { classifyFailure, databaseFailure, type FailureKind } from './error-classification.js';
+import { ConnectionBusyError, DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
 import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
 import { fingerprint } from './fingerprint.js';
 import { runTimed, type TimedCall } from './handler-timeout.js';
@@ -14,9 +14,10 @@ import type {
   ProcessOutcome,
   RetryLaterOutcome,
 } from './outcome.js';
-import { compileClaimMessage } from './sql/claim-message.js';
+import { type ClaimMessage, compileClaimMessage, compileClaimMessageWithoutFunction } from './sql/claim-message.js';
 import { compileClaimMessages } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
+import { compileFindClaimFunction } from './sql/find-claim-function.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
 import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
@@ -56,6 +57,9 @@ export class InboxContext<DB> {
   readonly gate = new SuspectGate();
   /** The inbox's own statements, compiled once (`sql/`, one statement per file). */
   readonly sql;
+  /** The claim this inbox uses, once {@link findClaim} has decided; `undefined` before. */
+  claim: ClaimMessage | undefined;
+  #findingClaim: Promise<ClaimMessage> | undefined;
 
   constructor(config: InboxConfig<DB>) {
     this.config = config;
@@ -64,6 +68,8 @@ export class InboxContext<DB> {
     const { tables, lockTimeoutMs, handlerTimeoutMs } = config;
     this.sql = {
       claimMessage: compileClaimMessage(tables, lockTimeoutMs, handlerTimeoutMs),
+      claimMessageWithoutFunction: compileClaimMessageWithoutFunction(tables, lockTimeoutMs, handlerTimeoutMs),
+      findClaimFunction: compileFindClaimFunction(tables),
       claimMessages: compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs),
       readStored: compileReadStored(tables),
       storeResults: compileStoreResults(tables),
@@ -73,8 +79,55 @@ export class InboxContext<DB> {
       uncountAttempt: compileUncountAttempt(tables),
       clearAttempts: compileClearAttempts(tables),
       purge: compilePurgeExpired(tables),
-      purgeLock: compileTryPurgeLock(),
+      tryPurgeLock: compileTryPurgeLock(),
     } as const;
+  }
+
+  // --- the claim: through the claim function, or without it -------------------------------
+
+  /**
+   * Decides, once per inbox and outside any message's transaction, which claim it uses:
+   * the claim function of migration 0002, or, on a database migrated only to 0001, the
+   * insert and a second statement for a duplicate (with one warning advising the
+   * migration). Concurrent first messages share one look-up. A look-up that fails (the
+   * database does not answer) decides nothing: that message claims without the function,
+   * which works on every schema, and the next one asks again.
+   */
+  findClaim(): Promise<ClaimMessage> {
+    if (this.claim !== undefined) return Promise.resolve(this.claim);
+    this.#findingClaim ??= this.sql
+      .findClaimFunction(this.runner)
+      .then(
+        (found) => {
+          if (!found) this.#warnNoClaimFunction();
+          this.claim = found ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
+          return this.claim;
+        },
+        () => this.sql.claimMessageWithoutFunction,
+      )
+      .finally(() => {
+        this.#findingClaim = undefined;
+      });
+    return this.#findingClaim;
+  }
+
+  /**
+   * The claim function went away after it was found (42883: a database restored or
+   * migrated down; 42501: its EXECUTE privilege revoked): claim without it from now on.
+   * The caller runs the attempt again; the message is neither retried nor dead-lettered
+   * for it (a claim without the function that fails too is an ordinary failed attempt).
+   */
+  claimFunctionMissing(): void {
+    if (this.claim === this.sql.claimMessageWithoutFunction) return;
+    this.claim = this.sql.claimMessageWithoutFunction;
+    this.#warnNoClaimFunction();
+  }
+
+  #warnNoClaimFunction(): void {
+    this.config.logger.warn(
+      { consumer: this.consumer, claimFunction: this.config.tables.claimFunction },
+      'inboxkit: the claim function of migration 0002 is missing (or not executable by this role): run migrateInbox (or apply packages/core/sql/0002_claim_function.sql); until then a duplicate costs one more statement',
+    );
   }
 
   /** The Kysely instance as the statements take it. */
@@ -205,7 +258,7 @@ export class InboxContext<DB> {
   ): DeadLetterOutcome {
     this.events.emit('deadLetter', { consumer: this.consumer, messageId, reason, attempts, error });
     this.config.logger.warn(
-      { consumer: this.consumer, messageId, reason, attempts, err: error },
+      { consumer: this.consumer, messageId, outcome: 'dead_letter', reason, attempts, err: error },
       'inboxkit: message to be dead-lettered',
     );
     return { status: 'dead_letter', messageId, reason, error, attempts, firstSeenAt };
@@ -219,7 +272,7 @@ export class InboxContext<DB> {
   ): RetryLaterOutcome {
     this.events.emit('retryLater', { consumer: this.consumer, messageId, reason, error });
     this.config.logger.warn(
-      { consumer: this.consumer, messageId, reason, err: error },
+      { consumer: this.consumer, messageId, outcome: 'retry_later', reason, attempts, err: error },
       'inboxkit: message handed back to be retried later',
     );
     return { status: 'retry_later', messageId, reason, error, attempts };
@@ -286,16 +339,22 @@ export class InboxContext<DB> {
 
   /**
    * Runs one autocommit statement on a connection other than the attempt's (the crash-loop
-   * count). Waiting for it is bounded: with every pool connection taken it fails as
-   * {@link DatabaseUnavailableError} after `max(lockTimeoutMs, 1 s)` instead of waiting
-   * forever, and a pool of one connection can never give it.
+   * count). Bounded as a whole, getting the connection and running the statement: past
+   * `max(lockTimeoutMs, 1 s)` (every pool connection busy, a pooler such as PgBouncer
+   * queueing it, a lock on the row) it fails with {@link ConnectionBusyError}, which the
+   * attempt waits out like contention, without spending the retry budget. So does a
+   * statement that fails for want of a connection (a pooler's `query_wait_timeout`). When
+   * an abandoned statement still completes later, `late` gets its result (the count is then
+   * taken back). A pool of one connection can never give it.
    */
-  async onSideConnection<T>(work: (runner: QueryRunner) => Promise<T>): Promise<T> {
+  async onSideConnection<T>(
+    work: (runner: QueryRunner) => Promise<T>,
+    late?: (result: T) => Promise<void>,
+  ): Promise<T> {
     const { db, lockTimeoutMs } = this.config;
-    const call: { state: 'waiting' | 'running' | 'abandoned' } = { state: 'waiting' };
+    const call: { abandoned: boolean } = { abandoned: false };
     const done = db.connection().execute(async (connection) => {
-      if (call.state === 'abandoned') return undefined as T;
-      call.state = 'running';
+      if (call.abandoned) return SIDE_TIMEOUT;
       return work(connection as unknown as QueryRunner);
     });
     const waitMs = Math.max(lockTimeoutMs, 1000);
@@ -303,18 +362,29 @@ export class InboxContext<DB> {
     const timedOut = new Promise<typeof SIDE_TIMEOUT>((resolve) => {
       timer = setTimeout(() => resolve(SIDE_TIMEOUT), waitMs);
     });
+    let first: T | typeof SIDE_TIMEOUT;
     try {
-      const first = await Promise.race([done, timedOut]);
-      if (first !== SIDE_TIMEOUT) return first;
-      if (call.state === 'running') return await done;
-      call.state = 'abandoned';
-      done.catch(() => {});
-      throw new DatabaseUnavailableError(
-        `No second pool connection within ${waitMs} ms for the crash-loop count of a redelivered message: every connection is busy (crash-loop protection needs a pool of at least two).`,
+      first = await Promise.race([done, timedOut]);
+    } catch (error) {
+      if (databaseFailure(error) === undefined) throw error;
+      throw new ConnectionBusyError(
+        `The crash-loop count of a redelivered message failed on its second connection: ${toError(error).message}`,
+        { cause: error },
       );
     } finally {
       clearTimeout(timer);
     }
+    if (first !== SIDE_TIMEOUT) return first;
+    call.abandoned = true;
+    done.then(
+      (result) => {
+        if (result !== SIDE_TIMEOUT && late !== undefined) return late(result);
+      },
+      () => {},
+    );
+    throw new ConnectionBusyError(
+      `The crash-loop count of a redelivered message did not get a second connection through within ${waitMs} ms: every pool connection is busy, or the count waits on a lock (crash-loop protection needs a pool of at least two).`,
+    );
   }
 }
 

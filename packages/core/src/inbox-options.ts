@@ -5,6 +5,7 @@ import { MAX_CONSUMER_BYTES, MAX_ID_BYTES } from './inbox-message.js';
 import { type InboxLogger, silentLogger } from './logger.js';
 import { bool, checkLogger, positiveInteger } from './option-checks.js';
 import { compileRetryPolicy, type RetryOptions, type RetryPolicy, retrySpanMs } from './retry-policy.js';
+import { compileTelemetryOptions, type TelemetryConfig, type TelemetryOptions } from './telemetry/telemetry-options.js';
 
 /** Isolation levels the inbox accepts; the insert-first algorithm is correct under each. */
 export type InboxIsolationLevel = Extract<IsolationLevel, 'read committed' | 'repeatable read' | 'serializable'>;
@@ -53,8 +54,8 @@ export interface InboxOptions<DB> {
   /**
    * Look the key up before opening a transaction, so a duplicate costs one statement
    * instead of a transaction of three. Every new message pays that look-up (one more round
-   * trip), so turn it on where redeliveries are frequent (more than about a quarter of the
-   * traffic). The insert-first transaction still decides for keys not found. Default `false`.
+   * trip), so turn it on where redeliveries are frequent (more than about a third of the
+   * traffic: a duplicate saves two round trips, a new message pays one). The insert-first transaction still decides for keys not found. Default `false`.
    */
   readonly duplicateFastPath?: boolean;
   /**
@@ -81,6 +82,12 @@ export interface InboxOptions<DB> {
   readonly crashLoopLimit?: number;
   /** A pino-compatible logger. Default: silent. */
   readonly logger?: InboxLogger;
+  /**
+   * OpenTelemetry spans and metrics, made when `@opentelemetry/api` is installed: `false`
+   * for none, or {@link TelemetryOptions}. Default `true` (a no-op until an SDK is
+   * registered). See docs/telemetry.md.
+   */
+  readonly telemetry?: boolean | TelemetryOptions;
 }
 
 /** The options, checked and compiled once, handed down the hot path. */
@@ -99,6 +106,7 @@ export interface InboxConfig<DB> {
   readonly retentionMs: number;
   readonly crashLoopLimit: number;
   readonly logger: InboxLogger;
+  readonly telemetry: TelemetryConfig;
 }
 
 const KNOWN = new Set([
@@ -117,9 +125,12 @@ const KNOWN = new Set([
   'retentionMs',
   'crashLoopLimit',
   'logger',
+  'telemetry',
 ]);
 const ISOLATION_LEVELS = new Set<string>(['read committed', 'repeatable read', 'serializable']);
 export const DAY_MS = 24 * 60 * 60 * 1000;
+/** `retentionMs` when none is given: 7 days. */
+export const DEFAULT_RETENTION_MS = 7 * DAY_MS;
 
 export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<DB> {
   if (typeof options !== 'object' || options === null) {
@@ -176,9 +187,10 @@ export function compileInboxOptions<DB>(options: InboxOptions<DB>): InboxConfig<
         ? undefined
         : positiveInteger('handlerTimeoutMs', options.handlerTimeoutMs, 0, 2_147_483_647),
     retry,
-    retentionMs: positiveInteger('retentionMs', options.retentionMs, 7 * DAY_MS),
+    retentionMs: positiveInteger('retentionMs', options.retentionMs, DEFAULT_RETENTION_MS),
     crashLoopLimit: positiveInteger('crashLoopLimit', options.crashLoopLimit, 3, 1000),
     logger: checkLogger(options.logger) ?? silentLogger,
+    telemetry: compileTelemetryOptions(options.telemetry),
   };
   const span = retrySpanMs(retry) + config.lockTimeoutMs;
   if (config.retentionMs <= span) {

@@ -88,6 +88,8 @@ export interface PurgeOptions {
   readonly olderThanMs?: number;
   /** Keys deleted per statement (each its own short transaction). Default `1000`. */
   readonly batchSize?: number;
+  /** Called after each delete statement with the keys it deleted (a progress bar's hook). */
+  readonly onBatch?: (deleted: number) => void;
 }
 
 /** What `Inbox.purge` did. */

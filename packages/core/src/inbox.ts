@@ -19,6 +19,7 @@ import { processBatch, processBulk } from './process-batch.js';
 import { processMessage } from './process-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { storableJson } from './storable.js';
+import { InboxTelemetry, type TelemetryHost } from './telemetry/inbox-telemetry.js';
 
 export type {
   BatchHandler,
@@ -67,6 +68,21 @@ export function inboxConfig<DB>(inbox: Inbox<DB>): InboxConfig<DB> {
   return config as InboxConfig<DB>;
 }
 
+/** Each inbox's telemetry, for the adapters' spans (`inboxTelemetry`). */
+const telemetries = new WeakMap<Inbox<unknown>, InboxTelemetry>();
+
+/**
+ * The inbox's OpenTelemetry side, for adapters: the process spans of the messages they
+ * hand to it (docs/telemetry.md). On `@inboxkit/core/adapter`.
+ */
+export function inboxTelemetry<DB>(inbox: Inbox<DB>): InboxTelemetry {
+  const telemetry = telemetries.get(inbox as Inbox<unknown>);
+  if (telemetry === undefined) {
+    throw new ConfigurationError('Expected an inbox made by createInbox({ db, consumer }).');
+  }
+  return telemetry;
+}
+
 export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
   return new Inbox(compileInboxOptions(options));
 }
@@ -79,11 +95,14 @@ export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
  */
 export class Inbox<DB> {
   readonly #ctx: InboxContext<DB>;
+  readonly #telemetry: InboxTelemetry;
 
   /** @internal Use {@link createInbox}. */
   constructor(config: InboxConfig<DB>) {
     this.#ctx = new InboxContext(config);
+    this.#telemetry = new InboxTelemetry(this.#ctx as unknown as TelemetryHost);
     configs.set(this as Inbox<unknown>, config as InboxConfig<unknown>);
+    telemetries.set(this as Inbox<unknown>, this.#telemetry);
   }
 
   /** The consumer name: the first half of every key. */
@@ -122,7 +141,8 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: ProcessOptions = {},
   ): Promise<ProcessOutcome<R>> {
-    return processMessage(this.#ctx, message, handler, options);
+    if (this.#telemetry.unmetered) return processMessage(this.#ctx, message, handler, options);
+    return this.#telemetry.process(handler, (timed) => processMessage(this.#ctx, message, timed, options));
   }
 
   /**
@@ -142,7 +162,8 @@ export class Inbox<DB> {
     handler: MessageHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBatch(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBatch(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBatch(this.#ctx, messages, timed, options));
   }
 
   /**
@@ -157,7 +178,8 @@ export class Inbox<DB> {
     handler: BatchHandler<DB, M, R>,
     options: BatchOptions = {},
   ): Promise<BatchResult<R>> {
-    return processBulk(this.#ctx, messages, handler, options);
+    if (this.#telemetry.unmetered) return processBulk(this.#ctx, messages, handler, options);
+    return this.#telemetry.batch(handler, (timed) => processBulk(this.#ctx, messages, timed, options));
   }
 
   /**
@@ -267,9 +289,12 @@ export class Inbox<DB> {
 
   /**
    * Deletes this consumer's keys older than the retention window, `batchSize` at a time,
-   * each delete its own short transaction. Safe to run from several processes at once: one
-   * holds an advisory lock and does the work, the others return `skipped: true` at once.
-   * Run it on a schedule (every few minutes); see README "Retention".
+   * each delete its own short transaction. Safe to run from several processes at once: each
+   * batch's transaction takes an advisory lock first, so one purger deletes at a time; a
+   * purge that finds the lock taken at its first batch returns `skipped: true` at once, and
+   * one that finds it taken later stops there and leaves the rest to the one holding it.
+   * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
+   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
    */
   async purge(options: PurgeOptions = {}): Promise<PurgeResult> {
     const olderThanMs = options.olderThanMs ?? this.#ctx.config.retentionMs;
@@ -283,26 +308,29 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
+    const { purge, tryPurgeLock } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
-    const result = await db.connection().execute(async (connection) => {
-      const runner = connection as unknown as QueryRunner;
-      if (!(await this.#ctx.sql.purgeLock.tryLock(runner, lockKey))) return { deleted: 0, batches: 0, skipped: true };
-      try {
-        let deleted = 0;
-        let batches = 0;
-        for (;;) {
-          const count = await this.#ctx.sql.purge.purgeBatch(runner, consumer, before, batchSize);
-          batches++;
-          deleted += count;
-          if (count < batchSize) break;
-        }
-        await this.#ctx.sql.purge.purgeAttempts(runner, consumer, before);
-        return { deleted, batches, skipped: false };
-      } finally {
-        await this.#ctx.sql.purgeLock.unlock(runner, lockKey);
+    // One short transaction holding the purge lock, or `undefined` when another purger has it.
+    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>): Promise<T | undefined> =>
+      db.transaction().execute(async (trx) => {
+        const runner = trx as unknown as QueryRunner;
+        return (await tryPurgeLock(runner, lockKey)) ? work(runner) : undefined;
+      });
+    let deleted = 0;
+    let batches = 0;
+    for (;;) {
+      const count = await whileLeading((runner) => purge.purgeBatch(runner, consumer, before, batchSize));
+      if (count === undefined) break;
+      batches++;
+      deleted += count;
+      options.onBatch?.(count);
+      if (count < batchSize) {
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+        break;
       }
-    });
+    }
+    const result = { deleted, batches, skipped: batches === 0 };
     this.#ctx.events.emit('purged', { consumer, ...result });
     return result;
   }

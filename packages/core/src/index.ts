@@ -3,6 +3,7 @@
 
 export {
   ConfigurationError,
+  ConnectionBusyError,
   CrashLoopError,
   DatabaseUnavailableError,
   HandlerError,
@@ -40,6 +41,33 @@ export type { InboxMessage } from './inbox-message.js';
 export type { InboxIsolationLevel, InboxOptions } from './inbox-options.js';
 export type { InboxLogger } from './logger.js';
 export { type InboxSchemaOptions, inboxMigrations, inboxSchemaSql, migrateInbox } from './migrations.js';
+export {
+  createOutbox,
+  type FailedOutboxMessage,
+  Outbox,
+  type OutboxBacklog,
+  type OutboxOptions,
+} from './outbox/outbox.js';
+export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';
+export type { ListenOptions, ListenPool } from './outbox/outbox-listener.js';
+export type {
+  OutboxExchangeMessage,
+  OutboxMessage,
+  OutboxTopicMessage,
+} from './outbox/outbox-message.js';
+export {
+  type OutboxRecord,
+  OutboxRelay,
+  type OutboxRelayOptions,
+  type RelayRetryOptions,
+} from './outbox/outbox-relay.js';
+export type {
+  OutboxRelayEventName,
+  OutboxRelayEvents,
+  OutboxRelayListener,
+  RelayPauseReason,
+} from './outbox/outbox-relay-events.js';
+export { migrateOutbox, type OutboxSchemaOptions, outboxMigrations, outboxSchemaSql } from './outbox/outbox-schema.js';
 export type {
   ConflictOutcome,
   DeadLetterOutcome,
@@ -54,4 +82,5 @@ export type {
   RetryOptions,
   RetryPolicy,
 } from './retry-policy.js';
+export type { TelemetryOptions } from './telemetry/telemetry-options.js';
 export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';

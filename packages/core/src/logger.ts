@@ -7,6 +7,8 @@ export interface InboxLogger {
   info(fields: object, message?: string): void;
   warn(fields: object, message?: string): void;
   error(fields: object, message?: string): void;
+  /** Optional (pino has it): lets a hot path skip building a line that would not be written. */
+  isLevelEnabled?(level: string): boolean;
 }
 
 const noop = (): void => {};

@@ -1,6 +1,8 @@
 import { type Kysely, sql } from 'kysely';
-import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
-import { ATTEMPTS_SUFFIX, inboxTables, quoteIdentifier } from './identifiers.js';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
+import { ATTEMPTS_SUFFIX, type InboxTables, inboxTables, quoteIdentifier } from './identifiers.js';
+import { runMigrations } from './migration-runner.js';
+import { claimFunctionSignature, claimFunctionSql } from './sql/claim-message.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
@@ -13,11 +15,24 @@ export interface InboxSchemaOptions {
 
 /**
  * The inbox's DDL as plain SQL, for teams whose migrations are run by another tool
- * (Flyway, Liquibase, dbmate, psql). Idempotent. `sql/0001_processed_messages.sql` in this
- * package is the same text for the default names.
+ * (Flyway, Liquibase, dbmate, psql): every migration in order, each idempotent, so the
+ * whole text may be run again after an upgrade. For the default names it is
+ * `sql/0001_processed_messages.sql` followed by `sql/0002_claim_function.sql` in this
+ * package; a database that has 0001 only needs 0002 applied.
+ *
+ * @example
+ * ```ts
+ * import { writeFileSync } from 'node:fs'
+ * writeFileSync('V1__inbox.sql', inboxSchemaSql({ schema: 'billing', table: 'inbox_keys' }))
+ * ```
  */
 export function inboxSchemaSql(options: InboxSchemaOptions = {}): string {
   const tables = inboxTables(options.schema, options.table);
+  return `${tablesSql(tables)}\n${claimFunctionSql(tables)}`;
+}
+
+/** Migration 0001: the tables. */
+function tablesSql(tables: InboxTables): string {
   const schema = quoteIdentifier(tables.schema);
   const index = quoteIdentifier(`${tables.table}_processed_at_idx`);
   const attemptsIndex = quoteIdentifier(`${tables.table}${ATTEMPTS_SUFFIX}_last_idx`);
@@ -69,7 +84,7 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
   return {
     inboxkit_0001_processed_messages: {
       async up(db: Kysely<unknown>) {
-        await sql.raw(inboxSchemaSql(options)).execute(db);
+        await sql.raw(tablesSql(tables)).execute(db);
       },
       async down(db: Kysely<unknown>) {
         await sql
@@ -77,14 +92,25 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
           .execute(db);
       },
     },
+    inboxkit_0002_claim_function: {
+      async up(db: Kysely<unknown>) {
+        await sql.raw(claimFunctionSql(tables)).execute(db);
+      },
+      async down(db: Kysely<unknown>) {
+        await sql.raw(`DROP FUNCTION IF EXISTS ${claimFunctionSignature(tables)};`).execute(db);
+      },
+    },
   };
 }
 
 /**
  * Brings the inbox tables up to date with their own migration history table
- * (`<table>_migration` in the same schema). Like Kysely's `Migrator`, it never throws:
- * it returns `{ error, results }`. Safe to call from several processes at once (Kysely
- * takes a lock); a database migrated by a newer inboxkit is refused with an error.
+ * (`<table>_migration` in the same schema, in the format of Kysely's `Migrator`). Like the
+ * `Migrator`, it never throws: it returns `{ error, results }`. Safe to call from several
+ * processes at once: it all runs in one transaction that first takes a transaction-scoped
+ * advisory lock, so it works behind PgBouncer in transaction mode (docs/pgbouncer.md), and
+ * a failed migration leaves nothing behind. A database migrated by a newer inboxkit is
+ * refused with an error.
  *
  * With `waitForDatabase`, it first waits until the database answers (see
  * {@link waitForDatabase}), so a consumer started while Postgres restarts comes up with it;
@@ -108,13 +134,10 @@ export async function migrateInbox<DB>(
     }
   }
   const tables = inboxTables(options.schema, options.table);
-  const migrations = inboxMigrations(options);
-  const migrator = new Migrator({
-    db: db as Kysely<unknown>,
-    provider: { getMigrations: async () => migrations },
-    migrationTableSchema: tables.schema,
-    migrationTableName: `${tables.table}_migration`,
-    migrationLockTableName: `${tables.table}_migration_lock`,
+  return runMigrations(db, {
+    migrations: inboxMigrations(options),
+    schema: tables.schema,
+    historyTable: `${tables.table}_migration`,
+    subject: `The inbox tables ${tables.qualified}`,
   });
-  return migrator.migrateToLatest();
 }

@@ -2,7 +2,7 @@
 // result, commit; each failed attempt retried with the retry policy.
 import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
-import { isLockTimeout } from './error-classification.js';
+import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import type { TransactionFence } from './fence.js';
 import { runTimed } from './handler-timeout.js';
@@ -10,6 +10,7 @@ import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
+import type { Claim, ClaimMessage } from './sql/claim-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { resultJson } from './sql/store-results.js';
 
@@ -21,6 +22,13 @@ class CrashLoopDetected extends Error {
     super('inboxkit: crash loop');
     this.crashes = crashes;
     this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/** The claim function was missing or not executable (42883, 42501): the attempt runs again, claiming without it. */
+class ClaimAgain extends Error {
+  constructor() {
+    super('inboxkit: the claim function is missing; claiming without it');
   }
 }
 
@@ -121,8 +129,10 @@ async function withRetries<DB, M extends InboxMessage, R>(
         for (let wait = 0; ; wait++) {
           await ctx.hook(beforeAttempt);
           try {
-            return await attempt(ctx, message, id, hash, handler, attemptNumber, suspect, fence);
+            const claim = ctx.claim ?? (await ctx.findClaim());
+            return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect, fence);
           } catch (thrown) {
+            if (thrown instanceof ClaimAgain) continue;
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
               throw new AbortError(thrown);
@@ -204,6 +214,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
  */
 async function attempt<DB, M extends InboxMessage, R>(
   ctx: InboxContext<DB>,
+  claimMessage: ClaimMessage,
   message: M,
   id: string,
   hash: Buffer | null,
@@ -218,32 +229,36 @@ async function attempt<DB, M extends InboxMessage, R>(
     .setIsolationLevel(isolationLevel)
     .execute(async (trx) => {
       const runner = trx as unknown as QueryRunner;
-      let claimed = true;
+      let claim: Claim = { claimed: true };
       try {
         // A fence's position is locked first: a former owner still running is waited on here.
         if (fence !== undefined && (await fence.enter(runner, [message]))(message)) {
           await fence.leave(runner, undefined);
           return ctx.covered(id);
         }
-        if (fence === undefined || fence.claimIds) claimed = await ctx.sql.claimMessage(runner, consumer, id, hash);
+        if (fence === undefined || fence.claimIds) claim = await claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
+        if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
+          ctx.claimFunctionMissing();
+          throw new ClaimAgain();
+        }
         throw error;
       }
-      if (!claimed) {
-        // Under READ COMMITTED a row committed by the transaction we waited for is visible
-        // to this next statement, not to the insert that waited.
-        const stored = (await ctx.sql.readStored(runner, consumer, [id])).get(id);
-        if (stored === undefined) {
+      if (!claim.claimed) {
+        if (claim.stored === undefined) {
           throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
         }
-        const outcome = ctx.fromStored(id, hash, stored);
+        const outcome = ctx.fromStored(id, hash, claim.stored);
         // A duplicate is covered; a conflict is not until it is dead-lettered.
         if (fence !== undefined) await fence.leave(runner, outcome.status === 'duplicate' ? message : undefined);
         return outcome;
       }
       if (suspect) {
-        const counted = await ctx.onSideConnection((side) => ctx.sql.recordAttempt(side, consumer, id));
+        const counted = await ctx.onSideConnection(
+          (side) => ctx.sql.recordAttempt(side, consumer, id),
+          () => uncount(ctx, id), // counted after this attempt gave up: it never ran
+        );
         if (counted.attempts > crashLoopLimit) {
           await uncount(ctx, id);
           throw new CrashLoopDetected(counted.attempts - 1, counted.firstAttemptAt);

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { ConfigurationError, createInbox, inboxSchemaSql, migrateInbox } from '@inboxkit/core';
-import { sql } from 'kysely';
+import { ConfigurationError, createInbox, inboxMigrations, inboxSchemaSql, migrateInbox } from '@inboxkit/core';
+import { createPgPool } from '@inboxkit/core/pg';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Migrator } from 'kysely/migration';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
 
@@ -66,9 +68,9 @@ describe('configuration', () => {
 });
 
 describe('migrations', () => {
-  it('the shipped plain SQL file is what inboxSchemaSql() generates for the default names', () => {
-    const file = readFileSync(new URL('../sql/0001_processed_messages.sql', import.meta.url), 'utf8');
-    expect(file).toBe(inboxSchemaSql());
+  it('the shipped plain SQL files, in order, are what inboxSchemaSql() generates for the default names', () => {
+    const file = (name: string) => readFileSync(new URL(`../sql/${name}`, import.meta.url), 'utf8');
+    expect(`${file('0001_processed_messages.sql')}\n${file('0002_claim_function.sql')}`).toBe(inboxSchemaSql());
   });
 
   it('migrates a custom schema and table, concurrently from several processes, and the inbox works there', async () => {
@@ -77,11 +79,48 @@ describe('migrations', () => {
     );
     for (const result of results) expect(result.error).toBeUndefined();
     const applied = results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success');
-    expect(applied).toHaveLength(1);
+    // Each migration applied once, by one of the three.
+    expect(applied.map((r) => r.migrationName).sort()).toEqual([
+      'inboxkit_0001_processed_messages',
+      'inboxkit_0002_claim_function',
+    ]);
     const inbox = createInbox({ db: t.db, consumer: 'custom', schema: 'billing', table: 'inbox_keys' });
     expect((await inbox.process({ id: 'm-1' }, async () => 1)).status).toBe('processed');
     expect((await inbox.process({ id: 'm-1' }, async () => 1)).status).toBe('duplicate');
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM billing.inbox_keys`.execute(t.db);
     expect(Number(rows[0]?.n)).toBe(1);
+  });
+
+  it("reads the history of tables migrated by Kysely's Migrator, and refuses tables of a newer inboxkit", async () => {
+    // Kysely's Migrator takes a session lock: on a direct connection, as docs/pgbouncer.md says.
+    const direct = new Kysely({
+      dialect: new PostgresDialect({ pool: createPgPool({ connectionString: t.directUrl }) }),
+    });
+    try {
+      const migrator = new Migrator({
+        db: direct,
+        provider: { getMigrations: async () => inboxMigrations({ table: 'by_kysely' }) },
+        migrationTableName: 'by_kysely_migration',
+        migrationLockTableName: 'by_kysely_migration_lock',
+      });
+      expect((await migrator.migrateToLatest()).error).toBeUndefined();
+    } finally {
+      await direct.destroy();
+    }
+    expect(await migrateInbox(t.db, { table: 'by_kysely' })).toEqual({ results: [] });
+    await sql`INSERT INTO by_kysely_migration (name, timestamp) VALUES ('inboxkit_9999_future', '')`.execute(t.db);
+    const refused = await migrateInbox(t.db, { table: 'by_kysely' });
+    expect(refused.error).toMatchObject({ code: 'INBOX_CONFIGURATION', message: /newer inboxkit/ });
+  });
+
+  it('leaves no lock behind: a migration from another connection afterwards is not kept waiting', async () => {
+    // createTestDatabase migrated the default table already, through the test's pool.
+    expect(await t.advisoryLocks()).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      const { error, results } = await migrateInbox(t.connect(1).db as never);
+      expect(error).toBeUndefined();
+      expect(results).toEqual([]);
+      expect(await t.advisoryLocks()).toBe(0);
+    }
   });
 });

@@ -58,6 +58,40 @@ describe('purge', () => {
     expect(await count('purge-c')).toBe(0);
   });
 
+  it('leaves no lock behind, so that the next purge from anywhere does the work', async () => {
+    const day = 24 * 3600 * 1000;
+    const a = createInbox({ db: t.connect(1).db, consumer: 'purge-e' });
+    const b = createInbox({ db: t.connect(1).db, consumer: 'purge-e' });
+    for (const [i, inbox] of [a, b, a, b].entries()) {
+      await seed('purge-e', 150, 2 * day, `round-${i}-`);
+      expect(await inbox.purge({ olderThanMs: day, batchSize: 100 })).toEqual({
+        deleted: 150,
+        batches: 2,
+        skipped: false,
+      });
+      expect(await t.advisoryLocks()).toBe(0);
+    }
+  });
+
+  it('one purger at a time: a purge that starts while another deletes a batch skips', async () => {
+    // Each delete of the inbox table takes a while, so that the second purge starts inside one.
+    await sql`CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`.execute(t.db);
+    await sql`CREATE TRIGGER slow_delete BEFORE DELETE ON processed_messages
+      FOR EACH STATEMENT EXECUTE FUNCTION slow_delete()`.execute(t.db);
+    try {
+      await seed('purge-f', 300, 10 * 24 * 3600 * 1000, 'f-');
+      const leader = createInbox({ db: t.connect(1).db, consumer: 'purge-f' }).purge({ batchSize: 100 });
+      while ((await t.advisoryLocks()) === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      const other = createInbox({ db: t.connect(1).db, consumer: 'purge-f' });
+      expect(await other.purge({ batchSize: 100 })).toEqual({ deleted: 0, batches: 0, skipped: true });
+      expect(await leader).toEqual({ deleted: 300, batches: 4, skipped: false });
+      expect(await count('purge-f')).toBe(0);
+    } finally {
+      await sql`DROP TRIGGER slow_delete ON processed_messages`.execute(t.db);
+    }
+  });
+
   it('rejects a bad batch size with a typed error', async () => {
     const inbox = createInbox({ db: t.db, consumer: 'purge-d' });
     await expect(inbox.purge({ batchSize: 0 })).rejects.toMatchObject({ code: 'INBOX_CONFIGURATION' });

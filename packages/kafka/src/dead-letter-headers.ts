@@ -3,6 +3,7 @@ import {
   type DeadLetterEntry as CoreDeadLetterEntry,
   DEAD_LETTER_HEADER_PREFIX,
   deadLetterFailure,
+  traceHeaders,
   truncateUtf8,
 } from '@inboxkit/core/adapter';
 import type { KafkaHeaders } from './kafka-client.js';
@@ -45,8 +46,14 @@ export function deadLetterHeaders(entry: DeadLetterEntry, context: DeadLetterCon
   const { message, outcome } = entry;
   const headers: KafkaHeaders = {};
   for (const [name, value] of Object.entries(message.record.headers ?? {})) {
-    if (!name.startsWith(DEAD_LETTER_HEADER_PREFIX) && value !== undefined) headers[name] = value;
+    // Our headers of an earlier dead-lettering are replaced, but the replay count stays.
+    const ours = name.startsWith(DEAD_LETTER_HEADER_PREFIX) && name !== CORE_DEAD_LETTER_HEADERS.replays;
+    if (!ours && value !== undefined) headers[name] = value;
   }
+  // The trace goes on from the record's process span (docs/telemetry.md).
+  const trace = traceHeaders(message);
+  if (trace.traceparent !== undefined) delete headers.tracestate;
+  Object.assign(headers, trace);
   const failure = deadLetterFailure(outcome, now);
   const H = DEAD_LETTER_HEADERS;
   headers[H.reason] = failure.reason;

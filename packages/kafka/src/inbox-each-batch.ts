@@ -5,13 +5,14 @@ import {
   type MessageHandler,
   type ProcessOutcome,
 } from '@inboxkit/core';
-import { positiveInteger } from '@inboxkit/core/adapter';
+import { inboxTelemetry, logHandled, outcomeLogFields, positiveInteger } from '@inboxkit/core/adapter';
 import type { KafkaMessageHandler } from './inbox-each-message.js';
 import { ConsumerRuntime, type PreparedRecord, type SettleItem, withControls } from './internal/consumer-runtime.js';
 import type { KafkaEachBatchPayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
+import { batchSource, recordSource } from './record-telemetry.js';
 
 /** Handles all of a batch's new records at once, typically with one bulk statement (see core's `BatchHandler`). */
 export type KafkaBulkHandler<DB, V, R> = BatchHandler<DB, KafkaInboxMessage<V>, R>;
@@ -92,6 +93,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
   const maxBatchSize = positiveInteger('maxBatchSize', options.maxBatchSize, 1000);
   const runtime = new ConsumerRuntime(config, maxBatchSize);
   const { inbox } = config;
+  const telemetry = inboxTelemetry(inbox);
   const single: MessageHandler<DB, KafkaInboxMessage<V>, R> = handler ??
   (async (trx, message, context) => {
     const results = await (bulkHandler as KafkaBulkHandler<DB, V, R>)(trx, [message], context);
@@ -101,6 +103,19 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
   const eachBatch = async (payload: KafkaEachBatchPayload): Promise<void> => {
     const { batch, resolveOffset } = payload;
     const { topic, partition } = batch;
+    /** The debug line of a record the wrapper is done with (docs/telemetry.md, "Logging"). */
+    const logRecord = (offset: string, outcome: ProcessOutcome | undefined, settled: boolean, started: number) => {
+      if (outcome === undefined) return;
+      logHandled(config.logger, () => ({
+        consumer: inbox.consumer,
+        topic,
+        partition,
+        offset,
+        ...outcomeLogFields(outcome),
+        settled,
+        durationMs: Math.round(performance.now() - started),
+      }));
+    };
     const records = batch.messages;
     const first = records[0];
     if (first === undefined) return;
@@ -135,48 +150,89 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         // Sought to the offset stored in Postgres: the records come again from there.
         if (window === undefined) return;
         const fence = runtime.fence(topic, partition);
+        const batchOptions: BatchOptions = { beforeMessage: checkpoint, fence };
         if (window.open) {
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
-          const { message, invalid } = runtime.prepare(topic, partition, record);
-          const outcome =
-            invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint, fence }));
-          window.count(outcome);
-          if ((await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) < 1) return;
+          const started = performance.now();
+          const trace = telemetry.message(() => recordSource(runtime.assignments.groupId, topic, partition, record));
+          const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
+          try {
+            await trace.run(async () => {
+              const { message, invalid } = runtime.prepare(topic, partition, record);
+              trace.bind(message);
+              const outcome =
+                invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint, fence }));
+              window.count(outcome);
+              done.outcome = outcome;
+              done.settled = (await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) === 1;
+            });
+          } catch (error) {
+            done.thrown = error;
+            throw error;
+          } finally {
+            trace.end(done.outcome, done.settled, done.thrown);
+            logRecord(record.offset, done.outcome, done.settled, started);
+          }
+          if (!done.settled) return;
           position++;
           if (position < records.length) await checkpoint();
           continue;
         }
         const end = Math.min(records.length, position + maxBatchSize);
-        const prepared: PreparedRecord<V>[] = [];
-        const valid: KafkaInboxMessage<V>[] = [];
-        for (let i = position; i < end; i++) {
-          const entry = runtime.prepare(topic, partition, records[i] as (typeof records)[number]);
-          // With a fence, an invalid record ends the transaction's run: the offset must not
-          // move past it before it is dead-lettered. It is settled first, or next.
-          if (fence !== undefined && entry.invalid !== undefined && prepared.length > 0) break;
-          prepared.push(entry);
-          if (entry.invalid === undefined) valid.push(entry.message);
-          else if (fence !== undefined) break;
-        }
-        const batchOptions: BatchOptions = { beforeMessage: checkpoint, fence };
-        let outcomes: ProcessOutcome[] = [];
-        if (valid.length > 0) {
-          const result =
-            bulkHandler !== undefined
-              ? await inbox.processBulk(valid, bulkHandler, batchOptions)
-              : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
-          outcomes = result.outcomes;
-        }
-        // With a fence, the outcomes may stop early (after a dead letter): the rest comes next.
+        const chunk = records.slice(position, end);
+        const started = performance.now();
+        // One span for the transaction, linked to each record's context (docs/telemetry.md).
+        const trace = telemetry.batchTrace(batchSource(runtime.assignments.groupId, topic, partition), () =>
+          chunk.map((record) => recordSource(runtime.assignments.groupId, topic, partition, record)),
+        );
         const items: SettleItem[] = [];
-        let next = 0;
-        for (const entry of prepared) {
-          const outcome = entry.invalid ?? outcomes[next++];
-          if (outcome === undefined) break;
-          items.push({ message: entry.message, outcome });
+        const done: { settled: number; thrown?: unknown } = { settled: 0 };
+        try {
+          await trace.run(async () => {
+            const prepared: PreparedRecord<V>[] = [];
+            const valid: KafkaInboxMessage<V>[] = [];
+            for (const [i, record] of chunk.entries()) {
+              const entry = runtime.prepare(topic, partition, record);
+              // With a fence, an invalid record ends the transaction's run: the offset must
+              // not move past it before it is dead-lettered. It is settled first, or next.
+              if (fence !== undefined && entry.invalid !== undefined && prepared.length > 0) break;
+              trace.bind(i, entry.message);
+              prepared.push(entry);
+              if (entry.invalid === undefined) valid.push(entry.message);
+              else if (fence !== undefined) break;
+            }
+            let outcomes: ProcessOutcome[] = [];
+            if (valid.length > 0) {
+              const result =
+                bulkHandler !== undefined
+                  ? await inbox.processBulk(valid, bulkHandler, batchOptions)
+                  : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
+              outcomes = result.outcomes;
+            }
+            // With a fence, the outcomes may stop early (after a dead letter): the rest comes next.
+            let next = 0;
+            for (const entry of prepared) {
+              const outcome = entry.invalid ?? outcomes[next++];
+              if (outcome === undefined) break;
+              items.push({ message: entry.message, outcome });
+            }
+            done.settled = await runtime.settle(topic, partition, items, resolveOffset);
+          });
+        } catch (error) {
+          done.thrown = error;
+          throw error;
+        } finally {
+          trace.end(
+            items.map((item) => item.outcome),
+            done.settled,
+            done.thrown,
+          );
+          items.forEach((item, i) => {
+            logRecord(item.message.offset, item.outcome, i < done.settled, started);
+          });
         }
-        if ((await runtime.settle(topic, partition, items, resolveOffset)) < items.length) return;
+        if (done.settled < items.length) return;
         position += items.length;
       }
     } catch (error) {

@@ -1,9 +1,11 @@
 import { ConfigurationError, type MessageHandler, type ProcessOutcome } from '@inboxkit/core';
+import { inboxTelemetry, logHandled, outcomeLogFields } from '@inboxkit/core/adapter';
 import { ConsumerRuntime, withControls } from './internal/consumer-runtime.js';
 import type { KafkaEachMessagePayload } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import type { KafkaInboxMessage } from './kafka-inbox-message.js';
 import { COMMON_OPTIONS, compileKafkaInboxOptions, type KafkaInboxOptions } from './kafka-inbox-options.js';
+import { recordSource } from './record-telemetry.js';
 
 /** Handles one record inside its own transaction (see core's `MessageHandler`). */
 export type KafkaMessageHandler<DB, V, R> = MessageHandler<DB, KafkaInboxMessage<V>, R>;
@@ -59,6 +61,7 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
   }
   const runtime = new ConsumerRuntime(config, 1);
   const { inbox } = config;
+  const telemetry = inboxTelemetry(inbox);
 
   const eachMessage = async ({
     topic,
@@ -72,30 +75,53 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
     }
     if (runtime.pauses.intercept(topic, partition)) return;
     runtime.enter();
+    const started = performance.now();
+    // The record's process span, active while it is processed and settled (docs/telemetry.md).
+    const trace = telemetry.message(() => recordSource(runtime.assignments.groupId, topic, partition, record));
+    const done: { outcome?: ProcessOutcome; settled: boolean; thrown?: unknown } = { settled: false };
     try {
-      const { message, invalid } = runtime.prepare(topic, partition, record);
-      let outcome: ProcessOutcome;
-      if (invalid !== undefined) outcome = invalid;
-      else {
-        const window =
-          runtime.assignments.window(topic, partition) ?? (await runtime.startWindow(topic, partition, record.offset));
-        // Sought to the offset stored in Postgres: the records come again from there.
-        if (window === undefined) return;
-        const fence = runtime.fence(topic, partition);
-        // A heartbeat before each attempt keeps the member in the group through the
-        // retry policy's pauses (kafkajs sends it only once heartbeatInterval has passed).
-        const beforeAttempt = () => (typeof heartbeat === 'function' ? heartbeat() : undefined);
-        if (window.open) {
-          outcome = await inbox.process(message, handler, { suspect: true, beforeAttempt, fence });
-          window.count(outcome);
-        } else {
-          outcome = await inbox.process(message, handler, { beforeAttempt, fence });
+      await trace.run(async () => {
+        const { message, invalid } = runtime.prepare(topic, partition, record);
+        trace.bind(message);
+        let outcome: ProcessOutcome;
+        if (invalid !== undefined) outcome = invalid;
+        else {
+          const window =
+            runtime.assignments.window(topic, partition) ??
+            (await runtime.startWindow(topic, partition, record.offset));
+          // Sought to the offset stored in Postgres: the records come again from there.
+          if (window === undefined) return;
+          const fence = runtime.fence(topic, partition);
+          // A heartbeat before each attempt keeps the member in the group through the
+          // retry policy's pauses (kafkajs sends it only once heartbeatInterval has passed).
+          const beforeAttempt = () => (typeof heartbeat === 'function' ? heartbeat() : undefined);
+          if (window.open) {
+            outcome = await inbox.process(message, handler, { suspect: true, beforeAttempt, fence });
+            window.count(outcome);
+          } else {
+            outcome = await inbox.process(message, handler, { beforeAttempt, fence });
+          }
         }
-      }
-      await runtime.settle(topic, partition, [{ message, outcome }]);
+        done.outcome = outcome;
+        done.settled = (await runtime.settle(topic, partition, [{ message, outcome }])) === 1;
+      });
     } catch (error) {
+      done.thrown = error;
       runtime.unexpected(topic, partition, record.offset, error);
     } finally {
+      trace.end(done.outcome, done.settled, done.thrown);
+      const { outcome, settled } = done;
+      if (outcome !== undefined) {
+        logHandled(config.logger, () => ({
+          consumer: inbox.consumer,
+          topic,
+          partition,
+          offset: record.offset,
+          ...outcomeLogFields(outcome),
+          settled,
+          durationMs: Math.round(performance.now() - started),
+        }));
+      }
       runtime.leave();
     }
   };

@@ -45,6 +45,7 @@ export type {
 } from './kafka-inbox-events.js';
 export type { KafkaInboxMessage } from './kafka-inbox-message.js';
 export type { KafkaDedup, KafkaInboxOptions, TopologyOptions } from './kafka-inbox-options.js';
+export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';
 export {
   type KafkaStartupRetry,
   type KafkaStartupStep,

@@ -9,9 +9,14 @@ import {
   asDeadLetter,
   deadLetterFailure,
   type HandBackReason,
+  type InboxTelemetry,
+  inboxTelemetry,
   invalidMessageOutcome,
+  logHandled,
+  outcomeLogFields,
   settleOutcome,
   toError,
+  traceHeaders,
   truncateUtf8,
 } from '@inboxkit/core/adapter';
 import { BatchCollector } from './batch-collector.js';
@@ -25,6 +30,7 @@ import {
 } from './dead-letter-headers.js';
 import { decodeBody } from './decode.js';
 import type { Delivery } from './delivery.js';
+import { batchSource, deliverySource } from './delivery-telemetry.js';
 import { FailureStreak } from './failure-streak.js';
 import { readMessageId } from './message-id.js';
 import type { OwnRequeues } from './own-requeues.js';
@@ -70,6 +76,7 @@ export class DeliveryProcessor<DB, T, R> {
   readonly #signal: AbortSignal;
   readonly #streak: FailureStreak;
   readonly #batches: BatchCollector<RabbitMessage<T>, ProcessOutcome<R>> | undefined;
+  readonly #telemetry: InboxTelemetry;
 
   constructor(
     config: SubscriptionConfig<DB, T, R>,
@@ -84,6 +91,7 @@ export class DeliveryProcessor<DB, T, R> {
     this.#ownRequeues = ownRequeues;
     this.#signal = signal;
     this.#streak = new FailureStreak(config.requeueBackoff);
+    this.#telemetry = inboxTelemetry(config.inbox);
     this.#batches =
       config.maxBatchSize > 1
         ? new BatchCollector(config.maxBatchSize, (messages) => this.#runBatch(messages))
@@ -92,20 +100,53 @@ export class DeliveryProcessor<DB, T, R> {
 
   /** Handles a delivery to its settlement. Never rejects. */
   async handle(delivery: Delivery): Promise<void> {
+    const started = performance.now();
+    // The delivery's process span, active while it is processed and settled (docs/telemetry.md).
+    const trace = this.#telemetry.message(() => deliverySource(this.#config.queue, delivery.raw));
+    let unexpected: Error | undefined;
+    await trace.run(async () => {
+      unexpected = await this.#handleSafely(delivery, (message) => trace.bind(message));
+    });
+    const { outcome, finished } = delivery;
+    trace.end(outcome, finished, unexpected);
+    if (outcome !== undefined) {
+      logHandled(this.#config.logger, () => ({
+        ...this.#fields(delivery),
+        ...outcomeLogFields(outcome),
+        settled: finished,
+        durationMs: Math.round(performance.now() - started),
+      }));
+    }
+  }
+
+  /** The fields every line about a delivery carries (docs/telemetry.md, "Logging"). */
+  #fields(delivery: Delivery): { consumer: string; messageId: string | undefined; queue: string; deliveryTag: number } {
+    return {
+      consumer: this.#config.consumer,
+      messageId: delivery.id,
+      queue: this.#config.queue,
+      deliveryTag: delivery.raw.fields.deliveryTag,
+    };
+  }
+
+  /** {@link handle} without its span; resolves with the unexpected error, if one was met. */
+  async #handleSafely(delivery: Delivery, traced: (message: object) => void): Promise<Error | undefined> {
     try {
-      await this.#handle(delivery);
+      await this.#handle(delivery, traced);
+      return undefined;
     } catch (thrown) {
       const error = toError(thrown);
       this.#config.logger.error(
-        { err: error, messageId: delivery.id, queue: this.#config.queue },
+        { ...this.#fields(delivery), err: error },
         'inboxkit: unexpected error while handling a delivery; it is requeued',
       );
       this.#events.emit('error', { error, during: 'handling a delivery' });
       if (!delivery.settled) await this.#requeueLater(delivery, 'unexpected_error', error);
+      return error;
     }
   }
 
-  async #handle(delivery: Delivery): Promise<void> {
+  async #handle(delivery: Delivery, traced: (message: object) => void): Promise<void> {
     const { inbox, handler, queue } = this.#config;
     const raw = delivery.raw;
     let id: string;
@@ -135,6 +176,7 @@ export class DeliveryProcessor<DB, T, R> {
       deliveryCount,
       queue,
     };
+    traced(message);
     // A redelivery may be the repeat of one that crashed a process: crash-loop protection
     // (counted in Postgres, run alone). Not when this process itself handed it back.
     const suspect = (message.redelivered || deliveryCount > 0) && !this.#ownRequeues.take(id);
@@ -151,11 +193,28 @@ export class DeliveryProcessor<DB, T, R> {
    * which has no batch bookkeeping to pay for.
    */
   async #runBatch(messages: readonly RabbitMessage<T>[]): Promise<readonly ProcessOutcome<R>[]> {
-    const { inbox, handler, bulkHandler } = this.#config;
+    const { inbox, handler, bulkHandler, queue } = this.#config;
     const first = messages[0];
     if (messages.length === 1 && first !== undefined) return [await inbox.process(first, handler)];
-    if (bulkHandler !== undefined) return (await inbox.processBulk(messages, bulkHandler)).outcomes;
-    return (await inbox.processBatch(messages, handler)).outcomes;
+    // One span for the transaction, linked to each delivery's own span.
+    const trace = this.#telemetry.batchTrace(batchSource(queue), () =>
+      messages.map((message) => ({ ...batchSource(queue), headers: undefined, message })),
+    );
+    let outcomes: readonly ProcessOutcome<R>[] = [];
+    let thrown: unknown;
+    try {
+      outcomes = await trace.run(async () =>
+        bulkHandler !== undefined
+          ? (await inbox.processBulk(messages, bulkHandler)).outcomes
+          : (await inbox.processBatch(messages, handler)).outcomes,
+      );
+      return outcomes;
+    } catch (error) {
+      thrown = error;
+      throw error;
+    } finally {
+      trace.end(outcomes, outcomes.length, thrown);
+    }
   }
 
   /**
@@ -163,6 +222,7 @@ export class DeliveryProcessor<DB, T, R> {
    * queue while broker-delayed retries are left, and its attempts add up across them.
    */
   async #settle(delivery: Delivery, message: RabbitMessage<T>, outcome: ProcessOutcome<R>): Promise<void> {
+    delivery.outcome = outcome;
     if (outcome.status !== 'dead_letter') return this.#settleOutcome(delivery, message, outcome, message);
     const headers = message.headers;
     const retries = numberHeader(headers[DEAD_LETTER_HEADERS.retries]);
@@ -188,6 +248,8 @@ export class DeliveryProcessor<DB, T, R> {
     outcome: ProcessOutcome<R>,
     rabbit?: RabbitMessage<T>,
   ): Promise<void> {
+    // The inbox's own outcome when there was one (its span counts it once), else the adapter's.
+    delivery.outcome ??= outcome;
     if (
       this.#config.deadLetter.kind === 'nack' &&
       (outcome.status === 'dead_letter' || outcome.status === 'conflict')
@@ -221,7 +283,7 @@ export class DeliveryProcessor<DB, T, R> {
         return this.#done(delivery, message, outcome.result, true);
       default:
         delivery.ack();
-        this.#deadLettered(asDeadLetter(outcome), route?.exchange ?? '', route?.routingKey ?? '');
+        this.#deadLettered(delivery, asDeadLetter(outcome), route?.exchange ?? '', route?.routingKey ?? '');
         return;
     }
     delivery.ack();
@@ -280,6 +342,7 @@ export class DeliveryProcessor<DB, T, R> {
             [DEAD_LETTER_HEADERS.originalRoutingKey]: original.routingKey,
             [DEAD_LETTER_HEADERS.errorName]: outcome.error.name,
             [DEAD_LETTER_HEADERS.errorMessage]: truncateUtf8(outcome.error.message, ERROR_MESSAGE_BYTES),
+            ...traceHeaders(),
           },
           { expiration: String(delayMs), mandatory: true },
         ),
@@ -289,7 +352,15 @@ export class DeliveryProcessor<DB, T, R> {
     }
     delivery.ack();
     this.#config.logger.info(
-      { messageId: message.id, retry, delayMs, queue: retryQueue },
+      {
+        ...this.#fields(delivery),
+        outcome: outcome.status,
+        reason: outcome.reason,
+        attempts: outcome.attempts,
+        retry,
+        delayMs,
+        retryQueue,
+      },
       'inboxkit: handler failed; message sent through the retry queue',
     );
     this.#events.emit('retryScheduled', { messageId: message.id, retry, delayMs });
@@ -339,7 +410,8 @@ export class DeliveryProcessor<DB, T, R> {
       exchange: route.exchange,
       routingKey,
       content: raw.content,
-      options: republishOptions(raw, failureHeaders(raw, info), { mandatory: true }),
+      // The trace goes on from this delivery's process span (docs/telemetry.md).
+      options: republishOptions(raw, { ...failureHeaders(raw, info), ...traceHeaders() }, { mandatory: true }),
     });
     return { exchange: route.exchange, routingKey };
   }
@@ -351,26 +423,29 @@ export class DeliveryProcessor<DB, T, R> {
    */
   async #nackDeadLetter(delivery: Delivery, message: SettledMessage, outcome: DeadLetterOutcome): Promise<void> {
     if (!delivery.nack(false)) return;
-    this.#deadLettered(outcome, '', delivery.raw.fields.routingKey);
+    this.#deadLettered(delivery, outcome, '', delivery.raw.fields.routingKey);
     if (outcome.reason === 'payload_conflict' || outcome.messageId === undefined || outcome.messageId !== message.id) {
       return;
     }
     await this.#config.inbox.recordDeadLetter(message, outcome).catch((error: unknown) => {
       this.#config.logger.warn(
-        { err: error, messageId: message.id },
+        { ...this.#fields(delivery), outcome: outcome.status, reason: outcome.reason, err: error },
         'inboxkit: dead letter nacked but not recorded; a redelivery of the same id would be handled again',
       );
     });
   }
 
-  #deadLettered(outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
+  #deadLettered(delivery: Delivery, outcome: DeadLetterOutcome, exchange: string, routingKey: string): void {
     this.#config.logger.warn(
       {
+        ...this.#fields(delivery),
         messageId: outcome.messageId,
+        outcome: outcome.status,
         reason: outcome.reason,
         attempts: outcome.attempts,
         err: outcome.error,
-        queue: this.#config.queue,
+        deadLetterExchange: exchange,
+        deadLetterRoutingKey: routingKey,
       },
       'inboxkit: message dead-lettered',
     );
@@ -388,7 +463,7 @@ export class DeliveryProcessor<DB, T, R> {
     const delayMs = this.#streak.fail();
     this.#events.emit('requeued', { messageId: delivery.id, reason, delayMs, error });
     this.#config.logger.warn(
-      { messageId: delivery.id, reason, delayMs, err: error, queue: this.#config.queue },
+      { ...this.#fields(delivery), outcome: delivery.outcome?.status, reason, delayMs, err: error },
       'inboxkit: delivery handed back to the queue after a backoff',
     );
     await sleep(delayMs, this.#signal);

@@ -1,4 +1,4 @@
-import type { InboxLogger } from '@inboxkit/core';
+import type { InboxLogger, ProcessOutcome } from '@inboxkit/core';
 import type { AmqpDelivery } from './amqp-client.js';
 import type { ConsumerChannel } from './consumer-channel.js';
 
@@ -14,7 +14,10 @@ export class Delivery {
   readonly source: ConsumerChannel;
   /** The message id, once it was read. */
   id: string | undefined;
+  /** What became of it, once decided (for its span, docs/telemetry.md). */
+  outcome: ProcessOutcome | undefined;
   #settled = false;
+  #finished = false;
   readonly #logger: InboxLogger;
 
   constructor(raw: AmqpDelivery, source: ConsumerChannel, logger: InboxLogger) {
@@ -28,6 +31,11 @@ export class Delivery {
     return this.#settled;
   }
 
+  /** True once it was acked, or rejected without requeue: the broker forgot it. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
   /** True while the delivery can still be acked (its channel is open). */
   get live(): boolean {
     return !this.#settled && this.source.open;
@@ -35,12 +43,14 @@ export class Delivery {
 
   /** Acks it. Returns false when nothing was sent (already settled, or its channel is gone). */
   ack(): boolean {
-    return this.#settle('ack', (channel) => channel.ack(this.raw));
+    return (this.#finished = this.#settle('ack', (channel) => channel.ack(this.raw)));
   }
 
   /** Nacks it, back to the queue (`requeue`) or to the queue's dead-letter exchange. */
   nack(requeue: boolean): boolean {
-    return this.#settle(requeue ? 'nack-requeue' : 'nack', (channel) => channel.nack(this.raw, false, requeue));
+    const sent = this.#settle(requeue ? 'nack-requeue' : 'nack', (channel) => channel.nack(this.raw, false, requeue));
+    this.#finished = sent && !requeue;
+    return sent;
   }
 
   /** Gives it up without a word to the broker: its channel died, the broker redelivers it. */

@@ -19,6 +19,7 @@ export { REPLY_HEADERS } from './delivery-processor.js';
 export type { MessageIdOptions } from './message-id.js';
 export { PublishError, type PublishFailure } from './publish-error.js';
 export type { RabbitBulkHandler, RabbitHandler, RabbitMessage } from './rabbit-message.js';
+export { createRabbitRelay, type RabbitRelayOptions } from './rabbit-relay.js';
 export { subscribe } from './subscribe.js';
 export type {
   DeadLetterTarget,

@@ -1,5 +1,5 @@
-import { ConfigurationError } from '@inboxkit/core';
-import { backoffDelayMs, toError } from '@inboxkit/core/adapter';
+import { ConfigurationError, type InboxLogger } from '@inboxkit/core';
+import { backoffDelayMs, loggerWith, toError } from '@inboxkit/core/adapter';
 import type { AmqpConnection, AmqpDelivery } from './amqp-client.js';
 import { BrokerUnavailableError } from './broker-unavailable-error.js';
 import { ConfirmPublisher } from './confirm-publisher.js';
@@ -65,13 +65,17 @@ export class Subscription {
   #closing: Promise<void> | undefined;
   /** Why the last connection attempt failed or the last channel was lost, for `ready({ timeoutMs })`. */
   #lastError: Error | undefined;
+  readonly #logger: InboxLogger;
 
   /** @internal Use {@link subscribe}. */
   constructor(config: SubscriptionConfig<unknown, unknown, unknown>) {
     this.queue = config.queue;
     this.#config = config;
-    this.#events = new SubscriptionEmitter(config.logger);
-    this.#publisher = new ConfirmPublisher(config.publishTimeoutMs, config.logger);
+    // Every line of the subscription names the inbox too (docs/telemetry.md, "Logging");
+    // the delivery processor names it itself.
+    this.#logger = loggerWith(config.logger, { consumer: config.consumer });
+    this.#events = new SubscriptionEmitter(this.#logger);
+    this.#publisher = new ConfirmPublisher(config.publishTimeoutMs, this.#logger);
     this.#processor = new DeliveryProcessor(
       config,
       this.#publisher,
@@ -198,7 +202,7 @@ export class Subscription {
       failures++;
       const delayMs = backoffDelayMs(this.#config.reconnect, failures);
       this.#state = 'reconnecting';
-      this.#config.logger.warn(
+      this.#logger.warn(
         { err: error, queue: this.queue, attempt: failures, delayMs },
         'inboxkit: not consuming; reconnecting after a backoff',
       );
@@ -212,11 +216,8 @@ export class Subscription {
     let live = this.#connection;
     if (live === undefined || !live.open) live = await this.#connect();
     this.#throwIfStopping();
-    const consumer = new ConsumerChannel(
-      await live.connection.createChannel(),
-      live,
-      this.#config.logger,
-      (channel, error) => this.#channelClosed(channel, error),
+    const consumer = new ConsumerChannel(await live.connection.createChannel(), live, this.#logger, (channel, error) =>
+      this.#channelClosed(channel, error),
     );
     this.#channel = consumer;
     try {
@@ -246,7 +247,7 @@ export class Subscription {
     const live: LiveConnection = { connection, open: true };
     // Without an 'error' listener, amqplib's emitter would throw and crash the process.
     connection.on('error', (error: Error) => {
-      this.#config.logger.warn({ err: error, queue: this.queue }, 'inboxkit: the broker connection failed');
+      this.#logger.warn({ err: error, queue: this.queue }, 'inboxkit: the broker connection failed');
     });
     connection.on('close', (error?: Error) => {
       live.open = false;
@@ -259,10 +260,10 @@ export class Subscription {
       if (channel !== undefined && channel.connection === live) channel.markClosed(error);
     });
     connection.on('blocked', (reason: string) => {
-      this.#config.logger.warn({ reason, queue: this.queue }, 'inboxkit: the broker blocked the connection');
+      this.#logger.warn({ reason, queue: this.queue }, 'inboxkit: the broker blocked the connection');
     });
     connection.on('unblocked', () => {
-      this.#config.logger.info({ queue: this.queue }, 'inboxkit: the broker unblocked the connection');
+      this.#logger.info({ queue: this.queue }, 'inboxkit: the broker unblocked the connection');
     });
     if (this.#stopping) {
       await connection.close().catch(() => {});
@@ -283,7 +284,7 @@ export class Subscription {
     consumer.consumerTag = consumerTag;
     if (this.#stopping) return;
     this.#state = 'connected';
-    this.#config.logger.info({ queue: this.queue, consumerTag }, 'inboxkit: consuming');
+    this.#logger.info({ queue: this.queue, consumerTag }, 'inboxkit: consuming');
     this.#events.emit('connected', { queue: this.queue, consumerTag });
     this.#resolveReady();
   }
@@ -299,7 +300,7 @@ export class Subscription {
       if (delivery.id !== undefined) this.#ownRequeues.add(delivery.id);
     }
     if (!this.#stopping) {
-      this.#config.logger.warn(
+      this.#logger.warn(
         { err: error, queue: this.queue, unsettled: channel.deliveries.size },
         'inboxkit: the consumer channel closed; its unacked deliveries will be redelivered',
       );
@@ -317,13 +318,13 @@ export class Subscription {
         this.#onCancelled(consumer);
         return;
       }
-      const delivery = new Delivery(message, consumer, this.#config.logger);
+      const delivery = new Delivery(message, consumer, this.#logger);
       const task: Promise<void> = this.#processor.handle(delivery).finally(() => {
         this.#inFlight.delete(task);
       });
       this.#inFlight.add(task);
     } catch (error) {
-      this.#config.logger.error({ err: error, queue: this.queue }, 'inboxkit: could not take a delivery');
+      this.#logger.error({ err: error, queue: this.queue }, 'inboxkit: could not take a delivery');
     }
   }
 
@@ -336,7 +337,7 @@ export class Subscription {
   #onCancelled(consumer: ConsumerChannel): void {
     consumer.consumerTag = undefined;
     if (this.#stopping || !consumer.open) return;
-    this.#config.logger.warn({ queue: this.queue }, 'inboxkit: the broker cancelled the consumer; subscribing again');
+    this.#logger.warn({ queue: this.queue }, 'inboxkit: the broker cancelled the consumer; subscribing again');
     this.#events.emit('consumerCancelled', { queue: this.queue });
     this.#state = 'reconnecting';
     void (async () => {
@@ -364,7 +365,7 @@ export class Subscription {
         await action();
       } catch (thrown) {
         const error = toError(thrown);
-        this.#config.logger.warn({ err: error, queue: this.queue }, `inboxkit: close: ${during} failed`);
+        this.#logger.warn({ err: error, queue: this.queue }, `inboxkit: close: ${during} failed`);
         this.#events.emit('error', { error, during: `close: ${during}` });
       }
     };
@@ -394,7 +395,7 @@ export class Subscription {
     await step('closing what the loop opened last', () => this.#teardown());
     this.#state = 'closed';
     this.#rejectReady(new Error(`inboxkit: the subscription to ${JSON.stringify(this.queue)} was closed`));
-    this.#config.logger.info({ queue: this.queue }, 'inboxkit: subscription closed');
+    this.#logger.info({ queue: this.queue }, 'inboxkit: subscription closed');
     this.#events.emit('closed', { queue: this.queue });
   }
 

@@ -4,8 +4,8 @@ import { type QueryRunner, raw } from './executor.js';
 /**
  * Retention. Deletes expired keys in small batches, each its own short transaction, so a
  * purge never holds many row locks or one long transaction; `SKIP LOCKED` steps around
- * rows a consumer is writing. One process at a time does the work: the caller holds a
- * session advisory lock (see `compileTryPurgeLock`) on a dedicated connection.
+ * rows a consumer is writing. One process at a time deletes: each batch's transaction
+ * first takes the purge lock (see `compileTryPurgeLock`).
  */
 export function compilePurgeExpired(tables: InboxTables) {
   const keysText = `DELETE FROM ${tables.qualified}
@@ -29,17 +29,17 @@ WHERE (consumer, message_id) IN (
   };
 }
 
-/** A session advisory lock per (table, consumer): only its holder purges. */
+/**
+ * The purge lock of a (table, consumer), taken without waiting by each batch's transaction
+ * and released by its end. Transaction-scoped, never a session lock: behind PgBouncer in
+ * transaction mode the next statement may run on another server connection, which could
+ * neither see nor release a session lock, and the pooled connection would keep it
+ * (docs/pgbouncer.md).
+ */
 export function compileTryPurgeLock() {
-  const lockText = 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked';
-  const unlockText = 'SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS unlocked';
-  return {
-    async tryLock(runner: QueryRunner, key: string): Promise<boolean> {
-      const { rows } = await runner.executeQuery(raw<{ locked: boolean }>(lockText, [key]));
-      return rows[0]?.locked === true;
-    },
-    async unlock(runner: QueryRunner, key: string): Promise<void> {
-      await runner.executeQuery(raw(unlockText, [key]));
-    },
+  const lockText = 'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked';
+  return async function tryPurgeLock(trx: QueryRunner, key: string): Promise<boolean> {
+    const { rows } = await trx.executeQuery(raw<{ locked: boolean }>(lockText, [key]));
+    return rows[0]?.locked === true;
   };
 }

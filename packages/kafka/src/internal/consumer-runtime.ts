@@ -1,10 +1,17 @@
-import { ConfigurationError, type DeadLetterOutcome, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import {
+  ConfigurationError,
+  type DeadLetterOutcome,
+  type InboxLogger,
+  InvalidMessageError,
+  type ProcessOutcome,
+} from '@inboxkit/core';
 import {
   type DeadLetterEntry,
   type DeadLetterRecorder,
   type HandBackReason,
   inboxConfig,
   invalidMessageOutcome,
+  loggerWith,
   settleOutcomes,
   type TransactionFence,
   toError,
@@ -51,6 +58,7 @@ export class ConsumerRuntime<DB, V> {
   readonly clients: OwnClients;
   readonly #deadLetters: DeadLetterPublisher;
   readonly #handover: HandoverCheck;
+  readonly #logger: InboxLogger;
   /** Offsets stored in Postgres (`dedup: 'offsets'`), else `undefined`. */
   readonly #offsets: OffsetStore | undefined;
   /** Partitions sought to their stored offset since the last join. */
@@ -63,19 +71,22 @@ export class ConsumerRuntime<DB, V> {
 
   constructor(config: KafkaInboxConfig<DB, V>, crashLoopWindowSize: number) {
     this.config = config;
-    this.events = new KafkaInboxEmitter(config.logger);
+    // The parts that do not know the inbox log its name too (docs/telemetry.md, "Logging").
+    const logger = loggerWith(config.logger, { consumer: config.inbox.consumer });
+    this.#logger = logger;
+    this.events = new KafkaInboxEmitter(logger);
     this.assignments = new AssignmentTracker(crashLoopWindowSize, config.groupId);
-    this.pauses = new PartitionPauses(config.kafkaConsumer, config.pause, config.logger, this.events);
-    this.committer = new OffsetCommitter(config.kafkaConsumer, config.commitIntervalMs, config.logger, this.events);
-    this.clients = new OwnClients(config.kafka, config.producer, config.logger);
+    this.pauses = new PartitionPauses(config.kafkaConsumer, config.pause, logger, this.events);
+    this.committer = new OffsetCommitter(config.kafkaConsumer, config.commitIntervalMs, logger, this.events);
+    this.clients = new OwnClients(config.kafka, config.producer, logger);
     this.#deadLetters = new DeadLetterPublisher({
       clients: this.clients,
       topicFor: config.deadLetterTopic,
       timeoutMs: config.deadLetterTimeoutMs,
       topology: config.topology,
-      logger: config.logger,
+      logger,
     });
-    this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, config.logger);
+    this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, logger);
     if (config.offsetTable !== undefined) {
       const { lockTimeoutMs, handlerTimeoutMs } = inboxConfig(config.inbox);
       this.#offsets = new OffsetStore(
@@ -105,18 +116,13 @@ export class ConsumerRuntime<DB, V> {
    */
   async startWindow(topic: string, partition: number, firstOffset: string): Promise<CrashLoopWindow | undefined> {
     if (this.#offsets !== undefined) {
-      const groupId = this.assignments.groupId;
-      if (groupId === undefined) {
-        throw new ConfigurationError(
-          "dedup: 'offsets' needs the consumer group: pass `groupId` (this client sends no group-join event).",
-        );
-      }
+      const groupId = this.#groupIdForOffsets();
       const key = partitionKey(topic, partition);
       if (!this.#sought.has(key)) {
         const stored = await this.#offsets.read(inboxConfig(this.config.inbox).db, groupId, topic, partition);
         this.#sought.add(key);
         if (stored !== undefined && stored !== firstOffset) {
-          this.config.logger.info(
+          this.#logger.info(
             { topic, partition, fetched: firstOffset, stored },
             'inboxkit: partition assigned; seeking to the offset stored in Postgres',
           );
@@ -129,24 +135,12 @@ export class ConsumerRuntime<DB, V> {
     this.committer.committed(topic, partition, firstOffset);
     const window = this.assignments.start(topic, partition, clean);
     if (window.open) {
-      this.config.logger.info(
+      this.#logger.info(
         { topic, partition, offset: firstOffset },
         'inboxkit: partition assigned without a clean handover; its first new records run one at a time as crash-loop suspects',
       );
     }
     return window;
-  }
-
-  /** The partition's fence with offsets stored in Postgres, else `undefined`. */
-  fence(topic: string, partition: number): TransactionFence | undefined {
-    if (this.#offsets === undefined) return undefined;
-    const groupId = this.assignments.groupId;
-    if (groupId === undefined) {
-      throw new ConfigurationError(
-        "dedup: 'offsets' needs the consumer group: pass `groupId` (this client sends no group-join event).",
-      );
-    }
-    return this.#offsets.fence(groupId, topic, partition);
   }
 
   /** Turns a record into the message the handler gets (id, decoded value, headers). */
@@ -307,7 +301,7 @@ export class ConsumerRuntime<DB, V> {
   }
 
   async #stop(disconnect: boolean): Promise<void> {
-    const { kafkaConsumer, logger } = this.config;
+    const { kafkaConsumer } = this.config;
     const errors: unknown[] = [];
     this.#stopping = true;
     this.#pauseEverything();
@@ -327,7 +321,7 @@ export class ConsumerRuntime<DB, V> {
     }
     // The admin client and producer the adapter made are its own to close (never the user's).
     await this.clients.close();
-    logger.info({ consumer: this.config.inbox.consumer }, 'inboxkit: Kafka consumer closed');
+    this.#logger.info({}, 'inboxkit: Kafka consumer closed');
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, 'inboxkit: closing the Kafka consumer failed');
   }
@@ -341,6 +335,22 @@ export class ConsumerRuntime<DB, V> {
     } catch {
       // not running: nothing is fetched anyway
     }
+  }
+
+  /** The partition's fence with offsets stored in Postgres, else `undefined`. */
+  fence(topic: string, partition: number): TransactionFence | undefined {
+    if (this.#offsets === undefined) return undefined;
+    return this.#offsets.fence(this.#groupIdForOffsets(), topic, partition);
+  }
+
+  #groupIdForOffsets(): string {
+    const groupId = this.assignments.groupId;
+    if (groupId === undefined) {
+      throw new ConfigurationError(
+        "dedup: 'offsets' needs the consumer group: pass `groupId` (this client sends no group-join event).",
+      );
+    }
+    return groupId;
   }
 
   #joined(event: KafkaGroupJoinEvent): void {
