@@ -41,6 +41,16 @@ async function storedOffsets(groupId: string, topic: string): Promise<Record<num
   return Object.fromEntries(rows.map((r) => [r.partition, r.next_offset]));
 }
 
+describe('migrateKafkaOffsets', () => {
+  it('migrates another table from several processes at once: one applies it, the others find it done', async () => {
+    const results = await Promise.all([1, 2, 3].map(() => migrateKafkaOffsets(setup.t.db, { table: 'positions' })));
+    for (const result of results) expect(result.error).toBeUndefined();
+    expect(results.flatMap((r) => r.results ?? []).filter((r) => r.status === 'Success')).toHaveLength(1);
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM positions`.execute(setup.t.db);
+    expect(rows[0]?.n).toBe('0');
+  });
+});
+
 describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
   it('dedup offsets: a second consumer joining mid-run takes over partitions; each record applied once', async () => {
     const { t, kit } = setup;

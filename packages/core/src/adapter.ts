@@ -19,6 +19,7 @@ export { checkIdentifier, quoteIdentifier } from './identifiers.js';
 export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
+export { type MigrationSet, runMigrations } from './migration-runner.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
 export {
   createOutboxRelay,

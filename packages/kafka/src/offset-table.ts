@@ -1,6 +1,6 @@
-import { checkIdentifier, quoteIdentifier } from '@inboxkit/core/adapter';
+import { checkIdentifier, quoteIdentifier, runMigrations } from '@inboxkit/core/adapter';
 import { type Kysely, sql } from 'kysely';
-import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import type { Migration, MigrationResultSet } from 'kysely/migration';
 
 /** Where the offsets table lives (`dedup: 'offsets'`). Both names are checked and quoted, never pasted. */
 export interface KafkaOffsetTableOptions {
@@ -22,7 +22,7 @@ export const DEFAULT_OFFSET_TABLE = 'kafka_offsets';
 
 export function offsetTable(schema: unknown = 'public', table: unknown = DEFAULT_OFFSET_TABLE): OffsetTable {
   const s = checkIdentifier('schema', schema);
-  const t = checkIdentifier('offsetTable', table, 63 - '_migration_lock'.length);
+  const t = checkIdentifier('offsetTable', table, 63 - '_migration'.length);
   return Object.freeze({ schema: s, table: t, qualified: `${quoteIdentifier(s)}.${quoteIdentifier(t)}` });
 }
 
@@ -77,9 +77,11 @@ export function kafkaOffsetsMigrations(options: KafkaOffsetTableOptions = {}): R
 
 /**
  * Brings the offsets table (`dedup: 'offsets'` and `'offsets+ids'`) up to date, with its own
- * migration history table (`<table>_migration` in the same schema). Like Kysely's
- * `Migrator`, it never throws: it returns `{ error, results }`. Safe to call from several
- * processes at once. Run core's `migrateInbox` too: the inbox table keeps dead letters and
+ * migration history table (`<table>_migration` in the same schema, in the format of Kysely's
+ * `Migrator`). Like the `Migrator`, it never throws: it returns `{ error, results }`. Safe to
+ * call from several processes at once: like core's `migrateInbox` it runs in one transaction
+ * behind a transaction-scoped advisory lock (no session state: fine behind PgBouncer in
+ * transaction mode). Run `migrateInbox` too: the inbox table keeps dead letters and
  * crash-loop counts, and the message ids with `'offsets+ids'`.
  *
  * @example
@@ -97,13 +99,10 @@ export async function migrateKafkaOffsets<DB>(
   } catch (error) {
     return { error, results: undefined };
   }
-  const migrations = kafkaOffsetsMigrations(options);
-  const migrator = new Migrator({
-    db: db as Kysely<unknown>,
-    provider: { getMigrations: async () => migrations },
-    migrationTableSchema: names.schema,
-    migrationTableName: `${names.table}_migration`,
-    migrationLockTableName: `${names.table}_migration_lock`,
+  return runMigrations(db, {
+    migrations: kafkaOffsetsMigrations(options),
+    schema: names.schema,
+    historyTable: `${names.table}_migration`,
+    subject: `The Kafka offsets table ${names.qualified}`,
   });
-  return migrator.migrateToLatest();
 }
