@@ -20,6 +20,7 @@ import {
   charge,
   createFreshTopic,
   produce,
+  readTopic,
   sleep,
   topicSize,
   waitFor,
@@ -145,6 +146,27 @@ describe.each(['eachMessage', 'eachBatch'] as const)('%s', (mode) => {
       expect(await storedOffsets(groupId, topic)).toEqual({ 0: '31' });
     },
   );
+
+  it('dedup offsets+ids: the same id with other content is dead-lettered as a conflict, and its offset stored with it', async () => {
+    const { t, kit } = setup;
+    await t.db.deleteFrom('ledger').execute();
+    const { topic, groupId } = await createFreshTopic(kit.admin, {
+      topic: `offsets-conflict-${mode}`,
+      group: 'offsets-conflict',
+      partitions: 1,
+    });
+    await produce(kit.producer, topic, [charge('cf-0', 100), charge('cf-1'), charge('cf-0', 999), charge('cf-2')]);
+    await consumeToEnd(kit, topic, groupId, {
+      ...ledgerHandlers(mode),
+      dedup: 'offsets+ids',
+      inbox: testInbox(t.db, `offsets-conflict-${mode}`),
+      kafka: kit.kafka,
+    });
+    expect(await ledgerTotals(t.db)).toEqual({ rows: 3, distinct: 3, twice: [] });
+    const dlq = await readTopic(kit.kafka, `${topic}.dlq`, 1);
+    expect(dlq.map((r) => r.headers['x-inboxkit-reason'])).toEqual(['payload_conflict']);
+    expect(await storedOffsets(groupId, topic)).toEqual({ 0: '4' });
+  });
 
   it.each([
     ['offsets', ['pd-0']],

@@ -158,6 +158,10 @@ async function runBatch<DB, M extends InboxMessage, R>(
       entries.push(entry);
     } else if (first.hash !== null && hash !== null && !first.hash.equals(hash)) {
       outcomes[index] = ctx.conflict(id);
+      if (fence !== undefined) {
+        end = index + 1;
+        break;
+      }
     } else {
       copies.push({ index, of: first });
     }
