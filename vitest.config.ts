@@ -90,6 +90,7 @@ export default defineConfig({
             'packages/core/test/concurrency.test.ts',
             'packages/core/test/handler-timeout.test.ts',
             'packages/core/test/purge.test.ts',
+            'packages/core/test/partitioned.test.ts',
             'packages/core/test/batch.test.ts',
             'packages/core/test/options.test.ts',
             'packages/http/test/behaviour.test.ts',

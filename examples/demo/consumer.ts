@@ -1,17 +1,21 @@
-// One payments consumer of the demo, as its own process (so the demo can SIGKILL it):
+// One process of the demo (so the demo can SIGKILL it), by `broker`:
 //   DEMO_CONSUMER='{"broker":"kafka",...}' node examples/demo/consumer.ts
-// Each charge request inserts one row into `charges` through the inbox. A request with a
-// non-positive amount is refused for good (dead-lettered). Counts go to the parent over
-// IPC; SIGTERM shuts down gracefully.
-import { createInbox, NonRetryableError } from '@inboxkit/core';
+// - `kafka`, `rabbitmq`: a payments consumer. Each charge request inserts one row into
+//   `charges` and enqueues a `charge.completed` event in the outbox, both in the inbox's
+//   transaction. A request with a non-positive amount is refused for good (dead-lettered).
+// - `relay`: the outbox relay, publishing the events to the `charge.completed` queue.
+// - `notifications`: a consumer of that queue, writing one `notifications` row per event
+//   through its own inbox.
+// Counts go to the parent over IPC; SIGTERM shuts down gracefully.
+import { createInbox, createOutbox, NonRetryableError } from '@inboxkit/core';
 import { createPgKysely } from '@inboxkit/core/pg';
 import { runInboxConsumer } from '@inboxkit/kafka';
-import { subscribe } from '@inboxkit/rabbitmq';
+import { createRabbitRelay, subscribe } from '@inboxkit/rabbitmq';
 import { Kafka, logLevel } from 'kafkajs';
 import type { Transaction } from 'kysely';
 
 export interface ConsumerConfig {
-  readonly broker: 'kafka' | 'rabbitmq';
+  readonly broker: 'kafka' | 'rabbitmq' | 'relay' | 'notifications';
   readonly databaseUrl: string;
   readonly kafkaBrokers?: string[];
   readonly topic?: string;
@@ -19,6 +23,8 @@ export interface ConsumerConfig {
   readonly amqpUrl?: string;
   readonly queue?: string;
   readonly deadLetterQueue?: string;
+  /** The queue `charge.completed` events go to (through the default exchange). */
+  readonly eventsQueue: string;
 }
 
 export interface ChargeRequest {
@@ -27,8 +33,16 @@ export interface ChargeRequest {
   readonly amountCents: number;
 }
 
+/** The `charge.completed` event a charge enqueues. */
+export interface ChargeCompleted {
+  readonly chargeId: string;
+  readonly userId: string;
+  readonly amountCents: number;
+}
+
 export interface DemoDB {
   charges: { charge_id: string; user_id: string; amount_cents: number; via: string };
+  notifications: { charge_id: string; user_id: string; text: string };
 }
 
 const config = JSON.parse(process.env.DEMO_CONSUMER ?? '{}') as ConsumerConfig;
@@ -40,9 +54,10 @@ const log = (level: string) => (fields: object, message?: string) => {
 };
 const logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
 const db = createPgKysely<DemoDB>({ connectionString: config.databaseUrl, max: 4 });
+const outbox = createOutbox({ db });
 const inbox = createInbox({
   db,
-  consumer: `demo.payments.${config.broker}`,
+  consumer: config.broker === 'notifications' ? 'demo.notifications' : `demo.payments.${config.broker}`,
   logger,
   retry: { retries: 2, minTimeout: 20, maxTimeout: 200 },
 });
@@ -68,6 +83,21 @@ async function charge(trx: Transaction<DemoDB>, request: ChargeRequest): Promise
       via: config.broker,
     })
     .execute();
+  // Published by the relay once this transaction commits; never if it rolls back. The key
+  // keeps a user's events in order; the message id lets the notifications inbox drop a re-send.
+  const event: ChargeCompleted = {
+    chargeId: request.chargeId,
+    userId: request.userId,
+    amountCents: request.amountCents,
+  };
+  await outbox.enqueue(trx, {
+    exchange: '',
+    routingKey: config.eventsQueue,
+    key: request.userId,
+    payload: event,
+    messageId: `charge.completed:${request.chargeId}`,
+    headers: { type: 'charge.completed' },
+  });
   return { charged: request.amountCents };
 }
 
@@ -97,6 +127,35 @@ if (config.broker === 'kafka') {
     logger,
   });
   stop = () => control.close(); // also disconnects the clients the adapter made
+} else if (config.broker === 'relay') {
+  const relay = createRabbitRelay({
+    outbox,
+    url: config.amqpUrl,
+    listen: { connectionString: config.databaseUrl },
+    logger,
+  });
+  relay.on('published', ({ count }) => void (counts.processed += count));
+  stop = () => relay.close();
+} else if (config.broker === 'notifications') {
+  const subscription = subscribe<DemoDB, ChargeCompleted>({
+    inbox,
+    url: config.amqpUrl,
+    queue: config.eventsQueue,
+    prefetch: 20,
+    decode: 'json',
+    deadLetter: { queue: `${config.eventsQueue}.dlq` },
+    assertTopology: false,
+    connectionName: `inboxkit-demo-notifications-${process.pid}`,
+    logger,
+    handler: async (trx, message) => {
+      const { chargeId, userId, amountCents } = message.body;
+      await trx
+        .insertInto('notifications')
+        .values({ charge_id: chargeId, user_id: userId, text: `You were charged ${amountCents} cents.` })
+        .execute();
+    },
+  });
+  stop = () => subscription.close();
 } else {
   const subscription = subscribe<DemoDB, ChargeRequest>({
     inbox,

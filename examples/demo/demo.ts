@@ -4,9 +4,12 @@
 //
 // A producer sends N charge requests ({ chargeId, userId, amountCents }) to each broker, plus
 // 30% re-sends with the same id (a client retrying after a timeout) and one poison request.
-// A consumer process per broker writes the charges through the inbox; part-way through, each
-// consumer is killed with SIGKILL and started again. At the end a query checks that every
-// charge was applied exactly once, and the demo exits non-zero if not.
+// A consumer process per broker writes the charges through the inbox and, in the same
+// transaction, enqueues a `charge.completed` event in the outbox; a relay process publishes
+// the events to RabbitMQ, and a notifications process turns each into a `notifications` row
+// through an inbox of its own. Part-way through, each of the four processes is killed with
+// SIGKILL and started again. At the end a query checks that every charge was applied exactly
+// once and notified exactly once, and the demo exits non-zero if not.
 //
 // Services come the way the tests get them: DATABASE_URL, AMQP_URL, KAFKA_BROKERS when set;
 // testcontainers when a Docker engine answers; the machine's own services and the Kafka
@@ -14,7 +17,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { migrateInbox } from '@inboxkit/core';
+import { migrateInbox, migrateOutbox } from '@inboxkit/core';
 import { createPgKysely } from '@inboxkit/core/pg';
 import amqp from 'amqplib';
 import cliProgress from 'cli-progress';
@@ -77,11 +80,15 @@ const dbUrl = new URL(postgres.url);
 dbUrl.pathname = `/${database}`;
 const db = createPgKysely<DemoDB>({ connectionString: dbUrl.toString(), max: 2 });
 cleanup.push(() => db.destroy());
-const migrated = await migrateInbox(db as never);
-if (migrated.error) throw migrated.error;
-// No unique constraint on charge_id: a charge applied twice would show as two rows.
+for (const migrate of [migrateInbox, migrateOutbox]) {
+  const migrated = await migrate(db as never);
+  if (migrated.error) throw migrated.error;
+}
+// No unique constraint on charge_id: a charge applied (or notified) twice would show as two rows.
 await sql`CREATE TABLE charges (id bigserial PRIMARY KEY, charge_id text NOT NULL, user_id text NOT NULL,
   amount_cents integer NOT NULL, via text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`.execute(db);
+await sql`CREATE TABLE notifications (id bigserial PRIMARY KEY, charge_id text NOT NULL, user_id text NOT NULL,
+  text text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`.execute(db);
 
 // ---------------------------------------------------------------------------------------
 // The workload: N requests, 30% re-sends, one poison request, shuffled
@@ -124,11 +131,15 @@ const queue = `inboxkit-demo.charges.${run}`;
 const deadLetterQueue = `${queue}.dlq`;
 const amqpConnection = await amqp.connect(rabbit.url);
 const amqpChannel = await amqpConnection.createConfirmChannel();
+const eventsQueue = `inboxkit-demo.charge-completed.${run}`;
 await amqpChannel.assertQueue(queue, { durable: true });
 await amqpChannel.assertQueue(deadLetterQueue, { durable: true });
+await amqpChannel.assertQueue(eventsQueue, { durable: true });
+await amqpChannel.assertQueue(`${eventsQueue}.dlq`, { durable: true });
 cleanup.push(async () => {
-  await amqpChannel.deleteQueue(queue).catch(() => {});
-  await amqpChannel.deleteQueue(deadLetterQueue).catch(() => {});
+  for (const name of [queue, deadLetterQueue, eventsQueue, `${eventsQueue}.dlq`]) {
+    await amqpChannel.deleteQueue(name).catch(() => {});
+  }
   await amqpConnection.close().catch(() => {});
 });
 
@@ -136,18 +147,22 @@ cleanup.push(async () => {
 // Consumers, each in a process of its own
 // ---------------------------------------------------------------------------------------
 type Broker = 'kafka' | 'rabbitmq';
-interface Lane {
-  readonly broker: Broker;
+/** One process of the demo, started again when it dies. */
+interface Worker {
+  readonly name: string;
   readonly config: ConsumerConfig;
-  readonly deliveries: ChargeRequest[];
-  readonly expectedCents: number;
   child?: ChildProcess;
   duplicates: number;
   processed: number;
-  written: number;
   killed: boolean;
   restarts: number;
   unexpectedExits: number;
+}
+interface Lane extends Worker {
+  readonly broker: Broker;
+  readonly deliveries: ChargeRequest[];
+  readonly expectedCents: number;
+  written: number;
 }
 const lanes: Lane[] = (['kafka', 'rabbitmq'] as const).map((broker) => {
   const { deliveries, expectedCents } = workload(broker === 'kafka' ? 'k' : 'r');
@@ -159,9 +174,12 @@ const lanes: Lane[] = (['kafka', 'rabbitmq'] as const).map((broker) => {
           kafkaBrokers: kafkaService.brokers,
           topic,
           groupId: `inboxkit-demo-${run}`,
+          eventsQueue,
+          amqpUrl: rabbit.url,
         }
-      : { broker, databaseUrl: dbUrl.toString(), amqpUrl: rabbit.url, queue, deadLetterQueue };
+      : { broker, databaseUrl: dbUrl.toString(), amqpUrl: rabbit.url, queue, deadLetterQueue, eventsQueue };
   return {
+    name: broker,
     broker,
     config,
     deliveries,
@@ -175,8 +193,20 @@ const lanes: Lane[] = (['kafka', 'rabbitmq'] as const).map((broker) => {
   };
 });
 
+const worker = (name: 'relay' | 'notifications'): Worker => ({
+  name,
+  config: { broker: name, databaseUrl: dbUrl.toString(), amqpUrl: rabbit.url, eventsQueue },
+  duplicates: 0,
+  processed: 0,
+  killed: false,
+  restarts: 0,
+  unexpectedExits: 0,
+});
+const relay = worker('relay');
+const notifier = worker('notifications');
+
 let stopping = false;
-function startConsumer(lane: Lane): Promise<void> {
+function startConsumer(lane: Worker): Promise<void> {
   const child = fork(new URL('./consumer.ts', import.meta.url), [], {
     env: { ...process.env, DEMO_CONSUMER: JSON.stringify(lane.config) },
     execArgv: ['--disable-warning=TimeoutNegativeWarning'],
@@ -192,18 +222,19 @@ function startConsumer(lane: Lane): Promise<void> {
     // Like a process supervisor: a consumer that dies on its own is started again, and said.
     child.once('exit', (code, signal) => {
       if (lane.child !== child || stopping || signal === 'SIGKILL') return;
-      console.error(`  ${lane.broker}: consumer exited on its own (${code ?? signal}); starting it again`);
+      console.error(`  ${lane.name}: process exited on its own (${code ?? signal}); starting it again`);
       lane.unexpectedExits++;
       void startConsumer(lane).then(resolve);
     });
   });
 }
+const workers: Worker[] = [...lanes, relay, notifier];
 cleanup.push(async () => {
-  for (const lane of lanes) lane.child?.kill('SIGKILL');
+  for (const w of workers) w.child?.kill('SIGKILL');
 });
 
 say(`Running: ${CHARGES} charges per broker, ${Math.round(CHARGES * 0.3)} re-sends, 1 poison request`);
-await Promise.all(lanes.map((lane) => startConsumer(lane)));
+await Promise.all(workers.map((w) => startConsumer(w)));
 
 // Produce everything up front: the consumers work through it while we watch.
 const producer = kafka.producer({ idempotent: false });
@@ -232,12 +263,12 @@ for (const request of rabbitLane.deliveries) {
 await amqpChannel.waitForConfirms();
 
 // ---------------------------------------------------------------------------------------
-// Watch: progress, one SIGKILL per consumer part-way, until every charge is written
+// Watch: progress, one SIGKILL per process part-way, until every charge is written and notified
 // ---------------------------------------------------------------------------------------
 const bars = tty
   ? new cliProgress.MultiBar(
       {
-        format: ' {broker} [{bar}] {value}/{total} charges | duplicates suppressed {duplicates} | {note}',
+        format: ' {broker} [{bar}] {value}/{total} {what} | duplicates suppressed {duplicates} | {note}',
         hideCursor: true,
         clearOnComplete: false,
       },
@@ -247,9 +278,17 @@ const bars = tty
 const bar = new Map(
   lanes.map((lane) => [
     lane.broker,
-    bars?.create(CHARGES, 0, { broker: lane.broker.padEnd(8), duplicates: 0, note: '' }),
+    bars?.create(CHARGES, 0, { broker: lane.broker.padEnd(8), what: 'charges', duplicates: 0, note: '' }),
   ]),
 );
+const NOTIFICATIONS = CHARGES * lanes.length;
+const notifiedBar = bars?.create(NOTIFICATIONS, 0, {
+  broker: 'notified',
+  what: 'charge.completed events',
+  duplicates: 0,
+  note: '',
+});
+let notified = 0;
 let lastPlain = 0;
 
 async function writtenPerBroker(): Promise<Record<string, number>> {
@@ -258,28 +297,49 @@ async function writtenPerBroker(): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.via, Number(r.n)]));
 }
 
+async function notifiedCharges(): Promise<number> {
+  const { rows } = await sql<{ n: string }>`SELECT count(DISTINCT charge_id) AS n FROM notifications`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** SIGKILLs a process of the demo once, when `reached`, and starts it again. */
+function killOnce(w: Worker, reached: boolean, at: string): void {
+  if (w.killed || !reached) return;
+  w.killed = true;
+  w.child?.kill('SIGKILL');
+  if (!tty) say(`  ${w.name}: killed with SIGKILL at ${at}; restarting it`);
+  w.restarts++;
+  void startConsumer(w); // do not hold up the others while this one restarts
+}
+
 const deadline = Date.now() + TIMEOUT_MS;
 for (;;) {
   const written = await writtenPerBroker();
   for (const lane of lanes) {
     lane.written = written[lane.broker] ?? 0;
-    if (!lane.killed && lane.written >= CHARGES * KILL_AT) {
-      lane.killed = true;
-      lane.child?.kill('SIGKILL');
-      if (!tty) say(`  ${lane.broker}: consumer killed with SIGKILL at ${lane.written} charges; restarting it`);
-      lane.restarts++;
-      void startConsumer(lane); // do not hold up the other lane while this one restarts
-    }
+    killOnce(lane, lane.written >= CHARGES * KILL_AT, `${lane.written} charges`);
     bar.get(lane.broker)?.update(lane.written, {
       duplicates: lane.duplicates,
       note: lane.killed ? 'killed once and restarted' : '',
     });
   }
+  notified = await notifiedCharges();
+  killOnce(relay, notified >= NOTIFICATIONS * KILL_AT * 0.5, `${notified} notifications`);
+  killOnce(notifier, notified >= NOTIFICATIONS * KILL_AT, `${notified} notifications`);
+  notifiedBar?.update(notified, {
+    duplicates: notifier.duplicates,
+    note: [relay, notifier]
+      .filter((w) => w.killed)
+      .map((w) => `${w.name} killed once and restarted`)
+      .join(', '),
+  });
   if (!tty && Date.now() - lastPlain > 2000) {
     lastPlain = Date.now();
-    say(`  progress: ${lanes.map((l) => `${l.broker} ${l.written}/${CHARGES}`).join(', ')}`);
+    say(
+      `  progress: ${lanes.map((l) => `${l.broker} ${l.written}/${CHARGES}`).join(', ')}, notified ${notified}/${NOTIFICATIONS}`,
+    );
   }
-  if (lanes.every((lane) => lane.written >= CHARGES) || Date.now() > deadline) break;
+  if ((lanes.every((lane) => lane.written >= CHARGES) && notified >= NOTIFICATIONS) || Date.now() > deadline) break;
   await new Promise((resolve) => setTimeout(resolve, 250));
 }
 // Let the poison requests reach their dead-letter destinations.
@@ -296,7 +356,7 @@ bars?.stop();
 // Graceful stop: in-flight work finishes, offsets are committed, channels closed.
 stopping = true;
 await Promise.all(
-  lanes.map(
+  workers.map(
     (lane) =>
       new Promise<void>((resolve) => {
         const child = lane.child;
@@ -319,8 +379,17 @@ const dlqRabbit = (await amqpChannel.checkQueue(deadLetterQueue)).messageCount;
 const { rows: totals } = await sql<{ via: string; rows: string; distinct_ids: string; cents: string }>`
   SELECT via, count(*) AS rows, count(DISTINCT charge_id) AS distinct_ids, coalesce(sum(amount_cents), 0) AS cents
   FROM charges GROUP BY via`.execute(db);
+// One notification per charge: none missing, none twice, none for a charge never made.
+const { rows: notes } = await sql<{ via: string; notifications: string; missing: string }>`
+  SELECT c.via, count(n.id) AS notifications, count(*) FILTER (WHERE n.id IS NULL) AS missing
+  FROM charges c LEFT JOIN notifications n ON n.charge_id = c.charge_id GROUP BY c.via`.execute(db);
+const { rows: extra } = await sql<{ orphans: string; outbox: string }>`
+  SELECT (SELECT count(*) FROM notifications n WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.charge_id = n.charge_id)) AS orphans,
+    (SELECT count(*) FROM outbox) AS outbox`.execute(db);
+const orphans = Number(extra[0]?.orphans ?? -1);
+const outboxLeft = Number(extra[0]?.outbox ?? -1);
 const table: Record<string, Record<string, number | string>> = {};
-let exact = true;
+let exact = orphans === 0 && outboxLeft === 0;
 for (const lane of lanes) {
   const row = totals.find((r) => r.via === lane.broker);
   const rows = Number(row?.rows ?? 0);
@@ -328,7 +397,17 @@ for (const lane of lanes) {
   const cents = Number(row?.cents ?? 0);
   const dead = await deadLettered(lane);
   const dlq = lane.broker === 'kafka' ? dlqKafka : dlqRabbit;
-  const ok = rows === CHARGES && distinct === CHARGES && cents === lane.expectedCents && dead === 1 && dlq >= 1;
+  const note = notes.find((r) => r.via === lane.broker);
+  const notifications = Number(note?.notifications ?? 0);
+  const missing = Number(note?.missing ?? -1);
+  const ok =
+    rows === CHARGES &&
+    distinct === CHARGES &&
+    cents === lane.expectedCents &&
+    dead === 1 &&
+    dlq >= 1 &&
+    notifications === CHARGES &&
+    missing === 0;
   exact &&= ok;
   table[lane.broker] = {
     'messages delivered': lane.deliveries.length,
@@ -341,15 +420,22 @@ for (const lane of lanes) {
     'expected (cents)': lane.expectedCents,
     'dead-lettered': dead,
     'in the dead-letter destination': dlq,
+    'charge.completed notifications': notifications,
+    'charges without a notification': missing,
     'exactly once': ok ? 'yes' : 'NO',
   };
 }
 console.log('');
 console.table(table);
 console.log(
+  `charge.completed events: relay SIGKILLed and restarted ${relay.restarts}, notifications consumer ${notifier.restarts}; ` +
+    `duplicates suppressed by the notifications inbox ${notifier.duplicates}; notifications for no charge ${orphans}; ` +
+    `left in the outbox ${outboxLeft}`,
+);
+console.log(
   exact
-    ? `OK: every charge was applied exactly once on both brokers (checked by query), in ${Math.round((Date.now() - started) / 1000)} s.`
-    : 'FAILED: some charge was lost or applied twice; see the table above.',
+    ? `OK: every charge was applied exactly once on both brokers, and notified exactly once (checked by query), in ${Math.round((Date.now() - started) / 1000)} s.`
+    : 'FAILED: some charge was lost, applied twice, or not notified exactly once; see the table above.',
 );
 
 for (const step of cleanup.reverse()) await step().catch(() => {});

@@ -24,11 +24,14 @@ function runProgram(file: string, args: string[]): Promise<{ code: number | null
   });
 }
 
-it('the demo charges every request exactly once over Kafka and RabbitMQ, despite re-sends, a SIGKILL and a poison request', async () => {
+it('the demo charges every request exactly once over Kafka and RabbitMQ and notifies each charge once through the outbox, despite re-sends, SIGKILLs and a poison request', async () => {
   const { code, output } = await runProgram('examples/demo/demo.ts', ['--charges', '300', '--timeout-seconds', '100']);
-  expect(output).toContain('OK: every charge was applied exactly once on both brokers');
-  expect(output).toMatch(/kafka: consumer killed with SIGKILL at \d+ charges/);
-  expect(output).toMatch(/rabbitmq: consumer killed with SIGKILL at \d+ charges/);
+  expect(output).toContain('OK: every charge was applied exactly once on both brokers, and notified exactly once');
+  expect(output).toMatch(/kafka: killed with SIGKILL at \d+ charges/);
+  expect(output).toMatch(/rabbitmq: killed with SIGKILL at \d+ charges/);
+  expect(output).toMatch(/relay: killed with SIGKILL at \d+ notifications/);
+  expect(output).toMatch(/notifications: killed with SIGKILL at \d+ notifications/);
+  expect(output).toMatch(/relay SIGKILLed and restarted 1, notifications consumer 1;.* left in the outbox 0/);
   expect(output).not.toContain('exited on its own');
   expect(code).toBe(0);
 }, 180_000);

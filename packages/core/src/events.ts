@@ -32,7 +32,13 @@ export interface InboxEvents {
   /** Nothing was decided (database unavailable, lock timeout): the message must come back. */
   retryLater: { consumer: string; messageId: string | undefined; reason: RetryLaterReason; error: Error };
   /** A purge finished. */
-  purged: { consumer: string; deleted: number; batches: number; skipped: boolean };
+  purged: {
+    consumer: string;
+    deleted: number;
+    batches: number;
+    skipped: boolean;
+    partitions?: { created: number; dropped: number; blocked: number };
+  };
 }
 
 /** The status stored with a key. */

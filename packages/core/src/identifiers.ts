@@ -39,12 +39,17 @@ export interface InboxTables {
   readonly attemptsQualified: string;
   /** `"schema"."table_claim"`: the claim function (migration 0002, `sql/claim-message.ts`). */
   readonly claimFunction: string;
+  /** `"schema"."table_maintain"`: partition maintenance of a partitioned table (`sql/partitioned-table.ts`). */
+  readonly maintainFunction: string;
 }
 
 export const ATTEMPTS_SUFFIX = '_attempts';
 export const CLAIM_FUNCTION_SUFFIX = '_claim';
-/** Every name derived from the table's (`<table>_attempts`, `<table>_claim`) fits in 63 bytes. */
-const MAX_TABLE_BYTES = MAX_IDENTIFIER_BYTES - Math.max(ATTEMPTS_SUFFIX.length, CLAIM_FUNCTION_SUFFIX.length);
+export const MAINTAIN_FUNCTION_SUFFIX = '_maintain';
+/** Every name derived from the table's (`<table>_attempts`, `<table>_claim`, `<table>_maintain`) fits in 63 bytes. */
+const MAX_TABLE_BYTES =
+  MAX_IDENTIFIER_BYTES -
+  Math.max(ATTEMPTS_SUFFIX.length, CLAIM_FUNCTION_SUFFIX.length, MAINTAIN_FUNCTION_SUFFIX.length);
 
 export function inboxTables(schema: unknown = 'public', table: unknown = 'processed_messages'): InboxTables {
   const s = checkIdentifier('schema', schema);
@@ -55,5 +60,6 @@ export function inboxTables(schema: unknown = 'public', table: unknown = 'proces
     qualified: `${quoteIdentifier(s)}.${quoteIdentifier(t)}`,
     attemptsQualified: `${quoteIdentifier(s)}.${quoteIdentifier(t + ATTEMPTS_SUFFIX)}`,
     claimFunction: `${quoteIdentifier(s)}.${quoteIdentifier(checkIdentifier('table', t + CLAIM_FUNCTION_SUFFIX))}`,
+    maintainFunction: `${quoteIdentifier(s)}.${quoteIdentifier(checkIdentifier('table', t + MAINTAIN_FUNCTION_SUFFIX))}`,
   });
 }

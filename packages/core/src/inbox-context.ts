@@ -1,6 +1,12 @@
 import { sql } from 'kysely';
 import { classifyFailure, databaseFailure, type FailureKind } from './error-classification.js';
-import { ConnectionBusyError, DatabaseUnavailableError, PayloadConflictError, toError } from './errors.js';
+import {
+  ConfigurationError,
+  ConnectionBusyError,
+  DatabaseUnavailableError,
+  PayloadConflictError,
+  toError,
+} from './errors.js';
 import { type DeadLetterReason, InboxEmitter, type RetryLaterReason } from './events.js';
 import { fingerprint } from './fingerprint.js';
 import { runTimed, type TimedCall } from './handler-timeout.js';
@@ -15,13 +21,18 @@ import type {
   RetryLaterOutcome,
 } from './outcome.js';
 import { type ClaimMessage, compileClaimMessage, compileClaimMessageWithoutFunction } from './sql/claim-message.js';
-import { compileClaimMessages } from './sql/claim-messages.js';
+import { type ClaimMessages, compileClaimMessages, compileClaimMessagesPartitioned } from './sql/claim-messages.js';
 import type { QueryRunner, StoredRow } from './sql/executor.js';
-import { compileFindClaimFunction } from './sql/find-claim-function.js';
+import { compileFindClaimFunction, type TableLayout } from './sql/find-claim-function.js';
+import { compileDropDetachedPartitions, compileMaintainPartitions } from './sql/maintain-partitions.js';
 import { compilePurgeExpired, compileTryPurgeLock } from './sql/purge-expired.js';
 import { compileReadStored } from './sql/read-stored.js';
 import { compileClearAttempts, compileRecordAttempt, compileUncountAttempt } from './sql/record-attempt.js';
-import { compileRecordDeadLetter } from './sql/record-dead-letter.js';
+import {
+  compileRecordDeadLetter,
+  compileRecordDeadLetterPartitioned,
+  type RecordDeadLetter,
+} from './sql/record-dead-letter.js';
 import { compileReleaseMessages } from './sql/release-messages.js';
 import { compileStoreResults } from './sql/store-results.js';
 import { SuspectGate } from './suspect-gate.js';
@@ -59,6 +70,11 @@ export class InboxContext<DB> {
   readonly sql;
   /** The claim this inbox uses, once {@link findClaim} has decided; `undefined` before. */
   claim: ClaimMessage | undefined;
+  /** The batch claim and the dead-letter record for the table's layout (plain until {@link findClaim} finds it partitioned). */
+  claimMany: ClaimMessages;
+  recordDeadLetter: RecordDeadLetter;
+  /** Whether the table is partitioned by time, once {@link findClaim} has looked; `undefined` before. */
+  partitioned: boolean | undefined;
   #findingClaim: Promise<ClaimMessage> | undefined;
 
   constructor(config: InboxConfig<DB>) {
@@ -71,16 +87,22 @@ export class InboxContext<DB> {
       claimMessageWithoutFunction: compileClaimMessageWithoutFunction(tables, lockTimeoutMs, handlerTimeoutMs),
       findClaimFunction: compileFindClaimFunction(tables),
       claimMessages: compileClaimMessages(tables, lockTimeoutMs, handlerTimeoutMs),
+      claimMessagesPartitioned: compileClaimMessagesPartitioned(tables, lockTimeoutMs, handlerTimeoutMs),
       readStored: compileReadStored(tables),
       storeResults: compileStoreResults(tables),
       releaseMessages: compileReleaseMessages(tables),
       recordDeadLetter: compileRecordDeadLetter(tables, lockTimeoutMs),
+      recordDeadLetterPartitioned: compileRecordDeadLetterPartitioned(tables, lockTimeoutMs),
+      maintainPartitions: compileMaintainPartitions(tables),
+      dropDetachedPartitions: compileDropDetachedPartitions(tables),
       recordAttempt: compileRecordAttempt(tables),
       uncountAttempt: compileUncountAttempt(tables),
       clearAttempts: compileClearAttempts(tables),
       purge: compilePurgeExpired(tables),
       tryPurgeLock: compileTryPurgeLock(),
     } as const;
+    this.claimMany = this.sql.claimMessages;
+    this.recordDeadLetter = this.sql.recordDeadLetter;
   }
 
   // --- the claim: through the claim function, or without it -------------------------------
@@ -92,23 +114,65 @@ export class InboxContext<DB> {
    * migration). Concurrent first messages share one look-up. A look-up that fails (the
    * database does not answer) decides nothing: that message claims without the function,
    * which works on every schema, and the next one asks again.
+   *
+   * A partitioned table (docs/retention.md) is claimed only through its claim functions,
+   * under READ COMMITTED: without them, or under another isolation level, it rejects
+   * with {@link ConfigurationError} (and `process` and the batch entry points reject with
+   * it), since `ON CONFLICT` cannot deduplicate across partitions.
    */
   findClaim(): Promise<ClaimMessage> {
     if (this.claim !== undefined) return Promise.resolve(this.claim);
     this.#findingClaim ??= this.sql
       .findClaimFunction(this.runner)
       .then(
-        (found) => {
-          if (!found) this.#warnNoClaimFunction();
-          this.claim = found ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
-          return this.claim;
-        },
+        (layout) => this.#useLayout(layout),
         () => this.sql.claimMessageWithoutFunction,
       )
       .finally(() => {
         this.#findingClaim = undefined;
       });
     return this.#findingClaim;
+  }
+
+  #useLayout(layout: TableLayout): ClaimMessage {
+    this.partitioned = layout.partitioned;
+    if (layout.partitioned) {
+      const { tables, isolationLevel } = this.config;
+      if (!layout.claimFunction) {
+        throw new ConfigurationError(
+          `The inbox table ${tables.qualified} is partitioned but its claim function ${tables.claimFunction} is missing or not executable by this role: run migrateInbox(db, { partitioned }) (docs/retention.md).`,
+        );
+      }
+      if (isolationLevel !== 'read committed') {
+        throw new ConfigurationError(
+          `The inbox table ${tables.qualified} is partitioned: its keys are deduplicated only under \`isolationLevel: 'read committed'\`, not '${isolationLevel}' (docs/retention.md).`,
+        );
+      }
+      this.claimMany = this.sql.claimMessagesPartitioned;
+      this.recordDeadLetter = this.sql.recordDeadLetterPartitioned;
+      this.claim = this.sql.claimMessage;
+      return this.claim;
+    }
+    if (!layout.claimFunction) this.#warnNoClaimFunction();
+    this.claimMany = this.sql.claimMessages;
+    this.recordDeadLetter = this.sql.recordDeadLetter;
+    this.claim = layout.claimFunction ? this.sql.claimMessage : this.sql.claimMessageWithoutFunction;
+    return this.claim;
+  }
+
+  /**
+   * A claim on a partitioned table found no partition for its `processed_at` (23514: no
+   * purge ran for longer than the partitions made ahead last): creates the current one and
+   * those ahead now, behind the maintenance lock (waiting for it, as a purger may hold it),
+   * dropping nothing. The caller then claims again.
+   */
+  async makePartitions(): Promise<void> {
+    const { db, tables } = this.config;
+    await db.transaction().execute(async (trx) => {
+      const runner = trx as unknown as QueryRunner;
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${partitionLockKey(tables.qualified)}, 0))`.execute(trx);
+      await this.sql.maintainPartitions(runner, KEEP_EVERYTHING_MS);
+    });
   }
 
   /**
@@ -118,6 +182,11 @@ export class InboxContext<DB> {
    * for it (a claim without the function that fails too is an ordinary failed attempt).
    */
   claimFunctionMissing(): void {
+    if (this.partitioned === true) {
+      // No claim without the function on a partitioned table: look again, which refuses.
+      this.claim = undefined;
+      return;
+    }
     if (this.claim === this.sql.claimMessageWithoutFunction) return;
     this.claim = this.sql.claimMessageWithoutFunction;
     this.#warnNoClaimFunction();
@@ -386,6 +455,19 @@ export class InboxContext<DB> {
       `The crash-loop count of a redelivered message did not get a second connection through within ${waitMs} ms: every pool connection is busy, or the count waits on a lock (crash-loop protection needs a pool of at least two).`,
     );
   }
+}
+
+/** The key of the lock one partition maintainer holds at a time (`purge()` and {@link InboxContext.makePartitions}). */
+export function partitionLockKey(qualified: string): string {
+  return `inboxkit:partitions:${qualified}`;
+}
+
+/** An age no key reaches: maintenance that only creates partitions. */
+const KEEP_EVERYTHING_MS = 100 * 365 * 86_400_000;
+
+/** True for a claim on a partitioned table that found no partition for its row (23514). */
+export function isNoPartition(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23514';
 }
 
 /** A database failure as the outcome carries it. */

@@ -7,7 +7,11 @@ import { bool, checkLogger, positiveInteger } from './option-checks.js';
 import { compileRetryPolicy, type RetryOptions, type RetryPolicy, retrySpanMs } from './retry-policy.js';
 import { compileTelemetryOptions, type TelemetryConfig, type TelemetryOptions } from './telemetry/telemetry-options.js';
 
-/** Isolation levels the inbox accepts; the insert-first algorithm is correct under each. */
+/**
+ * Isolation levels the inbox accepts; the insert-first algorithm is correct under each on a
+ * plain table. A table partitioned by time is claimed only under READ COMMITTED
+ * (docs/retention.md).
+ */
 export type InboxIsolationLevel = Extract<IsolationLevel, 'read committed' | 'repeatable read' | 'serializable'>;
 
 /**
@@ -28,7 +32,10 @@ export interface InboxOptions<DB> {
   readonly schema?: string;
   /** Name of the inbox table. Default `'processed_messages'`. */
   readonly table?: string;
-  /** Isolation level of every transaction. Default `'read committed'`. */
+  /**
+   * Isolation level of every transaction. Default `'read committed'`, the only one a table
+   * partitioned by time accepts (another makes `process` reject with `ConfigurationError`).
+   */
   readonly isolationLevel?: InboxIsolationLevel;
   /**
    * How long a delivery waits for another in-flight delivery of the same id, in

@@ -84,7 +84,11 @@ export interface BatchResult<R> {
 
 /** Options of `Inbox.purge`. */
 export interface PurgeOptions {
-  /** Delete keys older than this many milliseconds. Default: the inbox's `retentionMs`. */
+  /**
+   * Delete keys older than this many milliseconds. Default: the inbox's `retentionMs`. On a
+   * partitioned table, partitions are dropped only once all their keys are older than
+   * both this and the table's own retention floor.
+   */
   readonly olderThanMs?: number;
   /** Keys deleted per statement (each its own short transaction). Default `1000`. */
   readonly batchSize?: number;
@@ -100,6 +104,12 @@ export interface PurgeResult {
   readonly batches: number;
   /** True when another process was purging and this call did nothing. */
   readonly skipped: boolean;
+  /**
+   * On a table partitioned by time (docs/retention.md), what maintenance did: partitions
+   * created ahead, dropped behind (their keys are not counted in `deleted`), and steps left
+   * to the next purge because a lock was not free within a second. Absent on a plain table.
+   */
+  readonly partitions?: { readonly created: number; readonly dropped: number; readonly blocked: number };
 }
 
 /** A stored key, as `Inbox.find` returns it. */

@@ -1,7 +1,7 @@
 import { ConfigurationError, toError } from './errors.js';
 import type { InboxEventName, InboxListener } from './events.js';
 import type { TransactionFence } from './fence.js';
-import { InboxContext, unavailable } from './inbox-context.js';
+import { InboxContext, partitionLockKey, unavailable } from './inbox-context.js';
 import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import { compileInboxOptions, type InboxConfig, type InboxOptions } from './inbox-options.js';
 import type {
@@ -133,8 +133,9 @@ export class Inbox<DB> {
    *    that does not answer gives `retry_later`, never a verdict.
    *
    * Never throws for a message's sake: every outcome is a value. Only the caller's own
-   * programming errors (a handler that is not a function) and a throwing `beforeAttempt`
-   * reject.
+   * programming errors (a handler that is not a function; an `isolationLevel` other than
+   * READ COMMITTED on a partitioned table, a `ConfigurationError`) and a throwing
+   * `beforeAttempt` reject.
    */
   process<M extends InboxMessage, R>(
     message: M,
@@ -223,6 +224,8 @@ export class Inbox<DB> {
     }
     const record = fence.claimIds && message.id === id ? id : undefined;
     try {
+      // Which statement records a key (a partitioned table has its own) is decided once.
+      if (record !== undefined && this.#ctx.claim === undefined) await this.#ctx.findClaim();
       await this.#ctx.config.db.transaction().execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
         if ((await fence.enter(runner, [message]))(message)) {
@@ -231,7 +234,7 @@ export class Inbox<DB> {
         }
         if (record !== undefined) {
           const [hash, detail] = this.#deadLetterRow(message, outcome as DeadLetterOutcome, record);
-          await this.#ctx.sql.recordDeadLetter(runner, this.consumer, record, hash, detail);
+          await this.#ctx.recordDeadLetter(runner, this.consumer, record, hash, detail);
         }
         await fence.leave(runner, message);
       });
@@ -269,7 +272,8 @@ export class Inbox<DB> {
   async #recordDeadLetterKey(message: InboxMessage, outcome: DeadLetterOutcome, id: string): Promise<void> {
     const [hash, detail] = this.#deadLetterRow(message, outcome, id);
     try {
-      await this.#ctx.sql.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
+      if (this.#ctx.claim === undefined) await this.#ctx.findClaim();
+      await this.#ctx.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);
     } catch (thrown) {
       const error = toError(thrown);
       if ((await this.#ctx.classify(error)) === 'unavailable') throw unavailable(error);
@@ -295,6 +299,10 @@ export class Inbox<DB> {
    * one that finds it taken later stops there and leaves the rest to the one holding it.
    * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
    * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
+   *
+   * On a table partitioned by time (`migrateInbox(db, { partitioned })`, docs/retention.md)
+   * it deletes no keys: it creates the partitions ahead and drops those whose keys are all
+   * expired, one purger per table at a time (the others return `skipped: true`).
    */
   async purge(options: PurgeOptions = {}): Promise<PurgeResult> {
     const olderThanMs = options.olderThanMs ?? this.#ctx.config.retentionMs;
@@ -308,15 +316,31 @@ export class Inbox<DB> {
       );
     }
     const { db, consumer, tables } = this.#ctx.config;
-    const { purge, tryPurgeLock } = this.#ctx.sql;
+    const { purge, tryPurgeLock, findClaimFunction, maintainPartitions, dropDetachedPartitions } = this.#ctx.sql;
     const lockKey = `inboxkit:purge:${tables.qualified}:${consumer}`;
     const before = new Date(Date.now() - olderThanMs);
     // One short transaction holding the purge lock, or `undefined` when another purger has it.
-    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>): Promise<T | undefined> =>
+    const whileLeading = <T>(work: (runner: QueryRunner) => Promise<T>, key = lockKey): Promise<T | undefined> =>
       db.transaction().execute(async (trx) => {
         const runner = trx as unknown as QueryRunner;
-        return (await tryPurgeLock(runner, lockKey)) ? work(runner) : undefined;
+        return (await tryPurgeLock(runner, key)) ? work(runner) : undefined;
       });
+    if ((await findClaimFunction(this.#ctx.runner)).partitioned) {
+      // A partitioned table: drop partitions instead of deleting keys, one maintainer per
+      // table (the partitions hold every consumer's keys), then this consumer's attempts.
+      const partitions = await whileLeading(
+        (runner) => maintainPartitions(runner, olderThanMs),
+        partitionLockKey(tables.qualified),
+      );
+      if (partitions !== undefined) {
+        // The detached partitions are dropped apart, so that claims never wait on the unlinking.
+        await whileLeading(dropDetachedPartitions, partitionLockKey(tables.qualified));
+        await whileLeading((runner) => purge.purgeAttempts(runner, consumer, before));
+      }
+      const result = { deleted: 0, batches: 0, skipped: partitions === undefined, ...(partitions && { partitions }) };
+      this.#ctx.events.emit('purged', { consumer, ...result });
+      return result;
+    }
     let deleted = 0;
     let batches = 0;
     for (;;) {

@@ -40,7 +40,14 @@ export {
 export type { InboxMessage } from './inbox-message.js';
 export type { InboxIsolationLevel, InboxOptions } from './inbox-options.js';
 export type { InboxLogger } from './logger.js';
-export { type InboxSchemaOptions, inboxMigrations, inboxSchemaSql, migrateInbox } from './migrations.js';
+export {
+  type InboxSchemaOptions,
+  inboxMigrations,
+  inboxPartitionSql,
+  inboxSchemaSql,
+  type MigrateInboxOptions,
+  migrateInbox,
+} from './migrations.js';
 export {
   createOutbox,
   type FailedOutboxMessage,
@@ -76,6 +83,7 @@ export type {
   ProcessOutcome,
   RetryLaterOutcome,
 } from './outcome.js';
+export type { PartitionOptions } from './partition-options.js';
 export { payloadHashId } from './payload-id.js';
 export type {
   RetryDecisionContext,

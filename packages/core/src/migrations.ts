@@ -2,7 +2,9 @@ import { type Kysely, sql } from 'kysely';
 import type { Migration, MigrationResultSet } from 'kysely/migration';
 import { ATTEMPTS_SUFFIX, type InboxTables, inboxTables, quoteIdentifier } from './identifiers.js';
 import { runMigrations } from './migration-runner.js';
+import { compilePartitionOptions, type PartitionOptions } from './partition-options.js';
 import { claimFunctionSignature, claimFunctionSql } from './sql/claim-message.js';
+import { partitionedTableSql } from './sql/partitioned-table.js';
 import { type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
 
 /** Where the inbox tables live. Both names are checked and quoted, never pasted. */
@@ -68,6 +70,27 @@ CREATE INDEX IF NOT EXISTS ${attemptsIndex} ON ${tables.attemptsQualified} (last
 }
 
 /**
+ * The SQL that turns the inbox table into one partitioned by time (docs/retention.md), for
+ * teams whose migrations are run by another tool: run it after {@link inboxSchemaSql}, and
+ * again after it whenever that is run again (0002 puts back the plain table's claim
+ * function). Idempotent; a plain table with keys becomes the first partition, no key is
+ * copied. `migrateInbox(db, { partitioned })` runs the same text.
+ *
+ * @example
+ * ```ts
+ * writeFileSync('V2__inbox_partitioned.sql', inboxPartitionSql({ partitioned: { intervalMs: 86_400_000 } }))
+ * ```
+ */
+export function inboxPartitionSql(
+  options: InboxSchemaOptions & { readonly partitioned?: PartitionOptions | true },
+): string {
+  return partitionedTableSql(
+    inboxTables(options.schema, options.table),
+    compilePartitionOptions(options.partitioned ?? true),
+  );
+}
+
+/**
  * The inbox's migrations for Kysely's `Migrator`, to merge into an application's own
  * migration provider.
  *
@@ -103,6 +126,20 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
   };
 }
 
+/** Options of {@link migrateInbox}. */
+export interface MigrateInboxOptions extends InboxSchemaOptions {
+  /** Wait until the database answers before migrating (see {@link waitForDatabase}). */
+  readonly waitForDatabase?: StartupWaitOptions;
+  /**
+   * Make the inbox table partitioned by time, so that expiry drops partitions instead of
+   * deleting keys (docs/retention.md). Opt-in: the plain table is the default. A plain table
+   * that already holds keys is converted in place (it becomes the first partition), under
+   * an exclusive lock on it for the time the conversion takes. Running it again with other
+   * settings changes them for partitions created from then on.
+   */
+  readonly partitioned?: PartitionOptions | true;
+}
+
 /**
  * Brings the inbox tables up to date with their own migration history table
  * (`<table>_migration` in the same schema, in the format of Kysely's `Migrator`). Like the
@@ -122,10 +159,7 @@ export function inboxMigrations(options: InboxSchemaOptions = {}): Record<string
  * if (error) throw error
  * ```
  */
-export async function migrateInbox<DB>(
-  db: Kysely<DB>,
-  options: InboxSchemaOptions & { readonly waitForDatabase?: StartupWaitOptions } = {},
-): Promise<MigrationResultSet> {
+export async function migrateInbox<DB>(db: Kysely<DB>, options: MigrateInboxOptions = {}): Promise<MigrationResultSet> {
   if (options.waitForDatabase !== undefined) {
     try {
       await waitForDatabase(db, options.waitForDatabase);
@@ -134,10 +168,31 @@ export async function migrateInbox<DB>(
     }
   }
   const tables = inboxTables(options.schema, options.table);
-  return runMigrations(db, {
+  const subject = `The inbox tables ${tables.qualified}`;
+  let partitionSql: string | undefined;
+  try {
+    partitionSql = options.partitioned === undefined ? undefined : inboxPartitionSql(options);
+  } catch (error) {
+    return { error, results: undefined };
+  }
+  const migrated = await runMigrations(db, {
     migrations: inboxMigrations(options),
     schema: tables.schema,
     historyTable: `${tables.table}_migration`,
-    subject: `The inbox tables ${tables.qualified}`,
+    subject,
   });
+  if (migrated.error !== undefined || partitionSql === undefined) return migrated;
+  // Not a numbered migration: it is re-run on every call, idempotent, behind the same lock.
+  const results = [...(migrated.results ?? [])];
+  try {
+    await (db as Kysely<unknown>).transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`inboxkit:migrate:${subject}`}, 0))`.execute(trx);
+      await sql.raw(partitionSql).execute(trx);
+    });
+  } catch (error) {
+    results.push({ migrationName: 'inboxkit_partitioned', direction: 'Up', status: 'Error' });
+    return { error, results };
+  }
+  results.push({ migrationName: 'inboxkit_partitioned', direction: 'Up', status: 'Success' });
+  return { results };
 }

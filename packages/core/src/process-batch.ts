@@ -6,7 +6,7 @@ import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, LockTimeoutError, toError } from './errors.js';
 import type { RetryLaterReason } from './events.js';
 import type { TransactionFence } from './fence.js';
-import { HookFailed, type InboxContext, type TimedHandlerCall, unavailable } from './inbox-context.js';
+import { HookFailed, type InboxContext, isNoPartition, type TimedHandlerCall, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { BatchHandler, BatchOptions, BatchResult, MessageHandler } from './inbox-types.js';
 import type { ProcessOutcome } from './outcome.js';
@@ -49,6 +49,16 @@ type RunHandlers<DB, M, R> = (
 
 /** Thrown inside an optimistic batch transaction to roll it back when one handler failed. */
 class OptimisticBatchFailed extends Error {}
+
+/**
+ * The batch claim met a table whose layout changed under the running inbox (42P10: no
+ * unique index for its `ON CONFLICT`, the table was partitioned since the inbox looked):
+ * the pass is run again with the claim for the table as it is now.
+ */
+class LayoutChanged extends Error {}
+
+/** A partitioned table had no partition for the claim's rows (23514): partitions are made, the pass runs again. */
+class PartitionMissing extends Error {}
 
 const SAVEPOINT = sql.raw('SAVEPOINT inboxkit_message');
 const RELEASE_SAVEPOINT = sql.raw('RELEASE SAVEPOINT inboxkit_message');
@@ -128,6 +138,8 @@ async function runBatch<DB, M extends InboxMessage, R>(
     throw new ConfigurationError('inbox.processBatch(messages, ...): `messages` must be an array.');
   }
   const { fence } = options;
+  // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
+  if (ctx.claim === undefined) await ctx.findClaim();
   const outcomes: (ProcessOutcome<R> | undefined)[] = new Array(messages.length);
   const entries: Entry<M>[] = [];
   const firstOf = new Map<string, Entry<M>>();
@@ -266,6 +278,8 @@ async function batchPass<DB, M extends InboxMessage, R>(
   const ids = entries.map((entry) => entry.id);
   const hashes = entries.map((entry) => entry.hash);
   const contentionDeadline = ctx.contentionDeadline();
+  let relooked = false;
+  let madePartitions = false;
   for (let wait = 0; ; wait++) {
     const outcomes = new Map<number, ProcessOutcome<R>>();
     const stop: { culprit?: number } = {};
@@ -280,7 +294,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
           let covered: Set<Entry<M>> | undefined;
           try {
             if (fence === undefined) {
-              const keys = await ctx.sql.claimMessages(runner, consumer, ids, hashes);
+              const keys = await ctx.claimMany(runner, consumer, ids, hashes);
               claimed = new Set(entries.filter((entry) => keys.has(entry.id)));
             } else {
               // The position is locked first, then only what it does not cover is claimed.
@@ -292,7 +306,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
               const live = entries.filter((entry) => !covered?.has(entry));
               let keys: Set<string> | undefined;
               if (fence.claimIds && live.length > 0) {
-                keys = await ctx.sql.claimMessages(
+                keys = await ctx.claimMany(
                   runner,
                   consumer,
                   live.map((entry) => entry.id),
@@ -303,6 +317,8 @@ async function batchPass<DB, M extends InboxMessage, R>(
             }
           } catch (error) {
             if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
+            if ((error as { code?: unknown }).code === '42P10') throw new LayoutChanged();
+            if (ctx.partitioned === true && isNoPartition(error) && !madePartitions) throw new PartitionMissing();
             throw error;
           }
           const fresh = entries.filter((entry) => claimed.has(entry));
@@ -369,6 +385,18 @@ async function batchPass<DB, M extends InboxMessage, R>(
         });
     } catch (thrown) {
       if (thrown instanceof OptimisticBatchFailed) return { kind: 'handler_failed' };
+      if (thrown instanceof PartitionMissing) {
+        madePartitions = true;
+        // A failure here shows again as the claim's, and takes its course then.
+        await ctx.makePartitions().catch(() => {});
+        continue;
+      }
+      if (thrown instanceof LayoutChanged && !relooked) {
+        relooked = true;
+        ctx.claim = undefined;
+        await ctx.findClaim();
+        continue;
+      }
       if (thrown instanceof HookFailed) throw thrown.error;
       const error = toError(thrown);
       const kind = await ctx.classify(error);

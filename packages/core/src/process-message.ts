@@ -6,7 +6,7 @@ import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
 import type { TransactionFence } from './fence.js';
 import { runTimed } from './handler-timeout.js';
-import { HookFailed, type InboxContext, unavailable } from './inbox-context.js';
+import { HookFailed, type InboxContext, isNoPartition, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
@@ -22,6 +22,15 @@ class CrashLoopDetected extends Error {
     super('inboxkit: crash loop');
     this.crashes = crashes;
     this.firstAttemptAt = firstAttemptAt;
+  }
+}
+
+/** A partitioned table had no partition for the claim's row (23514): partitions are made, the attempt runs again. */
+class PartitionMissing extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('inboxkit: no partition for the claim; making partitions');
+    this.error = error;
   }
 }
 
@@ -51,6 +60,8 @@ export async function processMessage<DB, M extends InboxMessage, R>(
   const key = ctx.keyOf(message, options.fence === undefined || options.fence.claimIds);
   if ('status' in key) return key;
   const { id, hash } = key;
+  // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
+  if (ctx.claim === undefined) await ctx.findClaim();
   // Suspects run alone: a crash one causes must not count against neighbours in flight.
   const suspect = options.suspect === true;
   if (suspect) await ctx.gate.enterExclusive();
@@ -122,6 +133,8 @@ async function withRetries<DB, M extends InboxMessage, R>(
   let lastError: Error | undefined;
   let refused = false;
   let crashLoop: CrashLoopDetected | undefined;
+  let refusal: ConfigurationError | undefined;
+  let madePartitions = false;
   try {
     return await pRetry(
       async (attemptNumber) => {
@@ -133,6 +146,18 @@ async function withRetries<DB, M extends InboxMessage, R>(
             return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect, fence);
           } catch (thrown) {
             if (thrown instanceof ClaimAgain) continue;
+            if (thrown instanceof PartitionMissing) {
+              // Once per message: if partitions cannot be made, the failure takes its course.
+              if (madePartitions) throw thrown.error;
+              madePartitions = true;
+              // A failure here shows again as the claim's, and takes its course then.
+              await ctx.makePartitions().catch(() => {});
+              continue;
+            }
+            if (thrown instanceof ConfigurationError) {
+              refusal = thrown;
+              throw new AbortError(thrown);
+            }
             if (thrown instanceof CrashLoopDetected) {
               crashLoop = thrown;
               throw new AbortError(thrown);
@@ -175,6 +200,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
     );
   } catch (thrown) {
     if (thrown instanceof HookFailed) throw thrown.error;
+    if (refusal !== undefined) throw refusal;
     if (crashLoop !== undefined) {
       const { crashes, firstAttemptAt } = crashLoop;
       return ctx.deadLetter(id, 'crash_loop', new CrashLoopError(id, crashes), crashes, firstAttemptAt);
@@ -241,6 +267,12 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
         if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
           ctx.claimFunctionMissing();
+          throw new ClaimAgain();
+        }
+        if (ctx.partitioned === true && isNoPartition(error)) throw new PartitionMissing(error);
+        if (claimMessage === ctx.sql.claimMessageWithoutFunction && (error as { code?: unknown }).code === '42P10') {
+          // No unique index for ON CONFLICT: the table was partitioned since the inbox looked.
+          ctx.claim = undefined;
           throw new ClaimAgain();
         }
         throw error;

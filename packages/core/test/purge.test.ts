@@ -54,7 +54,8 @@ describe('purge', () => {
       a.purge({ batchSize: 200 }),
     ]);
     expect(results.reduce((sum, r) => sum + r.deleted, 0)).toBe(5000);
-    expect(results.some((r) => r.skipped)).toBe(true);
+    // Which purger finds the lock taken depends on timing (the lock is per batch): that one
+    // purger deletes at a time is the next test's, with a slow batch.
     expect(await count('purge-c')).toBe(0);
   });
 

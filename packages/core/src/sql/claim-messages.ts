@@ -1,5 +1,5 @@
 import type { InboxTables } from '../identifiers.js';
-import { transactionSettings } from './claim-message.js';
+import { statementGraceMs, transactionSettings } from './claim-message.js';
 import { type QueryRunner, raw } from './executor.js';
 
 /**
@@ -33,3 +33,33 @@ RETURNING message_id`;
     return new Set(rows.map((row) => row.message_id));
   };
 }
+
+/**
+ * The batch claim on a partitioned table: the claim function's batch twin
+ * (`sql/partitioned-table.ts`), which locks each key's hash and inserts the keys it does
+ * not find, since `ON CONFLICT` cannot deduplicate across partitions. Same contract as
+ * {@link compileClaimMessages}.
+ */
+export function compileClaimMessagesPartitioned(
+  tables: InboxTables,
+  lockTimeoutMs: number,
+  handlerTimeoutMs: number | undefined,
+) {
+  const statementTimeout =
+    handlerTimeoutMs === undefined ? 'NULL' : `'${handlerTimeoutMs + statementGraceMs(handlerTimeoutMs)}ms'`;
+  const text = `SELECT k AS message_id
+FROM ${tables.claimFunction}($1::text, $2::text[], $3::bytea[], 'processed', NULL::jsonb[], '${lockTimeoutMs}ms', ${statementTimeout}) AS k`;
+
+  return async function claimMessagesPartitioned(
+    trx: QueryRunner,
+    consumer: string,
+    ids: readonly string[],
+    hashes: readonly (Buffer | null)[],
+  ): Promise<Set<string>> {
+    const { rows } = await trx.executeQuery(raw<{ message_id: string }>(text, [consumer, ids, hashes]));
+    return new Set(rows.map((row) => row.message_id));
+  };
+}
+
+/** The batch claim, plain or partitioned. */
+export type ClaimMessages = ReturnType<typeof compileClaimMessages>;

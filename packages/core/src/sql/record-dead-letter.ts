@@ -32,3 +32,30 @@ ON CONFLICT (consumer, message_id) DO NOTHING`;
     await runner.executeQuery(raw(text, [consumer, messageId, payloadHash, detailJson]));
   };
 }
+
+/**
+ * The dead-letter record on a partitioned table: the key is inserted by the claim
+ * function's batch twin (`sql/partitioned-table.ts`), under the key's lock, since
+ * `ON CONFLICT` cannot deduplicate across partitions. Same contract as
+ * {@link compileRecordDeadLetter}.
+ */
+export function compileRecordDeadLetterPartitioned(tables: InboxTables, lockTimeoutMs: number) {
+  const text = `WITH cleared AS (
+  DELETE FROM ${tables.attemptsQualified} WHERE consumer = $1 AND message_id = $2
+)
+SELECT count(*) AS recorded
+FROM ${tables.claimFunction}($1::text, ARRAY[$2::text], ARRAY[$3::bytea], 'dead_lettered', ARRAY[$4::jsonb], '${lockTimeoutMs}ms', NULL)`;
+
+  return async function recordDeadLetterPartitioned(
+    runner: QueryRunner,
+    consumer: string,
+    messageId: string,
+    payloadHash: Buffer | null,
+    detailJson: string,
+  ): Promise<void> {
+    await runner.executeQuery(raw(text, [consumer, messageId, payloadHash, detailJson]));
+  };
+}
+
+/** The dead-letter record, plain or partitioned. */
+export type RecordDeadLetter = ReturnType<typeof compileRecordDeadLetter>;
