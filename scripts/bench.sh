@@ -19,7 +19,7 @@ run() {
   case "$name" in
     core|http|cli-status|retention) bash scripts/services.sh start postgres ;;
     rabbitmq) bash scripts/services.sh start postgres; bash scripts/services.sh start rabbitmq ;;
-    kafka) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
+    kafka|kafka-offsets) bash scripts/services.sh start postgres; bash scripts/services.sh start kafka ;;
     outbox) for service in postgres rabbitmq kafka; do bash scripts/services.sh start "$service"; done ;;
   esac
   echo "inboxkit: benchmark $name" >&2

@@ -13,10 +13,13 @@ export {
 export { databaseFailure } from './error-classification.js';
 export { toError } from './errors.js';
 export { SafeEmitter } from './events.js';
+export type { FenceRunner, TransactionFence } from './fence.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
+export { checkIdentifier, quoteIdentifier } from './identifiers.js';
 export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
+export { type MigrationSet, runMigrations } from './migration-runner.js';
 export { bool, checkLogger, positiveInteger } from './option-checks.js';
 export {
   createOutboxRelay,
@@ -38,6 +41,7 @@ export {
   settleOutcome,
   settleOutcomes,
 } from './settle-outcome.js';
+export { transactionSettings } from './sql/claim-message.js';
 export type { InboxTelemetry } from './telemetry/inbox-telemetry.js';
 export { traceHeaders } from './telemetry/trace-context.js';
 export type {

@@ -212,10 +212,11 @@ export class InboxContext<DB> {
    * A message's key and payload fingerprint, or the `invalid_message` dead letter it gets
    * when its id or payload breaks a rule (reported here).
    */
-  keyOf(message: InboxMessage): { id: string; hash: Buffer | null } | DeadLetterOutcome {
+  keyOf(message: InboxMessage, fingerprinted = true): { id: string; hash: Buffer | null } | DeadLetterOutcome {
     try {
       const id = checkMessageId((message as Partial<InboxMessage> | null | undefined)?.id, this.config.maxIdLength);
-      return { id, hash: this.fingerprint(checkPayload(message.payload, id)) };
+      const payload = checkPayload(message.payload, id);
+      return { id, hash: fingerprinted ? this.fingerprint(payload) : null };
     } catch (error) {
       return this.deadLetter(messageIdOf(error), 'invalid_message', toError(error), 0, new Date());
     }
@@ -262,6 +263,17 @@ export class InboxContext<DB> {
       default:
         return;
     }
+  }
+
+  /** A message a fence's position already covers: a duplicate whose result is not kept. Not reported. */
+  covered(id: string): DuplicateOutcome {
+    return {
+      status: 'duplicate',
+      messageId: id,
+      result: undefined,
+      previousStatus: 'processed',
+      processedAt: undefined,
+    };
   }
 
   conflict(id: string): ConflictOutcome {

@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { StoredStatus } from './events.js';
+import type { TransactionFence } from './fence.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { ProcessOutcome } from './outcome.js';
 
@@ -52,6 +53,11 @@ export interface ProcessOptions {
    * rejects with that error and nothing is committed.
    */
   readonly beforeAttempt?: () => Promise<void> | void;
+  /**
+   * A position kept in the same transaction (Kafka offsets stored in Postgres): see
+   * `TransactionFence` on `@inboxkit/core/adapter`. Adapters set this.
+   */
+  readonly fence?: TransactionFence;
 }
 
 /** Options of `Inbox.processBatch` and `Inbox.processBulk`. */
@@ -63,6 +69,12 @@ export interface BatchOptions {
    * call rejects with that error (messages committed before it stay committed).
    */
   readonly beforeMessage?: () => Promise<void> | void;
+  /**
+   * A position kept in the same transactions (Kafka offsets stored in Postgres): see
+   * `TransactionFence` on `@inboxkit/core/adapter`. With it, `outcomes` may stop after the
+   * first message that was neither processed nor a duplicate. Adapters set this.
+   */
+  readonly fence?: TransactionFence;
 }
 
 /** What became of each message of a batch, in the order they were given. */

@@ -1,5 +1,6 @@
 import { ConfigurationError, toError } from './errors.js';
 import type { InboxEventName, InboxListener } from './events.js';
+import type { TransactionFence } from './fence.js';
 import { InboxContext, partitionLockKey, unavailable } from './inbox-context.js';
 import { checkMessageId, checkPayload, type InboxMessage } from './inbox-message.js';
 import { compileInboxOptions, type InboxConfig, type InboxOptions } from './inbox-options.js';
@@ -195,16 +196,60 @@ export class Inbox<DB> {
    * `lockTimeoutMs`, say) is logged and the caller may ack; a redelivery of the same id
    * would then be handled again, never lost.
    *
+   * With a `fence` (adapters: Kafka offsets stored in Postgres), it runs in a transaction
+   * that locks the fence's position first: a message the position covers already is left
+   * alone; otherwise the key is recorded (when the fence claims ids) and the position moved
+   * past the message, in one commit, so that it is never applied again. A conflict and a
+   * message without a usable id then move the position too.
+   *
    * @throws {DatabaseUnavailableError} when Postgres does not answer: do not ack then.
    */
-  async recordDeadLetter(message: InboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): Promise<void> {
-    if (outcome.status === 'conflict' || outcome.messageId === undefined) return;
-    const id = outcome.messageId;
-    try {
-      checkMessageId(id, this.#ctx.config.maxIdLength);
-    } catch {
+  async recordDeadLetter(
+    message: InboxMessage,
+    outcome: DeadLetterOutcome | ConflictOutcome,
+    options: { readonly fence?: TransactionFence } = {},
+  ): Promise<void> {
+    const { fence } = options;
+    let id: string | undefined = outcome.status === 'conflict' ? undefined : outcome.messageId;
+    if (id !== undefined) {
+      try {
+        checkMessageId(id, this.#ctx.config.maxIdLength);
+      } catch {
+        id = undefined;
+      }
+    }
+    if (fence === undefined) {
+      if (id !== undefined) await this.#recordDeadLetterKey(message, outcome as DeadLetterOutcome, id);
       return;
     }
+    const record = fence.claimIds && message.id === id ? id : undefined;
+    try {
+      // Which statement records a key (a partitioned table has its own) is decided once.
+      if (record !== undefined && this.#ctx.claim === undefined) await this.#ctx.findClaim();
+      await this.#ctx.config.db.transaction().execute(async (trx) => {
+        const runner = trx as unknown as QueryRunner;
+        if ((await fence.enter(runner, [message]))(message)) {
+          await fence.leave(runner, undefined);
+          return;
+        }
+        if (record !== undefined) {
+          const [hash, detail] = this.#deadLetterRow(message, outcome as DeadLetterOutcome, record);
+          await this.#ctx.recordDeadLetter(runner, this.consumer, record, hash, detail);
+        }
+        await fence.leave(runner, message);
+      });
+    } catch (thrown) {
+      const error = toError(thrown);
+      if ((await this.#ctx.classify(error)) === 'unavailable') throw unavailable(error);
+      this.#ctx.config.logger.warn(
+        { consumer: this.consumer, messageId: id, err: error },
+        'inboxkit: dead letter published but its position not recorded; a redelivery would be handled again',
+      );
+    }
+  }
+
+  /** The key and detail a dead letter is recorded with. */
+  #deadLetterRow(message: InboxMessage, outcome: DeadLetterOutcome, id: string): [Buffer | null, string] {
     const detail = storableJson({
       reason: outcome.reason,
       attempts: outcome.attempts,
@@ -221,6 +266,11 @@ export class Inbox<DB> {
     } catch {
       hash = null;
     }
+    return [hash, detail];
+  }
+
+  async #recordDeadLetterKey(message: InboxMessage, outcome: DeadLetterOutcome, id: string): Promise<void> {
+    const [hash, detail] = this.#deadLetterRow(message, outcome, id);
     try {
       if (this.#ctx.claim === undefined) await this.#ctx.findClaim();
       await this.#ctx.recordDeadLetter(this.#ctx.runner, this.consumer, id, hash, detail);

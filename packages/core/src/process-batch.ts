@@ -5,6 +5,7 @@ import { sql, type Transaction } from 'kysely';
 import { isLockTimeout } from './error-classification.js';
 import { ConfigurationError, LockTimeoutError, toError } from './errors.js';
 import type { RetryLaterReason } from './events.js';
+import type { TransactionFence } from './fence.js';
 import { HookFailed, type InboxContext, isNoPartition, type TimedHandlerCall, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
 import type { BatchHandler, BatchOptions, BatchResult, MessageHandler } from './inbox-types.js';
@@ -136,43 +137,58 @@ async function runBatch<DB, M extends InboxMessage, R>(
   if (!Array.isArray(messages)) {
     throw new ConfigurationError('inbox.processBatch(messages, ...): `messages` must be an array.');
   }
+  const { fence } = options;
   // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
   if (ctx.claim === undefined) await ctx.findClaim();
   const outcomes: (ProcessOutcome<R> | undefined)[] = new Array(messages.length);
   const entries: Entry<M>[] = [];
   const firstOf = new Map<string, Entry<M>>();
   const copies: { index: number; of: Entry<M> }[] = [];
+  // With a fence, the batch ends at the first message that is neither processed nor a
+  // duplicate: nothing after it may be covered by the position before it is settled.
+  let end = messages.length;
 
   // 1. Validate, fingerprint, and set aside copies of an id already in this batch.
-  messages.forEach((message, index) => {
-    const key = ctx.keyOf(message);
+  for (const [index, message] of messages.entries()) {
+    // Fingerprints compare stored keys: a fence alone stores none.
+    const key = ctx.keyOf(message, fence === undefined || fence.claimIds);
     if ('status' in key) {
       outcomes[index] = key;
-      return;
+      if (fence !== undefined) {
+        end = index + 1;
+        break;
+      }
+      continue;
     }
     const { id, hash } = key;
-    const first = firstOf.get(id);
+    // A fence alone claims no id: every message is its own, whatever its id.
+    const own = fence !== undefined && !fence.claimIds;
+    const first = own ? undefined : firstOf.get(id);
     if (first === undefined) {
       const entry = { index, id, hash, message };
-      firstOf.set(id, entry);
+      if (!own) firstOf.set(id, entry);
       entries.push(entry);
     } else if (first.hash !== null && hash !== null && !first.hash.equals(hash)) {
       outcomes[index] = ctx.conflict(id);
+      if (fence !== undefined) {
+        end = index + 1;
+        break;
+      }
     } else {
       copies.push({ index, of: first });
     }
-  });
+  }
 
   // 2. Optimistic passes; a failing handler is found with savepoints and settled alone,
   //    in order; a failure outside the handlers settles the rest one at a time.
   const savepoints: RunHandlers<DB, M, R> = (trx, pass, timed, stop) =>
     savepointPass(ctx, trx, pass, timed, single, options, stop);
   const alone = (entry: Entry<M>) =>
-    processMessage(ctx, entry.message, single, { beforeAttempt: options.beforeMessage });
+    processMessage(ctx, entry.message, single, { beforeAttempt: options.beforeMessage, fence });
   let rest: readonly Entry<M>[] = entries;
   while (rest.length > 0) {
-    let pass = await batchPass(ctx, rest, optimistic);
-    if (pass.kind === 'handler_failed') pass = await batchPass(ctx, rest, savepoints);
+    let pass = await batchPass(ctx, rest, optimistic, fence);
+    if (pass.kind === 'handler_failed') pass = await batchPass(ctx, rest, savepoints, fence);
     if (pass.kind === 'committed' || pass.kind === 'prefix') {
       for (const [index, outcome] of pass.outcomes) outcomes[index] = outcome;
     }
@@ -184,12 +200,19 @@ async function runBatch<DB, M extends InboxMessage, R>(
     const culprit = pass.kind === 'prefix' ? pass.culprit : 0;
     const settleAlone = pass.kind === 'prefix' ? rest.slice(culprit, culprit + 1) : rest;
     let handedBack: ProcessOutcome<R> | undefined;
+    let stopped = false;
     for (const entry of settleAlone) {
       const outcome = handedBack ?? (await alone(entry));
       outcomes[entry.index] = outcome;
       // What follows a message handed back must not commit before it.
       if (outcome.status === 'retry_later') handedBack = outcome;
+      else if (fence !== undefined && outcome.status !== 'processed' && outcome.status !== 'duplicate') {
+        end = entry.index + 1;
+        stopped = true;
+        break;
+      }
     }
+    if (stopped) break;
     rest = pass.kind === 'prefix' ? rest.slice(culprit + 1) : [];
     if (handedBack !== undefined) {
       for (const entry of rest) outcomes[entry.index] = handedBack;
@@ -199,9 +222,9 @@ async function runBatch<DB, M extends InboxMessage, R>(
 
   // 3. A copy of an id within the batch follows its first occurrence.
   for (const { index, of } of copies) {
-    outcomes[index] = ctx.copyOutcome(outcomes[of.index] as ProcessOutcome<R>, of.id);
+    if (index < end) outcomes[index] = ctx.copyOutcome(outcomes[of.index] as ProcessOutcome<R>, of.id);
   }
-  return { outcomes: outcomes as ProcessOutcome<R>[] };
+  return { outcomes: (end < messages.length ? outcomes.slice(0, end) : outcomes) as ProcessOutcome<R>[] };
 }
 
 /**
@@ -249,6 +272,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
   ctx: InboxContext<DB>,
   entries: readonly Entry<M>[],
   runHandlers: RunHandlers<DB, M, R>,
+  fence: TransactionFence | undefined,
 ): Promise<BatchPass<R>> {
   const { db, consumer, isolationLevel, storeResults, lockTimeoutMs } = ctx.config;
   const ids = entries.map((entry) => entry.id);
@@ -265,22 +289,46 @@ async function batchPass<DB, M extends InboxMessage, R>(
         .setIsolationLevel(isolationLevel)
         .execute(async (trx) => {
           const runner = trx as unknown as QueryRunner;
-          let claimed: Set<string>;
+          // Entries, not ids: without claimed ids (a fence alone) two messages may share an id.
+          let claimed: Set<Entry<M>>;
+          let covered: Set<Entry<M>> | undefined;
           try {
-            claimed = await ctx.claimMany(runner, consumer, ids, hashes);
+            if (fence === undefined) {
+              const keys = await ctx.claimMany(runner, consumer, ids, hashes);
+              claimed = new Set(entries.filter((entry) => keys.has(entry.id)));
+            } else {
+              // The position is locked first, then only what it does not cover is claimed.
+              const isCovered = await fence.enter(
+                runner,
+                entries.map((entry) => entry.message),
+              );
+              covered = new Set(entries.filter((entry) => isCovered(entry.message)));
+              const live = entries.filter((entry) => !covered?.has(entry));
+              let keys: Set<string> | undefined;
+              if (fence.claimIds && live.length > 0) {
+                keys = await ctx.claimMany(
+                  runner,
+                  consumer,
+                  live.map((entry) => entry.id),
+                  live.map((entry) => entry.hash),
+                );
+              }
+              claimed = new Set(fence.claimIds ? live.filter((entry) => keys?.has(entry.id)) : live);
+            }
           } catch (error) {
             if (isLockTimeout(error)) throw new LockTimeoutError(ids[0] ?? '', lockTimeoutMs, { cause: error });
             if ((error as { code?: unknown }).code === '42P10') throw new LayoutChanged();
             if (ctx.partitioned === true && isNoPartition(error) && !madePartitions) throw new PartitionMissing();
             throw error;
           }
-          const fresh = entries.filter((entry) => claimed.has(entry.id));
+          const fresh = entries.filter((entry) => claimed.has(entry));
+          const unclaimed = entries.filter((entry) => !claimed.has(entry) && !covered?.has(entry));
           const stored =
-            fresh.length < entries.length
+            unclaimed.length > 0
               ? await ctx.sql.readStored(
                   runner,
                   consumer,
-                  entries.filter((entry) => !claimed.has(entry.id)).map((entry) => entry.id),
+                  unclaimed.map((entry) => entry.id),
                 )
               : new Map<string, StoredRow>();
           const results =
@@ -298,8 +346,17 @@ async function batchPass<DB, M extends InboxMessage, R>(
           }
           const storedIds: string[] = [];
           const storedJson: string[] = [];
+          // The fence moves past the last message decided here, but never past a conflict:
+          // it is dead-lettered only after this commit (its neighbours' keys stay claimed).
+          let through: Entry<M> | undefined;
+          let conflictSeen = false;
           for (const entry of entries.slice(0, cut)) {
-            if (!claimed.has(entry.id)) {
+            if (covered?.has(entry)) {
+              outcomes.set(entry.index, ctx.covered(entry.id));
+              if (!conflictSeen) through = entry;
+              continue;
+            }
+            if (!claimed.has(entry)) {
               const row = stored.get(entry.id);
               outcomes.set(
                 entry.index,
@@ -307,11 +364,14 @@ async function batchPass<DB, M extends InboxMessage, R>(
                   ? ctx.retryLater(entry.id, 'lock_timeout', new LockTimeoutError(entry.id, lockTimeoutMs), 0)
                   : ctx.fromStored(entry.id, entry.hash, row),
               );
+              if (outcomes.get(entry.index)?.status !== 'duplicate') conflictSeen = true;
+              else if (!conflictSeen) through = entry;
               continue;
             }
+            if (!conflictSeen) through = entry;
             const result = results.get(entry.index) as R;
             outcomes.set(entry.index, { status: 'processed', messageId: entry.id, result, attempts: 1 });
-            if (storeResults) {
+            if (storeResults && (fence === undefined || fence.claimIds)) {
               const json = resultJson(result);
               if (json !== undefined) {
                 storedIds.push(entry.id);
@@ -320,6 +380,7 @@ async function batchPass<DB, M extends InboxMessage, R>(
             }
           }
           if (storedIds.length > 0) await ctx.sql.storeResults(runner, consumer, storedIds, storedJson);
+          if (fence !== undefined) await fence.leave(runner, through?.message);
           if (culpritEntry !== undefined) stop.culprit = cut;
         });
     } catch (thrown) {

@@ -4,6 +4,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type { FailureKind } from './error-classification.js';
 import { isLockTimeout, isUnusableFunction } from './error-classification.js';
 import { ConfigurationError, CrashLoopError, LockTimeoutError, toError } from './errors.js';
+import type { TransactionFence } from './fence.js';
 import { runTimed } from './handler-timeout.js';
 import { HookFailed, type InboxContext, isNoPartition, unavailable } from './inbox-context.js';
 import type { InboxMessage } from './inbox-message.js';
@@ -55,7 +56,8 @@ export async function processMessage<DB, M extends InboxMessage, R>(
     throw new ConfigurationError('inbox.process(message, handler): `handler` must be a function.');
   }
   const started = performance.now();
-  const key = ctx.keyOf(message);
+  // Fingerprints compare stored keys: a fence alone stores none.
+  const key = ctx.keyOf(message, options.fence === undefined || options.fence.claimIds);
   if ('status' in key) return key;
   const { id, hash } = key;
   // Rejects only with a ConfigurationError (a partitioned table it may not claim on).
@@ -68,11 +70,13 @@ export async function processMessage<DB, M extends InboxMessage, R>(
     if (waiting !== undefined) await waiting;
   }
   try {
-    if (suspect || ctx.config.duplicateFastPath) {
+    // With a fence the position decides first: a key seen before the transaction would
+    // answer without moving it.
+    if ((suspect || ctx.config.duplicateFastPath) && options.fence === undefined) {
       const early = await lookUpFirst(ctx, id, hash);
       if (early !== undefined) return early;
     }
-    const outcome = await withRetries(ctx, message, id, hash, handler, suspect, options.beforeAttempt);
+    const outcome = await withRetries(ctx, message, id, hash, handler, suspect, options);
     ctx.report(outcome, performance.now() - started);
     return outcome;
   } finally {
@@ -119,7 +123,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
   hash: Buffer | null,
   handler: MessageHandler<DB, M, R>,
   suspect: boolean,
-  beforeAttempt: (() => Promise<void> | void) | undefined,
+  { beforeAttempt, fence }: ProcessOptions,
 ): Promise<ProcessOutcome<R>> {
   const policy = ctx.config.retry;
   const firstSeenAt = new Date();
@@ -139,7 +143,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
           await ctx.hook(beforeAttempt);
           try {
             const claim = ctx.claim ?? (await ctx.findClaim());
-            return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect);
+            return await attempt(ctx, claim, message, id, hash, handler, attemptNumber, suspect, fence);
           } catch (thrown) {
             if (thrown instanceof ClaimAgain) continue;
             if (thrown instanceof PartitionMissing) {
@@ -243,6 +247,7 @@ async function attempt<DB, M extends InboxMessage, R>(
   handler: MessageHandler<DB, M, R>,
   attemptNumber: number,
   suspect: boolean,
+  fence: TransactionFence | undefined,
 ): Promise<ProcessedOutcome<R> | DuplicateOutcome | ConflictOutcome> {
   const { db, consumer, isolationLevel, storeResults, crashLoopLimit, lockTimeoutMs } = ctx.config;
   return db
@@ -250,9 +255,14 @@ async function attempt<DB, M extends InboxMessage, R>(
     .setIsolationLevel(isolationLevel)
     .execute(async (trx) => {
       const runner = trx as unknown as QueryRunner;
-      let claim: Claim;
+      let claim: Claim = { claimed: true };
       try {
-        claim = await claimMessage(runner, consumer, id, hash);
+        // A fence's position is locked first: a former owner still running is waited on here.
+        if (fence !== undefined && (await fence.enter(runner, [message]))(message)) {
+          await fence.leave(runner, undefined);
+          return ctx.covered(id);
+        }
+        if (fence === undefined || fence.claimIds) claim = await claimMessage(runner, consumer, id, hash);
       } catch (error) {
         if (isLockTimeout(error)) throw new LockTimeoutError(id, lockTimeoutMs, { cause: error });
         if (claimMessage === ctx.sql.claimMessage && isUnusableFunction(error)) {
@@ -271,7 +281,10 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (claim.stored === undefined) {
           throw new Error(`inboxkit: key ${JSON.stringify(id)} was neither claimed nor found; retrying`);
         }
-        return ctx.fromStored(id, hash, claim.stored);
+        const outcome = ctx.fromStored(id, hash, claim.stored);
+        // A duplicate is covered; a conflict is not until it is dead-lettered.
+        if (fence !== undefined) await fence.leave(runner, outcome.status === 'duplicate' ? message : undefined);
+        return outcome;
       }
       if (suspect) {
         const counted = await ctx.onSideConnection(
@@ -290,8 +303,11 @@ async function attempt<DB, M extends InboxMessage, R>(
         if (suspect) await ctx.sql.clearAttempts(runner, consumer, id);
         if (storeResults) {
           const json = resultJson(result);
-          if (json !== undefined) await ctx.sql.storeResults(runner, consumer, [id], [json]);
+          if (json !== undefined && (fence === undefined || fence.claimIds)) {
+            await ctx.sql.storeResults(runner, consumer, [id], [json]);
+          }
         }
+        if (fence !== undefined) await fence.leave(runner, message);
         return { status: 'processed', messageId: id, result, attempts: attemptNumber } as const;
       } catch (error) {
         if (suspect) await uncount(ctx, id);

@@ -32,6 +32,12 @@ export type HandBackReason =
 /** The part of an `Inbox` settling needs. */
 export interface DeadLetterRecorder {
   recordDeadLetter(message: InboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): Promise<void>;
+  /**
+   * `true`: called for every dead letter, also a conflict or a message without a usable id
+   * (a recorder that moves a position, Kafka offsets stored in Postgres). Default: only for
+   * dead letters under the message's own id.
+   */
+  readonly recordsEvery?: boolean;
 }
 
 /** A message and what became of it. */
@@ -158,7 +164,7 @@ async function deadLetter<M extends InboxMessage>(
     const entry = entries[i] as DeadLetterEntry<M>;
     // Only under the message's own, valid id, so that a redelivery is a duplicate; a
     // conflict keeps its key's first content. It throws only when Postgres does not answer.
-    if (recordable(entry)) {
+    if (inbox.recordsEvery === true || recordable(entry)) {
       try {
         await inbox.recordDeadLetter(entry.message, entry.outcome);
       } catch (thrown) {

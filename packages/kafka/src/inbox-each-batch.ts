@@ -133,7 +133,6 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         throw new BatchInterrupted(error);
       }
     };
-    const batchOptions: BatchOptions = { beforeMessage: checkpoint };
 
     runtime.enter();
     let position = 0;
@@ -148,6 +147,10 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
         const window =
           runtime.assignments.window(topic, partition) ??
           (await runtime.startWindow(topic, partition, (records[position] as (typeof records)[number]).offset));
+        // Sought to the offset stored in Postgres: the records come again from there.
+        if (window === undefined) return;
+        const fence = runtime.fence(topic, partition);
+        const batchOptions: BatchOptions = { beforeMessage: checkpoint, fence };
         if (window.open) {
           // Crash-loop window: one record at a time, each a suspect.
           const record = records[position] as (typeof records)[number];
@@ -159,7 +162,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
               const { message, invalid } = runtime.prepare(topic, partition, record);
               trace.bind(message);
               const outcome =
-                invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint }));
+                invalid ?? (await inbox.process(message, single, { suspect: true, beforeAttempt: checkpoint, fence }));
               window.count(outcome);
               done.outcome = outcome;
               done.settled = (await runtime.settle(topic, partition, [{ message, outcome }], resolveOffset)) === 1;
@@ -191,9 +194,13 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
             const valid: KafkaInboxMessage<V>[] = [];
             for (const [i, record] of chunk.entries()) {
               const entry = runtime.prepare(topic, partition, record);
+              // With a fence, an invalid record ends the transaction's run: the offset must
+              // not move past it before it is dead-lettered. It is settled first, or next.
+              if (fence !== undefined && entry.invalid !== undefined && prepared.length > 0) break;
               trace.bind(i, entry.message);
               prepared.push(entry);
               if (entry.invalid === undefined) valid.push(entry.message);
+              else if (fence !== undefined) break;
             }
             let outcomes: ProcessOutcome[] = [];
             if (valid.length > 0) {
@@ -203,9 +210,12 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
                   : await inbox.processBatch(valid, handler as KafkaMessageHandler<DB, V, R>, batchOptions);
               outcomes = result.outcomes;
             }
+            // With a fence, the outcomes may stop early (after a dead letter): the rest comes next.
             let next = 0;
             for (const entry of prepared) {
-              items.push({ message: entry.message, outcome: entry.invalid ?? (outcomes[next++] as ProcessOutcome) });
+              const outcome = entry.invalid ?? outcomes[next++];
+              if (outcome === undefined) break;
+              items.push({ message: entry.message, outcome });
             }
             done.settled = await runtime.settle(topic, partition, items, resolveOffset);
           });
@@ -223,7 +233,7 @@ export function inboxEachBatch<DB, V = unknown, R = unknown>(
           });
         }
         if (done.settled < items.length) return;
-        position = end;
+        position += items.length;
       }
     } catch (error) {
       if (error instanceof BatchInterrupted) {

@@ -35,6 +35,8 @@ export type InboxEachMessageHandler = ((payload: KafkaEachMessagePayload) => Pro
  *   sought back to the record, and resumes after a backoff. Nothing is skipped.
  * - After a partition is assigned, its first record not yet in the inbox runs as a
  *   crash-loop suspect (docs/design.md, "Crash loops").
+ * - With `dedup: 'offsets'`, the partition's next offset is stored in the record's
+ *   transaction, and the consumer seeks to it after an assignment.
  *
  * @example
  * ```ts
@@ -87,14 +89,17 @@ export function inboxEachMessage<DB, V = unknown, R = unknown>(
           const window =
             runtime.assignments.window(topic, partition) ??
             (await runtime.startWindow(topic, partition, record.offset));
+          // Sought to the offset stored in Postgres: the records come again from there.
+          if (window === undefined) return;
+          const fence = runtime.fence(topic, partition);
           // A heartbeat before each attempt keeps the member in the group through the
           // retry policy's pauses (kafkajs sends it only once heartbeatInterval has passed).
           const beforeAttempt = () => (typeof heartbeat === 'function' ? heartbeat() : undefined);
           if (window.open) {
-            outcome = await inbox.process(message, handler, { suspect: true, beforeAttempt });
+            outcome = await inbox.process(message, handler, { suspect: true, beforeAttempt, fence });
             window.count(outcome);
           } else {
-            outcome = await inbox.process(message, handler, { beforeAttempt });
+            outcome = await inbox.process(message, handler, { beforeAttempt, fence });
           }
         }
         done.outcome = outcome;

@@ -44,7 +44,7 @@ export type {
   PauseReason,
 } from './kafka-inbox-events.js';
 export type { KafkaInboxMessage } from './kafka-inbox-message.js';
-export type { KafkaInboxOptions, TopologyOptions } from './kafka-inbox-options.js';
+export type { KafkaDedup, KafkaInboxOptions, TopologyOptions } from './kafka-inbox-options.js';
 export { createKafkaRelay, type KafkaRelayOptions, MESSAGE_ID_HEADER } from './kafka-relay.js';
 export {
   type KafkaStartupRetry,
@@ -53,5 +53,11 @@ export {
   KafkaUnavailableError,
 } from './kafka-startup.js';
 export type { MessageIdFunction, MessageIdSource } from './message-id.js';
+export {
+  type KafkaOffsetTableOptions,
+  kafkaOffsetsMigrations,
+  kafkaOffsetsSchemaSql,
+  migrateKafkaOffsets,
+} from './offset-table.js';
 export { PublishError, type PublishFailure } from './publish-error.js';
 export { type RunInboxConsumerOptions, runInboxConsumer } from './run-inbox-consumer.js';

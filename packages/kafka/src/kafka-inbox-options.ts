@@ -9,6 +9,23 @@ import {
 import { compileValueDecoder, type ValueDecoder, type ValueDecoding } from './decode.js';
 import type { KafkaClient, KafkaConsumer, KafkaProducer } from './kafka-client.js';
 import { compileMessageId, type MessageIdReader, type MessageIdSource } from './message-id.js';
+import { DEFAULT_OFFSET_TABLE, type OffsetTable, offsetTable } from './offset-table.js';
+
+/**
+ * How redeliveries are recognised (docs/design.md, "Kafka offsets in Postgres"):
+ *
+ * - `'ids'`: each record's message id is a key in the inbox table (one row per message,
+ *   purged after `retentionMs`). Catches a redelivery and a message produced twice.
+ * - `'offsets'`: the next offset of each (group, topic, partition) is stored in Postgres
+ *   (`migrateKafkaOffsets`), in the same transaction as the handler's writes; records
+ *   below it are skipped, and after an assignment the consumer seeks to it. One row per
+ *   partition, no purge. Catches redeliveries only: a message produced twice (two
+ *   offsets) runs twice. Right with an idempotent producer (kafkajs `idempotent: true`,
+ *   the Java client's default), whose retries never write a second copy.
+ * - `'offsets+ids'`: both: the offsets fence the partition, the ids catch a message the
+ *   producer sent twice (an application that retries a send, a non-idempotent producer).
+ */
+export type KafkaDedup = 'ids' | 'offsets' | 'offsets+ids';
 
 /**
  * What `assertTopology` creates: missing dead-letter topics, with these settings (`-1`, the
@@ -93,6 +110,21 @@ export interface KafkaInboxOptions<DB, V> {
   readonly pause?: BackoffOptions;
   /** A pino-compatible logger. Default: the inbox's. */
   readonly logger?: InboxLogger;
+  /**
+   * How redeliveries are recognised: by message id (`'ids'`), by offsets stored in
+   * Postgres (`'offsets'`), or both (`'offsets+ids'`). See {@link KafkaDedup}. With
+   * `'offsets'`, `messageId` defaults to `'offset'` (the id only names the record in dead
+   * letters and crash-loop counts). Default `'ids'`.
+   *
+   * @example
+   * ```ts
+   * await migrateKafkaOffsets(db) // once, beside migrateInbox(db)
+   * inboxEachBatch({ kafkaConsumer, kafka, inbox, dedup: 'offsets', bulkHandler })
+   * ```
+   */
+  readonly dedup?: KafkaDedup;
+  /** The offsets table (`dedup: 'offsets'`), in the inbox's schema. Default `'kafka_offsets'`. */
+  readonly offsetTable?: string;
 }
 
 /** The options, checked and compiled once. */
@@ -117,6 +149,9 @@ export interface KafkaInboxConfig<DB, V> {
   readonly commitIntervalMs: number;
   readonly pause: Backoff;
   readonly logger: InboxLogger;
+  readonly dedup: KafkaDedup;
+  /** Set unless `dedup` is `'ids'`. */
+  readonly offsetTable: OffsetTable | undefined;
 }
 
 export const COMMON_OPTIONS: readonly string[] = [
@@ -135,6 +170,8 @@ export const COMMON_OPTIONS: readonly string[] = [
   'commitIntervalMs',
   'pause',
   'logger',
+  'dedup',
+  'offsetTable',
 ];
 
 /** Options of earlier versions, and what took their place. */
@@ -191,6 +228,15 @@ export function compileKafkaInboxOptions<DB, V>(
     throw new ConfigurationError('Expected `groupId` to be a non-empty string.');
   }
   const { name: decoderName, decode } = compileValueDecoder(options.decode);
+  const dedup = options.dedup ?? 'ids';
+  if (dedup !== 'ids' && dedup !== 'offsets' && dedup !== 'offsets+ids') {
+    throw new ConfigurationError(
+      `Expected \`dedup\` to be 'ids', 'offsets' or 'offsets+ids', got ${JSON.stringify(options.dedup)}.`,
+    );
+  }
+  if (dedup === 'ids' && options.offsetTable !== undefined) {
+    throw new ConfigurationError("`offsetTable` is only used with `dedup: 'offsets'` or `'offsets+ids'`.");
+  }
   return Object.freeze({
     kafkaConsumer: options.kafkaConsumer,
     inbox: options.inbox,
@@ -199,7 +245,7 @@ export function compileKafkaInboxOptions<DB, V>(
     producer: options.producer,
     topology: compileTopology(options.assertTopology),
     groupId: options.groupId,
-    messageId: compileMessageId(options.messageId),
+    messageId: compileMessageId(options.messageId ?? (dedup === 'offsets' ? 'offset' : undefined)),
     decode,
     decoderName,
     deadLetterTopic: compileDeadLetterTopic(
@@ -212,6 +258,11 @@ export function compileKafkaInboxOptions<DB, V>(
     commitIntervalMs: nonNegativeInteger('commitIntervalMs', options.commitIntervalMs, 1000),
     pause: compileBackoff('pause', options.pause, PAUSE_DEFAULTS),
     logger: options.logger ?? inboxConfig(options.inbox).logger,
+    dedup,
+    offsetTable:
+      dedup === 'ids'
+        ? undefined
+        : offsetTable(inboxConfig(options.inbox).tables.schema, options.offsetTable ?? DEFAULT_OFFSET_TABLE),
   });
 }
 

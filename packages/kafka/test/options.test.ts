@@ -1,6 +1,7 @@
 // Options are checked once, at construction, with errors naming the option; and kafkajs'
 // own types fit the shapes the adapter is typed against (checked by the compiler: this file
 // is part of `tsc -p tsconfig.test.json`).
+import { readFileSync } from 'node:fs';
 import { createInbox } from '@inboxkit/core';
 import {
   type InboxEachBatchHandler,
@@ -10,6 +11,7 @@ import {
   type KafkaClient,
   type KafkaConsumer,
   type KafkaProducer,
+  kafkaOffsetsSchemaSql,
   runInboxConsumer,
 } from '@inboxkit/kafka';
 import { Kafka, logLevel } from 'kafkajs';
@@ -92,6 +94,21 @@ describe('options', () => {
     );
     expect(() => inboxEachMessage({ ...base, pause: { delay: 1 } as never })).toThrow(/Unknown option `pause.delay`/);
     expect(() => inboxEachMessage({ ...base, deadLetterTopic: '' })).toThrow(/deadLetterTopic/);
+    expect(() => inboxEachMessage({ ...base, dedup: 'offset' as never })).toThrow(
+      /Expected `dedup` to be 'ids', 'offsets' or 'offsets\+ids'/,
+    );
+    expect(() => inboxEachMessage({ ...base, offsetTable: 'positions' })).toThrow(/`offsetTable` is only used/);
+    expect(() => inboxEachBatch({ ...base, dedup: 'offsets', offsetTable: 'x"; DROP TABLE ledger; --' })).toThrow(
+      /`offsetTable` must be a plain identifier/,
+    );
+  });
+
+  it('ships the offsets table as plain SQL, the same text kafkaOffsetsSchemaSql() makes', () => {
+    const file = readFileSync(new URL('../sql/0001_kafka_offsets.sql', import.meta.url), 'utf8');
+    expect(file).toBe(kafkaOffsetsSchemaSql());
+    expect(kafkaOffsetsSchemaSql({ schema: 'billing', table: 'positions' })).toContain(
+      'CREATE TABLE IF NOT EXISTS "billing"."positions"',
+    );
   });
 
   it('runInboxConsumer rejects an unknown mode before touching the consumer', async () => {

@@ -20,6 +20,15 @@ export interface ChildConfig {
   delayMs?: number;
   /** The consumer's session timeout in ms (6000 when unset). */
   sessionTimeout?: number;
+  /** The inbox's `lockTimeoutMs` (its default when unset). */
+  lockTimeoutMs?: number;
+  /** The adapter's `dedup` option (`'ids'` when unset). */
+  dedup?: 'ids' | 'offsets' | 'offsets+ids';
+  /**
+   * The first handler call writes its rows, prints {"event":"in-transaction"} and waits this
+   * long before returning (inside its open transaction): the test stops the process there.
+   */
+  stallFirstCallMs?: number;
 }
 
 export interface ChildConsumer {
@@ -30,6 +39,8 @@ export interface ChildConsumer {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Everything it wrote to stderr. */
   stderr(): string;
+  /** Everything it wrote to stdout (its JSON event lines). */
+  stdout(): string;
   kill(signal?: NodeJS.Signals): void;
 }
 
@@ -45,8 +56,8 @@ export function startChildConsumer(config: ChildConfig): ChildConsumer {
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
+  let out = '';
   const running = new Promise<void>((resolve, reject) => {
-    let out = '';
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       out += chunk;
       if (out.includes('"event":"running"')) resolve();
@@ -61,6 +72,7 @@ export function startChildConsumer(config: ChildConfig): ChildConsumer {
     running,
     exited,
     stderr: () => err,
+    stdout: () => out,
     kill: (signal = 'SIGKILL') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },

@@ -1,11 +1,21 @@
-import { type DeadLetterOutcome, type InboxLogger, InvalidMessageError, type ProcessOutcome } from '@inboxkit/core';
+import {
+  ConfigurationError,
+  type DeadLetterOutcome,
+  type InboxLogger,
+  InvalidMessageError,
+  type ProcessOutcome,
+} from '@inboxkit/core';
 import {
   type DeadLetterEntry,
+  type DeadLetterRecorder,
   type HandBackReason,
+  inboxConfig,
   invalidMessageOutcome,
   loggerWith,
   settleOutcomes,
+  type TransactionFence,
   toError,
+  transactionSettings,
 } from '@inboxkit/core/adapter';
 import type { KafkaConsumer, KafkaGroupJoinEvent, KafkaRecord } from '../kafka-client.js';
 import type { CloseOptions, KafkaInboxControl } from '../kafka-inbox-control.js';
@@ -16,7 +26,8 @@ import { AssignmentTracker } from './assignment-tracker.js';
 import type { CrashLoopWindow } from './crash-loop-window.js';
 import { DeadLetterPublisher } from './dead-letter-publisher.js';
 import { HandoverCheck } from './handover.js';
-import { OffsetCommitter } from './offset-committer.js';
+import { OffsetCommitter, partitionKey } from './offset-committer.js';
+import { OffsetStore } from './offset-store.js';
 import { OwnClients } from './own-clients.js';
 import { PartitionPauses } from './partition-pauses.js';
 
@@ -48,6 +59,10 @@ export class ConsumerRuntime<DB, V> {
   readonly #deadLetters: DeadLetterPublisher;
   readonly #handover: HandoverCheck;
   readonly #logger: InboxLogger;
+  /** Offsets stored in Postgres (`dedup: 'offsets'`), else `undefined`. */
+  readonly #offsets: OffsetStore | undefined;
+  /** Partitions sought to their stored offset since the last join. */
+  readonly #sought = new Set<string>();
   #inFlight = 0;
   #idleWaiters: (() => void)[] = [];
   #stopping = false;
@@ -72,6 +87,14 @@ export class ConsumerRuntime<DB, V> {
       logger,
     });
     this.#handover = new HandoverCheck(() => this.clients.admin(), config.kafkaConsumer, logger);
+    if (config.offsetTable !== undefined) {
+      const { lockTimeoutMs, handlerTimeoutMs } = inboxConfig(config.inbox);
+      this.#offsets = new OffsetStore(
+        config.offsetTable,
+        transactionSettings(lockTimeoutMs, handlerTimeoutMs),
+        config.dedup === 'offsets+ids',
+      );
+    }
     this.#detach = listenToJoins(config.kafkaConsumer, (event) => this.#joined(event));
   }
 
@@ -84,8 +107,30 @@ export class ConsumerRuntime<DB, V> {
    * The crash-loop window of a partition whose first record (since it was assigned) is at
    * `firstOffset`: marks the partition as being worked on, and opens the window unless its
    * previous owner left it cleanly. Call it only when `assignments.window()` has none.
+   *
+   * With offsets stored in Postgres, the stored offset is read first and, when the client
+   * fetched from elsewhere (Kafka's committed offset is never trusted), the partition is
+   * sought there and `undefined` returned: drop the delivery, the records come again from
+   * the stored offset (once per assignment, so that a stored offset the log no longer has
+   * cannot make it loop; the fence skips what is covered in any case).
    */
-  async startWindow(topic: string, partition: number, firstOffset: string): Promise<CrashLoopWindow> {
+  async startWindow(topic: string, partition: number, firstOffset: string): Promise<CrashLoopWindow | undefined> {
+    if (this.#offsets !== undefined) {
+      const groupId = this.#groupIdForOffsets();
+      const key = partitionKey(topic, partition);
+      if (!this.#sought.has(key)) {
+        const stored = await this.#offsets.read(inboxConfig(this.config.inbox).db, groupId, topic, partition);
+        this.#sought.add(key);
+        if (stored !== undefined && stored !== firstOffset) {
+          this.#logger.info(
+            { topic, partition, fetched: firstOffset, stored },
+            'inboxkit: partition assigned; seeking to the offset stored in Postgres',
+          );
+          this.config.kafkaConsumer.seek({ topic, partition, offset: stored });
+          return undefined;
+        }
+      }
+    }
     const clean = await this.#handover.claim(this.assignments.groupId, topic, partition, firstOffset);
     this.committer.committed(topic, partition, firstOffset);
     const window = this.assignments.start(topic, partition, clean);
@@ -154,7 +199,17 @@ export class ConsumerRuntime<DB, V> {
     resolveOffset?: (offset: string) => void,
   ): Promise<number> {
     let topics: Map<DeadLetterEntry, string> | undefined;
-    return settleOutcomes(this.config.inbox, items, {
+    const { inbox } = this.config;
+    const fence = this.fence(topic, partition);
+    // With offsets stored in Postgres, recording a dead letter also moves the offset past it.
+    const recorder: DeadLetterRecorder =
+      fence === undefined
+        ? inbox
+        : {
+            recordDeadLetter: (message, outcome) => inbox.recordDeadLetter(message, outcome, { fence }),
+            recordsEvery: true,
+          };
+    return settleOutcomes(recorder, items, {
       publishDeadLetters: async (entries) => {
         topics = await this.#publishDeadLetters(entries);
       },
@@ -282,8 +337,25 @@ export class ConsumerRuntime<DB, V> {
     }
   }
 
+  /** The partition's fence with offsets stored in Postgres, else `undefined`. */
+  fence(topic: string, partition: number): TransactionFence | undefined {
+    if (this.#offsets === undefined) return undefined;
+    return this.#offsets.fence(this.#groupIdForOffsets(), topic, partition);
+  }
+
+  #groupIdForOffsets(): string {
+    const groupId = this.assignments.groupId;
+    if (groupId === undefined) {
+      throw new ConfigurationError(
+        "dedup: 'offsets' needs the consumer group: pass `groupId` (this client sends no group-join event).",
+      );
+    }
+    return groupId;
+  }
+
   #joined(event: KafkaGroupJoinEvent): void {
     const assignment = this.assignments.join(event);
+    this.#sought.clear();
     this.#handover.reset();
     const owns = (topic: string, partition: number) => this.assignments.owns(topic, partition);
     this.pauses.reapply(owns);
