@@ -25,6 +25,11 @@ export interface ConsumerConfig {
   readonly deadLetterQueue?: string;
   /** The queue `charge.completed` events go to (through the default exchange). */
   readonly eventsQueue: string;
+  /**
+   * The bug fix the demo deploys before it replays the dead letters: a negative amount is a
+   * refund. Without it, a non-positive amount is refused for good (dead-lettered).
+   */
+  readonly refunds?: boolean;
 }
 
 export interface ChargeRequest {
@@ -73,7 +78,9 @@ const report = setInterval(() => {
 }, 200);
 
 async function charge(trx: Transaction<DemoDB>, request: ChargeRequest): Promise<{ charged: number }> {
-  if (!(request.amountCents > 0)) throw new NonRetryableError(`amount must be positive, got ${request.amountCents}`);
+  if (!(request.amountCents > 0) && !(config.refunds && request.amountCents < 0)) {
+    throw new NonRetryableError(`amount must be positive, got ${request.amountCents}`);
+  }
   await trx
     .insertInto('charges')
     .values({
@@ -151,7 +158,11 @@ if (config.broker === 'kafka') {
       const { chargeId, userId, amountCents } = message.body;
       await trx
         .insertInto('notifications')
-        .values({ charge_id: chargeId, user_id: userId, text: `You were charged ${amountCents} cents.` })
+        .values({
+          charge_id: chargeId,
+          user_id: userId,
+          text: amountCents < 0 ? `You were refunded ${-amountCents} cents.` : `You were charged ${amountCents} cents.`,
+        })
         .execute();
     },
   });

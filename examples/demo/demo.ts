@@ -8,14 +8,18 @@
 // transaction, enqueues a `charge.completed` event in the outbox; a relay process publishes
 // the events to RabbitMQ, and a notifications process turns each into a `notifications` row
 // through an inbox of its own. Part-way through, each of the four processes is killed with
-// SIGKILL and started again. At the end a query checks that every charge was applied exactly
-// once and notified exactly once, and the demo exits non-zero if not.
+// SIGKILL and started again. Once the poison requests are dead-lettered, the demo "fixes the
+// bug" (a negative amount is a refund), restarts the payments consumers with the fix and
+// replays the dead letters with the `inboxkit dlq replay` command. At the end a query checks
+// that every charge (and the repaired refund) was applied exactly once and notified exactly
+// once, with the dead-letter destinations empty, and the demo exits non-zero if not.
 //
 // Services come the way the tests get them: DATABASE_URL, AMQP_URL, KAFKA_BROKERS when set;
 // testcontainers when a Docker engine answers; the machine's own services and the Kafka
 // started from the Maven jars otherwise.
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFile, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { migrateInbox, migrateOutbox } from '@inboxkit/core';
 import { createPgKysely } from '@inboxkit/core/pg';
@@ -150,7 +154,7 @@ type Broker = 'kafka' | 'rabbitmq';
 /** One process of the demo, started again when it dies. */
 interface Worker {
   readonly name: string;
-  readonly config: ConsumerConfig;
+  config: ConsumerConfig;
   child?: ChildProcess;
   duplicates: number;
   processed: number;
@@ -353,27 +357,76 @@ while (Date.now() < deadline && (await Promise.all(lanes.map(deadLettered))).som
 }
 bars?.stop();
 
-// Graceful stop: in-flight work finishes, offsets are committed, channels closed.
-stopping = true;
+/** SIGTERM: in-flight work finishes, offsets are committed, channels closed. */
+function stopWorker(w: Worker): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const child = w.child;
+    w.child = undefined; // a stop, not a crash: the supervisor does not start it again
+    if (!child || child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Repair: deploy the fix, then replay the dead letters with the inboxkit command
+// ---------------------------------------------------------------------------------------
+const poisonIds = lanes.map((lane) => `${lane.broker === 'kafka' ? 'k' : 'r'}_ch_poison`);
+say('Fixing the bug (a negative amount is a refund), restarting the payments consumers with the fix');
 await Promise.all(
-  workers.map(
-    (lane) =>
-      new Promise<void>((resolve) => {
-        const child = lane.child;
-        if (!child || child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
-      }),
-  ),
+  lanes.map(async (lane) => {
+    await stopWorker(lane);
+    lane.config = { ...lane.config, refunds: true };
+    await startConsumer(lane);
+  }),
 );
+const cliEnv = {
+  ...process.env,
+  DATABASE_URL: dbUrl.toString(),
+  KAFKA_BROKERS: kafkaService.brokers.join(','),
+  AMQP_URL: rabbit.url,
+};
+/** Runs the `inboxkit` command of packages/cli, as an operator would. */
+function inboxkit(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const bin = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...argv], { env: cliEnv }, (error, stdout, stderr) =>
+      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+const replayed: Record<Broker, number> = { kafka: 0, rabbitmq: 0 };
+for (const lane of lanes) {
+  const where = lane.broker === 'kafka' ? ['--topic', `${topic}.dlq`] : ['--queue', deadLetterQueue];
+  say(`  inboxkit dlq replay ${where.join(' ')} --all`);
+  const result = await inboxkit(['dlq', 'replay', ...where, '--all', '--json']);
+  if (result.code !== 0) console.error(`  inboxkit dlq replay failed (exit ${result.code}): ${result.stderr.trim()}`);
+  else replayed[lane.broker] = (JSON.parse(result.stdout) as { replayed: number }).replayed;
+}
+// The replayed refunds run, and are notified, like any charge.
+const repaired = async (): Promise<number> => {
+  const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM notifications
+    WHERE charge_id = ANY(${poisonIds}::text[])`.execute(db);
+  return Number(rows[0]?.n);
+};
+while (Date.now() < deadline && (await repaired()) < poisonIds.length) {
+  await new Promise((resolve) => setTimeout(resolve, 250));
+}
+
+// Graceful stop of every process.
+stopping = true;
+await Promise.all(workers.map(stopWorker));
 
 // ---------------------------------------------------------------------------------------
 // The check, by query
 // ---------------------------------------------------------------------------------------
+// What is left to replay, as the operator's command sees it (a Kafka topic keeps its records:
+// the CLI's consumer group has moved past the replayed ones).
 const dlqKafka = await (async () => {
-  const offsets = await kafkaAdmin.fetchTopicOffsets(`${topic}.dlq`);
-  return offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
+  const listed = await inboxkit(['dlq', 'list', '--topic', `${topic}.dlq`, '--json']);
+  if (listed.code !== 0) return -1;
+  return (JSON.parse(listed.stdout) as { deadLetters: unknown[] }).deadLetters.length;
 })();
 const dlqRabbit = (await amqpChannel.checkQueue(deadLetterQueue)).messageCount;
 const { rows: totals } = await sql<{ via: string; rows: string; distinct_ids: string; cents: string }>`
@@ -400,13 +453,17 @@ for (const lane of lanes) {
   const note = notes.find((r) => r.via === lane.broker);
   const notifications = Number(note?.notifications ?? 0);
   const missing = Number(note?.missing ?? -1);
+  // Every charge once, plus the poison request once as a refund of 500 cents after its replay.
   const ok =
-    rows === CHARGES &&
-    distinct === CHARGES &&
-    cents === lane.expectedCents &&
-    dead === 1 &&
-    dlq >= 1 &&
-    notifications === CHARGES &&
+    rows === CHARGES + 1 &&
+    distinct === CHARGES + 1 &&
+    cents === lane.expectedCents - 500 &&
+    // At least once: a dead letter published twice (a crash between its publish and its ack)
+    // is replayed twice, and the second copy is a duplicate.
+    replayed[lane.broker] >= 1 &&
+    dead === 0 &&
+    dlq === 0 &&
+    notifications === CHARGES + 1 &&
     missing === 0;
   exact &&= ok;
   table[lane.broker] = {
@@ -417,9 +474,10 @@ for (const lane of lanes) {
     'charges written': rows,
     'distinct charge ids': distinct,
     'total charged (cents)': cents,
-    'expected (cents)': lane.expectedCents,
-    'dead-lettered': dead,
-    'in the dead-letter destination': dlq,
+    'expected (cents)': lane.expectedCents - 500,
+    'replayed by inboxkit dlq replay': replayed[lane.broker],
+    'dead-lettered keys left': dead,
+    'left in the dead-letter destination': dlq,
     'charge.completed notifications': notifications,
     'charges without a notification': missing,
     'exactly once': ok ? 'yes' : 'NO',
@@ -434,7 +492,7 @@ console.log(
 );
 console.log(
   exact
-    ? `OK: every charge was applied exactly once on both brokers, and notified exactly once (checked by query), in ${Math.round((Date.now() - started) / 1000)} s.`
+    ? `OK: every charge was applied exactly once on both brokers, and notified exactly once; the poison request, replayed after the fix, applied once; the dead-letter destinations are empty (checked by query), in ${Math.round((Date.now() - started) / 1000)} s.`
     : 'FAILED: some charge was lost, applied twice, or not notified exactly once; see the table above.',
 );
 

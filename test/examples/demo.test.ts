@@ -24,9 +24,14 @@ function runProgram(file: string, args: string[]): Promise<{ code: number | null
   });
 }
 
-it('the demo charges every request exactly once over Kafka and RabbitMQ and notifies each charge once through the outbox, despite re-sends, SIGKILLs and a poison request', async () => {
+it('the demo charges every request exactly once over Kafka and RabbitMQ and notifies each charge once through the outbox, despite re-sends, SIGKILLs and a poison request, which inboxkit dlq replay applies once after the fix', async () => {
   const { code, output } = await runProgram('examples/demo/demo.ts', ['--charges', '300', '--timeout-seconds', '100']);
-  expect(output).toContain('OK: every charge was applied exactly once on both brokers, and notified exactly once');
+  expect(output).toContain(
+    'OK: every charge was applied exactly once on both brokers, and notified exactly once; the poison request, replayed after the fix, applied once; the dead-letter destinations are empty',
+  );
+  expect(output).toMatch(/inboxkit dlq replay --topic \S+\.dlq --all/);
+  expect(output).toMatch(/inboxkit dlq replay --queue \S+\.dlq --all/);
+  expect(output).not.toContain('inboxkit dlq replay failed');
   expect(output).toMatch(/kafka: killed with SIGKILL at \d+ charges/);
   expect(output).toMatch(/rabbitmq: killed with SIGKILL at \d+ charges/);
   expect(output).toMatch(/relay: killed with SIGKILL at \d+ notifications/);
