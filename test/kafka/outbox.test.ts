@@ -39,7 +39,8 @@ describe('the Kafka relay', () => {
   it('refuses bad options naming them', async () => {
     const { outbox } = await freshOutbox('kf_options');
     const producer = setup.kit.producer;
-    expect(() => createKafkaRelay({ outbox } as never)).toThrow(/`producer`/);
+    expect(() => createKafkaRelay({ outbox } as never)).toThrow(/`kafka`.*`producer`/);
+    expect(() => createKafkaRelay({ outbox, kafka: setup.kit.kafka, producer })).toThrow(/not both/);
     expect(() => createKafkaRelay({ outbox, producer, sendTimeoutMs: 0 })).toThrow(/`sendTimeoutMs`/);
     expect(() => createKafkaRelay({ outbox, producer, acks: 1 } as never)).toThrow(/Unknown option `acks`/);
   });
@@ -49,11 +50,8 @@ describe('the Kafka relay', () => {
     const topic = uniqueName('outbox-commit');
     await createTopics(kit.admin, [{ topic, numPartitions: 1 }]);
     const { outbox, table } = await freshOutbox('kf_commit');
-    const relay = createKafkaRelay({
-      outbox,
-      producer: await idempotentProducer(),
-      listen: { connectionString: t.url },
-    });
+    // The relay makes (and on close disconnects) its own idempotent producer from the client.
+    const relay = createKafkaRelay({ outbox, kafka: kit.kafka, listen: { connectionString: t.url } });
     cleanups.push(() => relay.close());
 
     await t.db

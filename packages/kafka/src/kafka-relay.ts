@@ -6,19 +6,26 @@ import {
   type OutboxRelayOptions,
 } from '@inboxkit/core';
 import { createOutboxRelay, relayOptions } from '@inboxkit/core/adapter';
-import type { KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
+import type { KafkaClient, KafkaHeaders, KafkaProducedRecord, KafkaProducer } from './kafka-client.js';
 
 /** The header carrying an outbox message's id: the one the inbox consumer reads by default. */
 export const MESSAGE_ID_HEADER = 'message-id';
 
-/** Options of {@link createKafkaRelay}: the relay's own, plus the producer. */
+/** Options of {@link createKafkaRelay}: the relay's own, plus the Kafka client (or a producer). */
 export interface KafkaRelayOptions extends OutboxRelayOptions {
   /**
-   * A connected kafkajs producer made with `{ idempotent: true }`: the broker then drops the
-   * copies of its own retries, and every send waits for all in-sync replicas (`acks: -1`,
-   * kafkajs' default, required with idempotence).
+   * The kafkajs client, as the consumer adapter takes it: the relay makes its own producer
+   * from it (`idempotent: true`, so the broker drops the copies of its own retries, and every
+   * send waits for all in-sync replicas, `acks: -1`; one request in flight; no topic
+   * auto-creation), connects it at the first publish and disconnects it in `close()`.
+   * Give this or `producer`.
    */
-  readonly producer: KafkaProducer;
+  readonly kafka?: KafkaClient;
+  /**
+   * Instead of `kafka`: a connected producer of yours, made with `{ idempotent: true }`.
+   * It stays yours to disconnect.
+   */
+  readonly producer?: KafkaProducer;
   /**
    * The longest a send may wait for the broker's acknowledgement, in milliseconds; past it
    * the batch is treated as not sent (and sent again). Default `30000`.
@@ -40,29 +47,60 @@ const UNREACHABLE_MESSAGES = ['producer is disconnected', 'Closed connection', '
  * Publishes the outbox to Kafka (docs/outbox.md): each message to its topic, with its key
  * as the record key, its headers, and its id in the `message-id` header; a batch is one
  * `send` per topic, and its messages are deleted once the broker acknowledged them. Starts
- * at once; stop it with `close()` (the producer stays yours to disconnect).
+ * at once; stop it with `close()`, which also disconnects the producer the relay made from
+ * `kafka` (a `producer` you gave stays yours to disconnect).
  *
  * @example
  * ```ts
- * const producer = kafka.producer({ idempotent: true })
- * await producer.connect()
- * const relay = createKafkaRelay({ outbox, producer, listen: { connectionString: process.env.DATABASE_URL } })
- * process.once('SIGTERM', () => void relay.close().then(() => producer.disconnect()))
+ * const relay = createKafkaRelay({ outbox, kafka, listen: { connectionString: process.env.DATABASE_URL } })
+ * process.once('SIGTERM', () => void relay.close())
  * ```
  */
 export function createKafkaRelay(options: KafkaRelayOptions): OutboxRelay {
-  const common = relayOptions(options, ['producer', 'sendTimeoutMs']);
-  const producer = options.producer;
-  if (typeof producer?.send !== 'function') {
+  const common = relayOptions(options, ['kafka', 'producer', 'sendTimeoutMs']);
+  const { kafka, producer: given } = options;
+  if (kafka !== undefined && given !== undefined) {
+    throw new ConfigurationError('Give the relay `kafka` (it makes its own producer) or `producer`, not both.');
+  }
+  if (given === undefined && typeof kafka?.producer !== 'function') {
+    throw new ConfigurationError(
+      'Expected `kafka` to be the kafkajs client (new Kafka({ brokers })), or `producer` a kafkajs producer made with `{ idempotent: true }`.',
+    );
+  }
+  if (given !== undefined && typeof given.send !== 'function') {
     throw new ConfigurationError('Expected `producer` to be a kafkajs producer (made with `{ idempotent: true }`).');
   }
+  const producer: KafkaProducer =
+    given ??
+    (kafka as KafkaClient).producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  // The relay's own producer connects at its first publish (and again after a failed connect).
+  let connected: Promise<void> | undefined;
+  const ready = (): Promise<void> => {
+    if (given !== undefined) return Promise.resolve();
+    if (connected === undefined) {
+      const attempt = Promise.resolve().then(() => producer.connect?.());
+      connected = attempt.then(() => undefined);
+      attempt.catch(() => {
+        connected = undefined;
+      });
+    }
+    return connected;
+  };
   const timeoutMs = options.sendTimeoutMs ?? 30_000;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     throw new ConfigurationError(`Expected \`sendTimeoutMs\` to be a positive number, got ${String(timeoutMs)}.`);
   }
   return createOutboxRelay({
     ...common,
+    ...(given === undefined ? { onClose: async () => void (await producer.disconnect?.()) } : {}),
     publish: async (records) => {
+      try {
+        await ready();
+      } catch (error) {
+        throw new BrokerUnavailableForRelayError(`Kafka did not answer: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
       const byTopic = new Map<string, number[]>();
       const results: (Error | undefined)[] = records.map(() => undefined);
       records.forEach((record, i) => {
