@@ -127,6 +127,9 @@ export class ConsumerRuntime<DB, V> {
             'inboxkit: partition assigned; seeking to the offset stored in Postgres',
           );
           this.config.kafkaConsumer.seek({ topic, partition, offset: stored });
+          // Kafka's committed offset is only for lag tools, but keep it true: when nothing
+          // follows the stored offset, no later record would ever move it there.
+          this.committer.mark(topic, partition, stored);
           return undefined;
         }
       }
