@@ -71,6 +71,17 @@ export default defineConfig({
         },
       },
       {
+        // The docs: every TypeScript block type-checked, every quick start run as written
+        // against the real services (SIGTERM, start-up while they come up), SQL recipes run,
+        // benchmark charts current.
+        extends: true,
+        test: {
+          name: 'docs',
+          include: ['test/docs/**/*.test.ts'],
+          globalSetup: ['test/support/global-all.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'http',
