@@ -37,8 +37,16 @@ declare module 'fastify' {
 
 /** Options of the plugin: a store's options (it builds one), or a store made by `createIdempotency`. */
 export type FastifyIdempotencyOptions =
-  | IdempotencyOptions<unknown, FastifyRequest>
-  | { readonly idempotency: Idempotency<unknown, FastifyRequest> };
+  | IdempotencyOptions<AnyDatabase, FastifyRequest>
+  | { readonly idempotency: Idempotency<AnyDatabase, FastifyRequest> };
+
+/**
+ * A plugin's options cannot carry the caller's table types, and a `Kysely<DB>` is not a
+ * `Kysely<unknown>`: so any database type is accepted here; `transactionOf<DB>(request)`
+ * gives the route its own.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: Kysely's own idiom for "a Kysely of any schema".
+type AnyDatabase = any;
 
 /** Methods that are idempotent by definition: marking them is a mistake, refused at registration. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);

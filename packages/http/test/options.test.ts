@@ -108,7 +108,7 @@ describe('principal: the safe choice is the easy one', () => {
     expect(() => createIdempotency({ db: t.db }).route()).toThrow(expected);
     expect(() => expressIdempotent({ db: t.db })).toThrow(expected);
     const app = Fastify();
-    await app.register(fastifyIdempotency, { db: t.db as never });
+    await app.register(fastifyIdempotency, { db: t.db });
     expect(() => app.post('/charges', { config: { idempotency: true } }, async () => 'x')).toThrow(
       /POST \/charges: .*`principal`/s,
     );
@@ -216,7 +216,7 @@ describe('the key', () => {
 describe('Fastify registration', () => {
   it('refuses a safe method marked idempotent, and bad route options, naming the route', async () => {
     const app = Fastify();
-    await app.register(fastifyIdempotency, { db: t.db as never });
+    await app.register(fastifyIdempotency, { db: t.db });
     expect(() => app.get('/things', { config: { idempotency: true } }, async () => 'x')).toThrow(
       /GET \/things.*POST and PATCH/,
     );
@@ -233,7 +233,7 @@ describe('Fastify registration', () => {
 
   it('leaves routes without the option alone, and transactionOf() outside an idempotent handler throws', async () => {
     const app = Fastify();
-    await app.register(fastifyIdempotency, { db: t.db as never });
+    await app.register(fastifyIdempotency, { db: t.db });
     app.post('/free', async (request) => {
       try {
         transactionOf(request);
@@ -437,7 +437,7 @@ describe("Fastify: the derived key sees the bytes after the route's own preParsi
   it("keeps a route's preParsing hook and derives from what the parser reads", async () => {
     const app = Fastify();
     await app.register(fastifyIdempotency, {
-      db: t.db as never,
+      db: t.db,
       consumer: `fastify-derive-${randomUUID()}`,
       principal: false,
     });
