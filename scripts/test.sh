@@ -6,8 +6,9 @@
 #
 #   npm test                        everything
 #   npm test -- --project core      one vitest project (vitest.config.ts): core, rabbitmq, kafka,
-#                                   http, cli, examples, model, pgbouncer or packages (the packed
-#                                   packages on Node 22 and 24; it installs Node 22 into .tools/)
+#                                   http, cli, examples, docs (every snippet type-checked, the
+#                                   README's quick starts run), model, pgbouncer or packages (the
+#                                   packed packages on Node 22 and 24; it installs Node 22 into .tools/)
 #   npm test -- quick-start         test files whose path contains the filter
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
