@@ -268,7 +268,11 @@ describe('docs/migrating.md, from pg-transactional-outbox', () => {
 
     // Both default to public.outbox: inboxkit's migration refuses the old table.
     const clash = await migrateOutbox(t.db);
-    expect(clash.error).toBeDefined();
+    expect(String(clash.error)).toContain('column "status" does not exist');
+    const columns = await t.pool.query(
+      `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'outbox'`,
+    );
+    expect(columns.rows[0].n).toBe(14); // pg-transactional-outbox's columns, untouched
     const migrated = await migrateOutbox(t.db, { table: 'inboxkit_outbox' });
     expect(migrated.error).toBeUndefined();
 
