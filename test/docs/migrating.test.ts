@@ -9,10 +9,10 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createInbox, createOutbox, migrateOutbox, type OutboxRecord } from '@inboxkit/core';
 import { createOutboxRelay, type OutboxPublish } from '@inboxkit/core/adapter';
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
+import { createTestDatabase, type TestDatabase, type TestDB } from '../support/postgres.ts';
 
 const PAGE = 'docs/migrating.md';
 const ROOT = new URL('../../', import.meta.url);
@@ -134,16 +134,20 @@ async function processAll(consumer: string, messages: readonly { id: string; pay
 }
 
 describe('docs/migrating.md, from a hand-written dedup table', () => {
-  it("copies the old table's ids so that the page's consumer finds them as duplicates (never conflicts)", async () => {
-    // The old table and the old claim, as the page shows them.
+  // The old table and the old claim, as the page shows them.
+  let claim: string;
+  beforeAll(async () => {
     const [old] = sectionBlocks('## From a hand-written dedup table', 'sql');
     const create = /CREATE TABLE processed \([^;]*\);/.exec(old ?? '')?.[0];
-    const claim = /INSERT INTO processed \(id\)[^;]*;/.exec(old ?? '')?.[0];
-    expect(create).toBeDefined();
-    expect(claim).toBeDefined();
-    await runSql(t.db as Kysely<unknown>, create!);
+    const insert = /INSERT INTO processed \(id\)[^;]*;/.exec(old ?? '')?.[0];
+    if (create === undefined || insert === undefined) throw new Error('the page no longer shows the old table');
+    await runSql(t.db as Kysely<unknown>, create);
+    claim = insert;
+  });
+
+  it("copies the old table's ids so that the page's consumer finds them as duplicates (never conflicts)", async () => {
     for (const id of ['charge-1', 'charge-2', 'charge-3', 'charge-old', 'charge-1']) {
-      await t.pool.query(claim!, [id]);
+      await t.pool.query(claim, [id]);
     }
     expect((await t.pool.query('SELECT id FROM processed')).rowCount).toBe(4);
     await t.pool.query(`UPDATE processed SET processed_at = now() - interval '30 days' WHERE id = 'charge-old'`);
@@ -178,6 +182,58 @@ describe('docs/migrating.md, from a hand-written dedup table', () => {
     expect(purged.deleted).toBe(1);
     expect(await inbox.find('charge-old')).toBeUndefined();
     expect((await inbox.find('charge-1'))?.status).toBe('processed');
+  });
+
+  it('rolling switch: an old and a bridged new delivery of one id meet on the old key; effects apply once', async () => {
+    // The page's bridged handler: the old claim inside the inbox's transaction.
+    let effects = 0;
+    const bridged = async (trx: Transaction<TestDB>, message: { id: string }) => {
+      const { rows } = await sql<{ id: string }>`
+        INSERT INTO processed (id) VALUES (${message.id}) ON CONFLICT (id) DO NOTHING RETURNING id`.execute(trx);
+      if (rows.length === 0) return 'skipped';
+      effects++;
+      return 'applied';
+    };
+    const inbox = createInbox({ db: t.db, consumer: 'payments.bridge' });
+
+    // Old first: the new delivery waits for the old transaction, then skips the effects.
+    const old = await t.pool.connect();
+    try {
+      await old.query('BEGIN');
+      expect((await old.query(claim, ['bridge-1'])).rowCount).toBe(1);
+      let settled = false;
+      const pending = inbox.process({ id: 'bridge-1', payload: 'x' }, bridged).finally(() => {
+        settled = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(settled).toBe(false);
+      await old.query('COMMIT');
+      expect(await pending).toMatchObject({ status: 'processed', result: 'skipped' });
+      expect(effects).toBe(0);
+
+      // New first: the old delivery waits for the inbox's transaction, then finds the id.
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const first = inbox.process({ id: 'bridge-2', payload: 'x' }, async (trx, message) => {
+        const result = await bridged(trx, message);
+        await gate;
+        return result;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await old.query('BEGIN');
+      const oldClaim = old.query(claim, ['bridge-2']);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      release();
+      expect(await first).toMatchObject({ status: 'processed', result: 'applied' });
+      expect((await oldClaim).rowCount).toBe(0);
+      await old.query('COMMIT');
+      expect(effects).toBe(1);
+    } finally {
+      old.release();
+    }
+    expect((await inbox.process({ id: 'bridge-1', payload: 'x' }, bridged)).status).toBe('duplicate');
   });
 
   it('copies ids kept on business rows', async () => {
