@@ -746,6 +746,7 @@ const SOURCES = [
       return [
         {
           file: 'scaling.svg',
+          legend: { plain: 'the same bulk insert, no inbox' },
           title: `Scaling: processBulk (batches of ${batch}) beside the same bulk insert with no inbox`,
           unit: 'msg/s',
           footnote: 'Medians of the rounds; ratios of the medians. One Postgres on the same 2 cores.',
