@@ -25,7 +25,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** A result file that cannot be drawn: not JSON, or without a figure a chart needs. */
 export class ResultError extends Error {
   constructor(file, message) {
-    super(`bench/results/${file}: ${message}`);
+    super(file ? `bench/results/${file}: ${message}` : message);
     this.name = 'ResultError';
     this.file = file;
   }
@@ -139,6 +139,11 @@ class Result {
 // Notes printed under a group's name
 
 const ratio = (value) => `${value.toFixed(2)}x`;
+/** 20000 as "20,000" (not toLocaleString: the same output whatever ICU this Node has). */
+const thousands = (value) => {
+  const [whole, fraction] = String(value).split('.');
+  return whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',') + (fraction ? `.${fraction}` : '');
+};
 
 /** "0.84x of the twin". */
 function ratioNote(value, of) {
@@ -388,7 +393,7 @@ const SOURCES = [
   ...['kafka.json', 'kafka-each-batch-100k.json'].map((file) => ({
     file,
     charts(r) {
-      const records = r.number('settings.messages').toLocaleString('en-US');
+      const records = thousands(r.number('settings.messages'));
       const charts = [];
       const eachMessage = r.target('inboxkit eachMessage at least 0.9x', true);
       if (eachMessage !== null) {
@@ -476,7 +481,7 @@ const SOURCES = [
           file: 'kafka-offsets-each-batch.svg',
           title: "Kafka: eachBatch with dedup: 'offsets' beside plain kafkajs",
           unit: 'msg/s',
-          footnote: `${r.number('settings.messages').toLocaleString('en-US')} records. ${RATIO_PER_ROUND}`,
+          footnote: `${thousands(r.number('settings.messages'))} records. ${RATIO_PER_ROUND}`,
           groups: [
             {
               label: 'eachBatch, one bulk insert per fetched batch',
@@ -518,7 +523,7 @@ const SOURCES = [
           file: 'kafka-offsets-each-message.svg',
           title: "Kafka: eachMessage with dedup: 'offsets' beside plain kafkajs",
           unit: 'msg/s',
-          footnote: `${r.number('settings.messages').toLocaleString('en-US')} records. ${RATIO_PER_ROUND}`,
+          footnote: `${thousands(r.number('settings.messages'))} records. ${RATIO_PER_ROUND}`,
           groups: [
             {
               label: 'eachMessage, a transaction per record',
@@ -644,7 +649,7 @@ const SOURCES = [
       const latency = {
         file: 'outbox-latency.svg',
         legend: { plain: 'plain client, send to acknowledgement' },
-        title: `Outbox: commit to published at ${r.number('latency.rows.kafka.achievedMessagesPerSec').toLocaleString('en-US')} msg/s`,
+        title: `Outbox: commit to published at ${thousands(r.number('latency.rows.kafka.achievedMessagesPerSec'))} msg/s`,
         unit: 'ms',
         footnote: 'The plain client: send to acknowledgement on the same schedule.',
         groups: brokers.flatMap(([key, name]) =>
@@ -771,7 +776,7 @@ const SOURCES = [
         {
           file: 'retention.svg',
           legend: { twin: 'the same on an empty table' },
-          title: `Retention: inbox.process on ${(keys / 1e6).toLocaleString('en-US')} million keys beside an empty table`,
+          title: `Retention: inbox.process on ${thousands(keys / 1e6)} million keys beside an empty table`,
           unit: 'msg/s',
           footnote: 'Medians of the rounds.',
           groups: [
@@ -791,7 +796,7 @@ const SOURCES = [
               bars: [
                 { label: 'empty table', kind: 'twin', value: median(rates('empty')) },
                 {
-                  label: `${(keys / 1e6).toLocaleString('en-US')} million keys`,
+                  label: `${thousands(keys / 1e6)} million keys`,
                   kind: 'inboxkit',
                   value: median(rates('full')),
                 },
@@ -833,9 +838,7 @@ const px = (n) => (Math.round(n * 10) / 10).toString();
 function formatValue(value, unit) {
   if (unit === 'ms') return `${value < 100 ? value.toFixed(1) : Math.round(value).toString()} ms`;
   if (unit === 'ms-axis') return Number.isInteger(value) ? value.toString() : value.toFixed(1);
-  return Math.round(value)
-    .toString()
-    .replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return thousands(Math.round(value));
 }
 
 /** A round step for about five ticks up to `max`. */
@@ -986,6 +989,7 @@ export function drawChart(chart, meta) {
  */
 export function renderCharts(resultsDir = join(ROOT, 'bench', 'results')) {
   const present = new Map();
+  if (!existsSync(resultsDir)) throw new ResultError('', `no results folder ${resultsDir}`);
   for (const name of readdirSync(resultsDir).sort()) {
     if (!name.endsWith('.json')) continue;
     const text = readFileSync(join(resultsDir, name), 'utf8');
