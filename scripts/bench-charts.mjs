@@ -836,7 +836,7 @@ const textWidth = (s, size) => String(s).length * size * 0.6;
 const px = (n) => (Math.round(n * 10) / 10).toString();
 
 function formatValue(value, unit) {
-  if (unit === 'ms') return `${value < 100 ? value.toFixed(1) : Math.round(value).toString()} ms`;
+  if (unit === 'ms') return `${Number.isInteger(value) || value >= 100 ? Math.round(value) : value.toFixed(1)} ms`;
   if (unit === 'ms-axis') return Number.isInteger(value) ? value.toString() : value.toFixed(1);
   return thousands(Math.round(value));
 }
