@@ -2,7 +2,9 @@
 // a JSON file per benchmark under bench/results/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { renderCharts, writeCharts } from '../scripts/bench-charts.mjs';
 
 export interface Figure {
   readonly name: string;
@@ -78,4 +80,12 @@ export function saveResults(name: string, body: object): void {
   };
   writeFileSync(file, `${JSON.stringify({ machine, ...body }, null, 2)}\n`);
   console.log(`\nsaved ${file.pathname}`);
+  // The charts of docs/benchmarks.md follow the results (scripts/bench-charts.mjs).
+  const charts = fileURLToPath(new URL('../docs/benchmarks/', import.meta.url));
+  try {
+    writeCharts(charts, renderCharts(fileURLToPath(dir)));
+    console.log(`redrew the charts in ${charts}`);
+  } catch (error) {
+    console.error(`charts not redrawn: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }

@@ -6,11 +6,16 @@
 #                                 scaling (the last two not in "every benchmark": retention fills about 4 GB and runs
 #                                 for ten minutes)
 #   npm run bench -- core --rounds 5 --messages 8000
+#   pnpm run bench core           (pnpm passes a "--" on as an argument: it is skipped)
+#
+# Each benchmark redraws the charts in docs/benchmarks/ after saving (bench/support.ts,
+# saveResults); `pnpm run bench:charts` redraws them from bench/results alone.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$INBOXKIT_ROOT"
 pnpm install --reporter=silent
 pnpm run --silent build
+[ "${1:-}" = -- ] && shift
 which="${1:-all}"
 [ $# -gt 0 ] && shift
 run() {
