@@ -12,8 +12,14 @@ export { idempotencyOf, transactionOf } from './request-context.js';
 
 /** The part of an Express request the middleware reads (an Express `Request` fits). */
 export interface ExpressRequestLike extends IncomingMessage {
-  /** The parsed body: put `express.json()`, `express.raw()` or `express.text()` before the middleware. */
-  body?: unknown;
+  /**
+   * The parsed body: put `express.json()`, `express.raw()` or `express.text()` before the
+   * middleware. `any`, as Express types it by default: Express infers the route's `req.body`
+   * from its handlers, and an `unknown` here would make it `unknown` in the handlers after
+   * the middleware too.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: Express's own default for a request body.
+  body?: any;
   baseUrl?: string;
   originalUrl?: string;
   /** The matched route: its pattern, and its layers (the handlers after this middleware are guarded). */
