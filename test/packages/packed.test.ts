@@ -44,12 +44,7 @@ const QUICK_STARTS = {
   },
   '@inboxkit/kafka': { readme: 'packages/kafka/README.md', heading: '## Quick start', preamble: '' },
   '@inboxkit/rabbitmq': { readme: 'packages/rabbitmq/README.md', heading: '## Quick start', preamble: '' },
-  '@inboxkit/http': {
-    readme: 'packages/http/README.md',
-    heading: '## Fetch API',
-    preamble:
-      '// "your authentication", as the README says below the block.\ndeclare function clientIdOf(request: Request): string;\n',
-  },
+  '@inboxkit/http': { readme: 'packages/http/README.md', heading: '## Quick start', preamble: '' },
 } as const;
 
 /**
