@@ -10,6 +10,7 @@ import { HookFailed, type InboxContext, isNoPartition, unavailable } from './inb
 import type { InboxMessage } from './inbox-message.js';
 import type { MessageHandler, ProcessOptions } from './inbox-types.js';
 import type { ConflictOutcome, DuplicateOutcome, ProcessedOutcome, ProcessOutcome } from './outcome.js';
+import type { RetryPolicy } from './retry-policy.js';
 import type { Claim, ClaimMessage } from './sql/claim-message.js';
 import type { QueryRunner } from './sql/executor.js';
 import { resultJson } from './sql/store-results.js';
@@ -127,6 +128,7 @@ async function withRetries<DB, M extends InboxMessage, R>(
 ): Promise<ProcessOutcome<R>> {
   const policy = ctx.config.retry;
   const firstSeenAt = new Date();
+  const retriesStarted = performance.now();
   const contentionDeadline = ctx.contentionDeadline();
   let attempts = 0;
   let lastKind = 'transient' as FailureKind;
@@ -217,13 +219,24 @@ async function withRetries<DB, M extends InboxMessage, R>(
       default:
         return ctx.deadLetter(
           id,
-          refused || error instanceof TypeError ? 'non_retryable' : 'retries_exhausted',
+          refused || declinedTypeError(error, policy, attempts, retriesStarted) ? 'non_retryable' : 'retries_exhausted',
           error,
           attempts,
           firstSeenAt,
         );
     }
   }
+}
+
+/**
+ * True when p-retry stopped at a `TypeError` it does not retry (a programming error) while
+ * retries and time were left. A `TypeError` it does retry (a network error of `fetch`) that
+ * fails until the retries or `maxRetryTime` run out has spent them: `retries_exhausted`
+ * (docs/design.md, "Failures").
+ */
+function declinedTypeError(error: Error, policy: RetryPolicy, attempts: number, started: number): boolean {
+  if (!(error instanceof TypeError)) return false;
+  return attempts <= policy.retries && performance.now() - started < policy.maxRetryTime;
 }
 
 /**
