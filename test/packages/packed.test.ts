@@ -37,11 +37,7 @@ const run = promisify(execFile);
  * fragment gets, before it, only what the README's page gives it around the block.
  */
 const QUICK_STARTS = {
-  '@inboxkit/core': {
-    readme: 'packages/core/README.md',
-    heading: '## Quick start',
-    preamble: '// The bytes of a message from your broker.\ndeclare const rawBytes: Buffer;\n',
-  },
+  '@inboxkit/core': { readme: 'packages/core/README.md', heading: '## Quick start', preamble: '' },
   '@inboxkit/kafka': { readme: 'packages/kafka/README.md', heading: '## Quick start', preamble: '' },
   '@inboxkit/rabbitmq': { readme: 'packages/rabbitmq/README.md', heading: '## Quick start', preamble: '' },
   '@inboxkit/http': { readme: 'packages/http/README.md', heading: '## Quick start', preamble: '' },
