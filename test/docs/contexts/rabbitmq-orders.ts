@@ -20,4 +20,5 @@ declare const warehouse: { reserve(orderId: string, order: PlaceOrder): void };
 declare const channel: import('amqplib').ConfirmChannel;
 declare const orderId: string;
 declare const order: PlaceOrder;
+
 export {};

@@ -6,6 +6,7 @@ interface ReserveStock {
   readonly sku: string;
   readonly quantity: number;
 }
+// biome-ignore lint/correctness/noUnusedVariables: the blocks this context is prepended to use it
 interface Reservation {
   readonly reservationId: string;
   readonly sku: string;
@@ -20,4 +21,5 @@ declare const request: ReserveStock;
 declare const requestId: string;
 declare const correlationId: string;
 declare const replyQueue: string;
+
 export {};

@@ -4,6 +4,7 @@
 interface DB {
   charges: { id: string; user_id: string; amount_cents: number };
 }
+// biome-ignore lint/correctness/noUnusedVariables: the blocks this context is prepended to use it
 interface Charge {
   userId: string;
   amountCents: number;
@@ -13,4 +14,5 @@ declare const inbox: import('@inboxkit/core').Inbox<DB>;
 declare const outbox: import('@inboxkit/core').Outbox;
 declare const url: string;
 declare const connectionString: string;
+
 export {};
