@@ -1,4 +1,3 @@
-/// <reference path="../contexts/optional-modules.d.ts" />
 // Declarations the TypeScript blocks of docs/telemetry.md use without defining them.
 // Inline `import()` types, so that a block's own imports never clash with these.
 
