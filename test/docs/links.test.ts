@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { markdownFiles, ROOT } from './support/markdown.ts';
 
 /** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
-export function slug(heading: string): string {
+function slug(heading: string): string {
   return heading
     .trim()
     .toLowerCase()
