@@ -1,6 +1,10 @@
-// @inboxkit/core/admin: the operations an operator runs against the inbox tables (the
-// `inboxkit` CLI is built on it): status figures that never read a whole table, a key's
-// stored row, forgetting keys so a message may run again (docs/design.md, "Operations").
+/**
+ * `@inboxkit/core/admin`: the operations an operator runs against the inbox tables (the
+ * `inboxkit` CLI is built on it): status figures that never read a whole table, a key's
+ * stored row, forgetting keys so a message may run again (docs/design.md, "Operations").
+ *
+ * @module @inboxkit/core/admin
+ */
 
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from './errors.js';

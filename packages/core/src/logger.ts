@@ -3,9 +3,13 @@
  * object with these four methods taking `(fields, message)`.
  */
 export interface InboxLogger {
+  /** Per-message detail (claims, duplicates). */
   debug(fields: object, message?: string): void;
+  /** Lifecycle (started, closed). */
   info(fields: object, message?: string): void;
+  /** Retries, dead letters, a database or broker away. */
   warn(fields: object, message?: string): void;
+  /** Failures the caller should look at. */
   error(fields: object, message?: string): void;
   /** Optional (pino has it): lets a hot path skip building a line that would not be written. */
   isLevelEnabled?(level: string): boolean;

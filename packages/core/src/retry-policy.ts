@@ -56,6 +56,7 @@ export interface RetryPolicy {
   readonly maxTimeout: number;
   readonly randomize: boolean;
   readonly maxRetryTime: number;
+  /** The options' `shouldRetry`, if any. */
   readonly shouldRetry: ((context: RetryDecisionContext) => boolean | Promise<boolean>) | undefined;
   readonly nonRetryable: ReadonlyArray<abstract new (...args: never[]) => Error>;
 }

@@ -1,5 +1,9 @@
-// @inboxkit/http/fastify: the Idempotency-Key header for Fastify routes, as a plugin with a
-// per-route option.
+/**
+ * `@inboxkit/http/fastify`: the Idempotency-Key header for Fastify routes, as a plugin with a
+ * per-route option.
+ *
+ * @module @inboxkit/http/fastify
+ */
 
 import { Transform } from 'node:stream';
 import { ConfigurationError } from '@inboxkit/core';
@@ -56,7 +60,8 @@ type Handler = RouteOptions['handler'];
  * await app.register(fastifyIdempotency, { db, consumer: 'payments-api', principal: (request) => request.user?.id })
  * app.post('/charges', { config: { idempotency: true } }, async (request, reply) => {
  *   const trx = transactionOf<DB>(request)
- *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()
+ *   const { amountCents } = request.body as { amountCents: number }
+ *   const charge = await trx.insertInto('charges').values({ amount_cents: amountCents }).returningAll().executeTakeFirstOrThrow()
  *   return reply.code(201).send(charge)
  * })
  * ```
