@@ -39,10 +39,16 @@ declare module 'fastify' {
   }
 }
 
-/** Options of the plugin: a store's options (it builds one), or a store made by `createIdempotency`. */
+/**
+ * Options of the plugin: a store's options (it builds one), or a store made by
+ * `createIdempotency`. Either holds a Kysely instance of any schema: the plugin itself only
+ * uses the inbox table, and `transactionOf<DB>(request)` gives routes their typed view.
+ */
 export type FastifyIdempotencyOptions =
-  | IdempotencyOptions<unknown, FastifyRequest>
-  | { readonly idempotency: Idempotency<unknown, FastifyRequest> };
+  // biome-ignore lint/suspicious/noExplicitAny: a Kysely instance typed with the application's schema.
+  | IdempotencyOptions<any, FastifyRequest>
+  // biome-ignore lint/suspicious/noExplicitAny: a store made with the application's schema.
+  | { readonly idempotency: Idempotency<any, FastifyRequest> };
 
 /** Methods that are idempotent by definition: marking them is a mistake, refused at registration. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
