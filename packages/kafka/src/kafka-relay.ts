@@ -56,7 +56,7 @@ const UNREACHABLE_MESSAGES = ['producer is disconnected', 'Closed connection', '
  *
  * @example
  * ```ts
- * const relay = createKafkaRelay({ outbox, kafka, listen: { connectionString: process.env.DATABASE_URL } })
+ * const relay = createKafkaRelay({ outbox, kafka, listen: { connectionString } }) // the database's URL
  * process.once('SIGTERM', () => void relay.close())
  * ```
  */

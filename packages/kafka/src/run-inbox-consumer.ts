@@ -61,7 +61,7 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  * @example
  * ```ts
  * const kafka = new Kafka({ brokers: ['127.0.0.1:9092'] })
- * const running = await runInboxConsumer(kafka.consumer({ groupId: 'payments' }), {
+ * const running = await runInboxConsumer<DB, { amountCents: number }>(kafka.consumer({ groupId: 'payments' }), {
  *   mode: 'eachBatch', kafka, inbox, groupId: 'payments',
  *   subscribe: { topics: ['charges'] },
  *   decode: 'json',

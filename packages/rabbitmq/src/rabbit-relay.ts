@@ -36,7 +36,7 @@ const CONNECT_TIMEOUT_MS = 10_000;
  *
  * @example
  * ```ts
- * const relay = createRabbitRelay({ outbox, url: process.env.AMQP_URL, listen: { connectionString: process.env.DATABASE_URL } })
+ * const relay = createRabbitRelay({ outbox, url: 'amqp://guest:guest@127.0.0.1:5672', listen: { connectionString } })
  * process.once('SIGTERM', () => void relay.close())
  * ```
  */
