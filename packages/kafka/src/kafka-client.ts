@@ -100,9 +100,9 @@ export interface KafkaConsumer {
   disconnect(): Promise<void>;
   /** Commits offsets to Kafka: the adapter does, after their records committed in Postgres. */
   commitOffsets(offsets: KafkaOffsetCommit[]): Promise<void>;
-  /** Moves a partition to an offset (with offsets stored in Postgres: to the stored one). */
+  /** Moves a partition to an offset: back to a record handed back for later, or to the offset stored in Postgres. */
   seek(target: { topic: string; partition: number; offset: string }): void;
-  /** Pauses partitions (a database or broker that is away, a crash loop). */
+  /** Pauses partitions: one whose record must wait (see `PauseReason`), or all while the consumer stops. */
   pause(topics: KafkaTopicPartitions[]): void;
   /** Resumes paused partitions. */
   resume(topics: KafkaTopicPartitions[]): void;

@@ -74,7 +74,7 @@ export interface AmqpChannel {
   cancel(consumerTag: string): Promise<unknown>;
   /** Acknowledges a delivery. */
   ack(message: AmqpDelivery, allUpTo?: boolean): void;
-  /** Hands a delivery back (`requeue`) or drops it. */
+  /** Hands a delivery back to the queue (`requeue`), or rejects it. */
   nack(message: AmqpDelivery, allUpTo?: boolean, requeue?: boolean): void;
   /** Declares a queue (`assertTopology`). */
   assertQueue(queue: string, options?: AmqpAssertQueueOptions): Promise<unknown>;
@@ -92,7 +92,7 @@ export interface AmqpChannel {
 
 /** A channel in confirm mode: each publish is acknowledged (or refused) by the broker. */
 export interface AmqpConfirmChannel {
-  /** Publishes a message; `callback` is called with the broker's confirm (`null`) or refusal. */
+  /** Publishes a message; `callback` is called without an error once the broker confirmed it, with one if it refused. */
   publish(
     exchange: string,
     routingKey: string,
