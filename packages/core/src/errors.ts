@@ -66,6 +66,7 @@ export class NonRetryableError extends InboxError {
 
 /** The same message id arrived with a payload whose fingerprint differs from the stored one. */
 export class PayloadConflictError extends InboxError {
+  /** The id whose stored fingerprint differs. */
   readonly messageId: string;
 
   constructor(consumer: string, messageId: string) {
@@ -110,7 +111,9 @@ export class ConnectionBusyError extends InboxError {
  * this error. Retried like any transient failure; dead-lettered when retries run out.
  */
 export class HandlerTimeoutError extends InboxError {
+  /** The message whose attempt timed out. */
   readonly messageId: string;
+  /** The limit it ran past (`handlerTimeoutMs`). */
   readonly timeoutMs: number;
 
   constructor(messageId: string, timeoutMs: number) {
@@ -135,6 +138,7 @@ export class DatabaseUnavailableError extends InboxError {
  * finished it (it crashed, was killed, or ran out of memory each time).
  */
 export class CrashLoopError extends InboxError {
+  /** Attempts that started and never finished. */
   readonly attempts: number;
 
   constructor(messageId: string, attempts: number) {

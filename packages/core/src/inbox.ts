@@ -307,7 +307,7 @@ export class Inbox<DB> {
    * purge that finds the lock taken at its first batch returns `skipped: true` at once, and
    * one that finds it taken later stops there and leaves the rest to the one holding it.
    * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
-   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
+   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see docs/retention.md.
    *
    * On a table partitioned by time (`migrateInbox(db, { partitioned })`, docs/retention.md)
    * it deletes no keys: it creates the partitions ahead and drops those whose keys are all

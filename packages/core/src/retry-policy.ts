@@ -3,9 +3,11 @@ import { bool } from './option-checks.js';
 
 /** What a `shouldRetry` predicate is shown. */
 export interface RetryDecisionContext {
+  /** What the failed attempt threw. */
   readonly error: Error;
   /** 1 for the first attempt. */
   readonly attemptNumber: number;
+  /** Retries the policy still allows after this attempt. */
   readonly retriesLeft: number;
 }
 
