@@ -38,14 +38,21 @@ export interface OutboxOptions {
 export interface FailedOutboxMessage {
   /** The row's place in the outbox (a bigint, as text); pass it as `after` to page. */
   readonly sequence: string;
+  /** The id consumers deduplicate on. */
   readonly messageId: string;
   /** The topic, or the exchange. */
   readonly destination: string;
+  /** The routing key of a message for an exchange; `null` for a topic. */
   readonly routingKey: string | null;
+  /** The ordering key, if the message had one. */
   readonly key: string | null;
+  /** The broker headers it is published with. */
   readonly headers: Readonly<Record<string, string>>;
+  /** Publishes the broker refused. */
   readonly attempts: number;
+  /** The broker's last refusal, as text. */
   readonly lastError: string | null;
+  /** When it was enqueued. */
   readonly createdAt: Date;
 }
 
@@ -56,9 +63,11 @@ export interface FailedOutboxMessage {
 export interface OutboxBacklog {
   /** Messages waiting to be published (including those waiting for a retry). */
   readonly pending: number;
+  /** `pending` is an estimate past `exactUpTo`. */
   readonly pendingEstimated: boolean;
   /** Messages set aside as failed: `failed()` lists them, `retryFailed()` puts them back. */
   readonly failed: number;
+  /** `failed` is an estimate past `exactUpTo`. */
   readonly failedEstimated: boolean;
   /** When the oldest pending message was enqueued (among the first 100 in line); `null` when none is pending. */
   readonly oldestPendingAt: Date | null;
