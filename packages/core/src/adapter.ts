@@ -1,7 +1,14 @@
-// @inboxkit/core/adapter: what the broker and HTTP adapters need and an application does
-// not. An adapter only translates: a broker message in, an `InboxMessage` out; an outcome
-// in, the broker's ack, commit, publish or hand-back out (docs/design.md, "Adapters").
-// Its contents may change between minor versions while the project is 0.x.
+/**
+ * `@inboxkit/core/adapter`: **for adapter authors.** What the broker and HTTP adapters
+ * (`@inboxkit/kafka`, `@inboxkit/rabbitmq`, `@inboxkit/http`) need and an application does
+ * not. An adapter only translates: a broker message in, an `InboxMessage` out; an outcome
+ * in, the broker's ack, commit, publish or hand-back out (docs/design.md, "Adapters").
+ *
+ * Its contents may change between minor versions while the project is 0.x: applications
+ * should import from `@inboxkit/core` and the adapter packages instead.
+ *
+ * @module @inboxkit/core/adapter
+ */
 
 export { type Backoff, type BackoffOptions, backoffDelayMs, compileBackoff } from './backoff.js';
 export {
@@ -15,7 +22,7 @@ export { toError } from './errors.js';
 export { SafeEmitter } from './events.js';
 export type { FenceRunner, TransactionFence } from './fence.js';
 export { forgetExpiredKey } from './forget-expired-key.js';
-export { checkIdentifier, quoteIdentifier } from './identifiers.js';
+export { checkIdentifier, type InboxTables, quoteIdentifier } from './identifiers.js';
 export { inboxConfig, inboxTelemetry } from './inbox.js';
 export type { InboxConfig } from './inbox-options.js';
 export { loggerWith, logHandled, type MessageLogFields, outcomeLogFields } from './log-fields.js';
@@ -43,6 +50,7 @@ export {
 } from './settle-outcome.js';
 export { transactionSettings } from './sql/claim-message.js';
 export type { InboxTelemetry } from './telemetry/inbox-telemetry.js';
+export type { TelemetryConfig } from './telemetry/telemetry-options.js';
 export { traceHeaders } from './telemetry/trace-context.js';
 export type {
   BatchTrace,

@@ -1,6 +1,10 @@
-// @inboxkit/core/admin: the operations an operator runs against the inbox tables (the
-// `inboxkit` CLI is built on it): status figures that never read a whole table, a key's
-// stored row, forgetting keys so a message may run again (docs/design.md, "Operations").
+/**
+ * `@inboxkit/core/admin`: the operations an operator runs against the inbox tables (the
+ * `inboxkit` CLI is built on it): status figures that never read a whole table, a key's
+ * stored row, forgetting keys so a message may run again (docs/design.md, "Operations").
+ *
+ * @module @inboxkit/core/admin
+ */
 
 import type { Kysely } from 'kysely';
 import { ConfigurationError } from './errors.js';
@@ -36,15 +40,19 @@ export interface StatusOptions {
 
 /** One consumer's figures. `*Estimated` says which are estimates rather than counts. */
 export interface ConsumerStatus {
+  /** The consumer name. */
   readonly consumer: string;
   /** Keys stored (processed and dead-lettered). */
   readonly keys: number;
+  /** `keys` is an estimate (past `exactUpTo`). */
   readonly keysEstimated: boolean;
   /** Keys of dead-lettered messages: a redelivery of one is acked as a duplicate. */
   readonly deadLettered: number;
+  /** `deadLettered` is an estimate (past `exactUpTo`). */
   readonly deadLetteredEstimated: boolean;
   /** When the oldest key was stored; `null` when there is none or the lookup timed out (`oldestTimedOut`). */
   readonly oldestKeyAt: Date | null;
+  /** The oldest-key lookup ran past `timeoutMs`. */
   readonly oldestTimedOut: boolean;
   /**
    * Crash-loop suspects: deliveries whose attempt was counted and that have not finished
@@ -53,12 +61,15 @@ export interface ConsumerStatus {
   readonly crashLoopSuspects: number;
   /** The highest attempt count among the suspects. */
   readonly maxAttempts: number | null;
+  /** When the latest suspect attempt started; `null` without suspects. */
   readonly lastAttemptAt: Date | null;
 }
 
 /** A key as stored, with its crash-loop attempts. */
 export interface StoredKey {
+  /** The consumer name. */
   readonly consumer: string;
+  /** The message id. */
   readonly messageId: string;
   /** `null` when only crash-loop attempts are stored for the id (it never finished). */
   readonly status: 'processed' | 'dead_lettered' | null;
@@ -66,9 +77,13 @@ export interface StoredKey {
   readonly result: unknown;
   /** SHA-256 of the payload, hex; `null` without a payload or fingerprinting. */
   readonly fingerprint: string | null;
+  /** When the key was stored; `null` when only attempts are. */
   readonly processedAt: Date | null;
+  /** Crash-loop attempts counted for the id; `null` when none are stored. */
   readonly attempts: number | null;
+  /** When the first counted attempt started; `null` when none are stored. */
   readonly firstAttemptAt: Date | null;
+  /** When the latest counted attempt started; `null` when none are stored. */
   readonly lastAttemptAt: Date | null;
 }
 

@@ -15,6 +15,9 @@
  * | `INBOX_CRASH_LOOP` | {@link CrashLoopError} | a redelivered message started its handler `crashLoopLimit` times without finishing |
  * | `INBOX_HANDLER_FAILED` | {@link HandlerError} | a handler threw something that is not an `Error` |
  * | `INBOX_HANDLER_TIMEOUT` | {@link HandlerTimeoutError} | a handler attempt ran longer than `handlerTimeoutMs` |
+ * | `INBOX_CONNECTION_BUSY` | {@link ConnectionBusyError} | a crash-loop count found no second connection in time; the message is handed back |
+ * | `INBOX_INVALID_OUTBOX_MESSAGE` | `InvalidOutboxMessageError` | `outbox.enqueue` was given a message with an invalid field |
+ * | `INBOX_OUTBOX_BROKER_UNAVAILABLE` | `BrokerUnavailableForRelayError` | a relay could not reach its broker; it pauses |
  */
 export class InboxError extends Error {
   /** A stable, documented code; never reused for another meaning. */
@@ -27,7 +30,12 @@ export class InboxError extends Error {
   }
 }
 
-/** An option is missing, unknown or out of range. Thrown at construction, never later. */
+/**
+ * An option is missing, unknown or out of range. Thrown by the call that is given the
+ * option (a factory, or a method such as `outbox.failed({ limit })`), never later.
+ *
+ * `code`: `'INBOX_CONFIGURATION'`.
+ */
 export class ConfigurationError extends InboxError {
   constructor(message: string) {
     super('INBOX_CONFIGURATION', message);
@@ -38,6 +46,8 @@ export class ConfigurationError extends InboxError {
  * A message broke a rule: no id, an id that is not a string, empty, longer than
  * `maxIdLength` or holding a NUL character, or a payload that could not be decoded.
  * Such a message is dead-lettered without running the handler.
+ *
+ * `code`: `'INBOX_INVALID_MESSAGE'`.
  */
 export class InvalidMessageError extends InboxError {
   /** The id the message carried, when it had one. */
@@ -53,6 +63,8 @@ export class InvalidMessageError extends InboxError {
  * Throw this (or a subclass) from a handler to say that retrying cannot help: the
  * transaction is rolled back and the message is dead-lettered at once.
  *
+ * `code`: `'INBOX_NON_RETRYABLE'`.
+ *
  * @example
  * ```ts
  * if (charge.amountCents <= 0) throw new NonRetryableError('amount must be positive')
@@ -64,8 +76,13 @@ export class NonRetryableError extends InboxError {
   }
 }
 
-/** The same message id arrived with a payload whose fingerprint differs from the stored one. */
+/**
+ * The same message id arrived with a payload whose fingerprint differs from the stored one.
+ *
+ * `code`: `'INBOX_PAYLOAD_CONFLICT'`.
+ */
 export class PayloadConflictError extends InboxError {
+  /** The id whose stored fingerprint differs. */
   readonly messageId: string;
 
   constructor(consumer: string, messageId: string) {
@@ -80,6 +97,8 @@ export class PayloadConflictError extends InboxError {
 /**
  * Another delivery of the same id held its key longer than `lockTimeoutMs`. The first
  * delivery may still roll back, so this message must be retried later, never acked.
+ *
+ * `code`: `'INBOX_LOCK_TIMEOUT'`.
  */
 export class LockTimeoutError extends InboxError {
   constructor(messageId: string, lockTimeoutMs: number, options?: { cause?: unknown }) {
@@ -97,6 +116,8 @@ export class LockTimeoutError extends InboxError {
  * `max(lockTimeoutMs, 1 s)` (every pool connection busy, a pooler's queue full, a lock on
  * the count's row). Not the message's fault: like lock contention it is waited out without
  * spending the retry budget, then the message is handed back (`retry_later`).
+ *
+ * `code`: `'INBOX_CONNECTION_BUSY'`.
  */
 export class ConnectionBusyError extends InboxError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -108,9 +129,13 @@ export class ConnectionBusyError extends InboxError {
  * A handler attempt ran longer than `handlerTimeoutMs`. Its transaction was rolled back
  * (the statement it was running, if any, cancelled) and its `context.signal` aborted with
  * this error. Retried like any transient failure; dead-lettered when retries run out.
+ *
+ * `code`: `'INBOX_HANDLER_TIMEOUT'`.
  */
 export class HandlerTimeoutError extends InboxError {
+  /** The message whose attempt timed out. */
   readonly messageId: string;
+  /** The limit it ran past (`handlerTimeoutMs`). */
   readonly timeoutMs: number;
 
   constructor(messageId: string, timeoutMs: number) {
@@ -123,7 +148,11 @@ export class HandlerTimeoutError extends InboxError {
   }
 }
 
-/** Postgres could not be reached or dropped the connection. Never a reason to dead-letter. */
+/**
+ * Postgres could not be reached or dropped the connection. Never a reason to dead-letter.
+ *
+ * `code`: `'INBOX_DATABASE_UNAVAILABLE'`.
+ */
 export class DatabaseUnavailableError extends InboxError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('INBOX_DATABASE_UNAVAILABLE', message, options);
@@ -133,8 +162,11 @@ export class DatabaseUnavailableError extends InboxError {
 /**
  * A redelivered message started its handler `crashLoopLimit` times and the process never
  * finished it (it crashed, was killed, or ran out of memory each time).
+ *
+ * `code`: `'INBOX_CRASH_LOOP'`.
  */
 export class CrashLoopError extends InboxError {
+  /** Attempts that started and never finished. */
   readonly attempts: number;
 
   constructor(messageId: string, attempts: number) {
@@ -146,7 +178,11 @@ export class CrashLoopError extends InboxError {
   }
 }
 
-/** A handler threw a value that is not an `Error`; the value is kept as `cause`. */
+/**
+ * A handler threw a value that is not an `Error`; the value is kept as `cause`.
+ *
+ * `code`: `'INBOX_HANDLER_FAILED'`.
+ */
 export class HandlerError extends InboxError {
   constructor(value: unknown) {
     super('INBOX_HANDLER_FAILED', `Handler threw a non-Error value: ${describe(value)}`, {

@@ -44,7 +44,9 @@ export interface InboxEvents {
 /** The status stored with a key. */
 export type StoredStatus = 'processed' | 'dead_lettered';
 
+/** The name of an inbox event (see {@link InboxEvents}). */
 export type InboxEventName = keyof InboxEvents;
+/** A listener of the event `E`, called with its payload. */
 export type InboxListener<E extends InboxEventName> = (payload: InboxEvents[E]) => void;
 
 /**
@@ -88,6 +90,7 @@ export class SafeEmitter<Events extends object> {
     return () => this.off(event, listener);
   }
 
+  /** Removes a listener added with `on`. */
   off<E extends keyof Events>(event: E, listener: (payload: Events[E]) => void): void {
     this.#listeners.get(event)?.delete(listener as (payload: never) => void);
   }
@@ -97,6 +100,7 @@ export class SafeEmitter<Events extends object> {
     return (this.#listeners.get(event)?.size ?? 0) > 0;
   }
 
+  /** Calls the listeners of `event` with `payload`; a listener that throws is logged, never rethrown. */
   emit<E extends keyof Events>(event: E, payload: Events[E]): void {
     const set = this.#listeners.get(event);
     if (set === undefined || set.size === 0) return;

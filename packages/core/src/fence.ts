@@ -3,6 +3,7 @@ import type { InboxMessage } from './inbox-message.js';
 
 /** The part of a Kysely transaction a {@link TransactionFence} runs its statements on. */
 export interface FenceRunner {
+  /** Runs a compiled statement in the transaction. */
   executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>>;
 }
 

@@ -9,6 +9,12 @@ import { ConfigurationError } from './errors.js';
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*$/;
 const MAX_IDENTIFIER_BYTES = 63;
 
+/**
+ * Checks a schema or table name and returns it: a plain Postgres identifier (a letter or
+ * underscore, then letters, digits, `_` or `$`), at most `maxBytes` bytes (default 63).
+ *
+ * @throws {@link "@inboxkit/core"!ConfigurationError} (`code: 'INBOX_CONFIGURATION'`), naming `option`.
+ */
 export function checkIdentifier(option: string, value: unknown, maxBytes = MAX_IDENTIFIER_BYTES): string {
   if (typeof value !== 'string' || value.length === 0) {
     throw new ConfigurationError(`Expected \`${option}\` to be a non-empty string, got ${typeof value}.`);

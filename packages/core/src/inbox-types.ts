@@ -114,8 +114,12 @@ export interface PurgeResult {
 
 /** A stored key, as `Inbox.find` returns it. */
 export interface StoredMessage {
+  /** The id looked up. */
   readonly messageId: string;
+  /** Whether the message was processed or dead-lettered. */
   readonly status: StoredStatus;
+  /** The stored result (the handler's, or the dead-letter detail); `undefined` when none was kept. */
   readonly result: unknown;
+  /** When the key was stored. */
   readonly processedAt: Date;
 }

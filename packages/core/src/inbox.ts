@@ -33,26 +33,6 @@ export type {
   StoredMessage,
 } from './inbox-types.js';
 
-/**
- * Creates an inbox: the store that makes a handler's effects happen once per message id.
- *
- * @example
- * ```ts
- * import { Kysely, PostgresDialect } from 'kysely'
- * import pg from 'pg'
- * import { createInbox, migrateInbox } from '@inboxkit/core'
- *
- * const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString }) }) })
- * await migrateInbox(db)
- * const inbox = createInbox({ db, consumer: 'payments' })
- *
- * const outcome = await inbox.process({ id: 'charge-42', payload: bytes }, async (trx, message) => {
- *   await trx.insertInto('charges').values({ id: message.id, amount_cents: 1200 }).execute()
- *   return { charged: true }
- * })
- * // outcome.status: 'processed' | 'duplicate' | 'conflict' | 'dead_letter' | 'retry_later'
- * ```
- */
 /** Each inbox's compiled options, for the adapters (`inboxConfig`), not on the public class. */
 const configs = new WeakMap<Inbox<unknown>, InboxConfig<unknown>>();
 
@@ -83,6 +63,34 @@ export function inboxTelemetry<DB>(inbox: Inbox<DB>): InboxTelemetry {
   return telemetry;
 }
 
+/**
+ * Creates an inbox: the store that makes a handler's effects happen once per message id
+ * (the consumer name and the id are the key). The inbox holds no connections of its own
+ * and needs no closing: it uses the Kysely instance it is given. Run {@link migrateInbox}
+ * first; see {@link InboxOptions} for the options.
+ *
+ * @throws {@link ConfigurationError} (`code: 'INBOX_CONFIGURATION'`) when an option is
+ * missing, unknown or invalid: no Kysely `db`, an empty `consumer`, an unknown option, a
+ * `retentionMs` shorter than the longest retry span.
+ *
+ * @example
+ * ```ts
+ * import { Kysely, PostgresDialect } from 'kysely'
+ * import pg from 'pg'
+ * import { createInbox, migrateInbox } from '@inboxkit/core'
+ *
+ * const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString }) }) })
+ * const { error } = await migrateInbox(db)
+ * if (error) throw error
+ * const inbox = createInbox({ db, consumer: 'payments' })
+ *
+ * const outcome = await inbox.process({ id: 'charge-42', payload: bytes }, async (trx, message) => {
+ *   await trx.insertInto('charges').values({ id: message.id, amount_cents: 1200 }).execute()
+ *   return { charged: true }
+ * })
+ * // outcome.status: 'processed' | 'duplicate' | 'conflict' | 'dead_letter' | 'retry_later'
+ * ```
+ */
 export function createInbox<DB>(options: InboxOptions<DB>): Inbox<DB> {
   return new Inbox(compileInboxOptions(options));
 }
@@ -116,6 +124,7 @@ export class Inbox<DB> {
   }
 
   /** Removes an event listener. */
+  /** Removes a listener added with `on`. */
   off<E extends InboxEventName>(event: E, listener: InboxListener<E>): void {
     this.#ctx.events.off(event, listener);
   }
@@ -298,7 +307,7 @@ export class Inbox<DB> {
    * purge that finds the lock taken at its first batch returns `skipped: true` at once, and
    * one that finds it taken later stops there and leaves the rest to the one holding it.
    * The lock is transaction-scoped, so purge works behind PgBouncer in transaction mode
-   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see README "Retention".
+   * (docs/pgbouncer.md). Run it on a schedule (every few minutes); see docs/retention.md.
    *
    * On a table partitioned by time (`migrateInbox(db, { partitioned })`, docs/retention.md)
    * it deletes no keys: it creates the partitions ahead and drops those whose keys are all

@@ -1,5 +1,13 @@
-// @inboxkit/core: the public API, listed: what an application imports. What adapters
-// need besides is on `@inboxkit/core/adapter`; anything exported from neither is internal.
+/**
+ * `@inboxkit/core`: the inbox ({@link createInbox}, {@link migrateInbox}), the outbox
+ * ({@link createOutbox}, {@link migrateOutbox}), their options, outcomes, events and errors.
+ * This is what an application imports; the broker packages build on it.
+ *
+ * The public API, listed: what adapters need besides is on `@inboxkit/core/adapter`;
+ * anything exported from neither is internal.
+ *
+ * @module @inboxkit/core
+ */
 
 export {
   ConfigurationError,
@@ -56,7 +64,7 @@ export {
   type OutboxOptions,
 } from './outbox/outbox.js';
 export { BrokerUnavailableForRelayError, InvalidOutboxMessageError } from './outbox/outbox-errors.js';
-export type { ListenOptions, ListenPool } from './outbox/outbox-listener.js';
+export type { ListenClient, ListenOptions, ListenPool } from './outbox/outbox-listener.js';
 export type {
   OutboxExchangeMessage,
   OutboxMessage,
@@ -91,4 +99,10 @@ export type {
   RetryPolicy,
 } from './retry-policy.js';
 export type { TelemetryOptions } from './telemetry/telemetry-options.js';
-export { retryUntilReady, type StartupRetry, type StartupWaitOptions, waitForDatabase } from './wait-for-database.js';
+export {
+  type RetryUntilReadyRules,
+  retryUntilReady,
+  type StartupRetry,
+  type StartupWaitOptions,
+  waitForDatabase,
+} from './wait-for-database.js';

@@ -2,7 +2,9 @@ import type { DeadLetterReason, RetryLaterReason, StoredStatus } from './events.
 
 /** The handler ran and committed together with the message's key. Ack it. */
 export interface ProcessedOutcome<R> {
+  /** Tells the outcomes apart. */
   readonly status: 'processed';
+  /** The message's id: its key in the inbox. */
   readonly messageId: string;
   /** What the handler returned. */
   readonly result: R;
@@ -12,7 +14,9 @@ export interface ProcessedOutcome<R> {
 
 /** The key was already in the inbox; the handler did not run. Ack it. */
 export interface DuplicateOutcome {
+  /** Tells the outcomes apart. */
   readonly status: 'duplicate';
+  /** The message's id: its key in the inbox. */
   readonly messageId: string;
   /** The result stored by the first delivery, or `undefined` when none was kept. */
   readonly result: unknown;
@@ -24,8 +28,11 @@ export interface DuplicateOutcome {
 
 /** The key was in the inbox with a different payload fingerprint: dead-letter it. */
 export interface ConflictOutcome {
+  /** Tells the outcomes apart. */
   readonly status: 'conflict';
+  /** The message's id: its key in the inbox, which holds the first content. */
   readonly messageId: string;
+  /** A {@link PayloadConflictError} (`code: 'INBOX_PAYLOAD_CONFLICT'`). */
   readonly error: Error;
 }
 
@@ -34,12 +41,15 @@ export interface ConflictOutcome {
  * `inbox.recordDeadLetter(...)`, then ack.
  */
 export interface DeadLetterOutcome {
+  /** Tells the outcomes apart. */
   readonly status: 'dead_letter';
   /** `undefined` when the message had no usable id. */
   readonly messageId: string | undefined;
+  /** Why it is dead-lettered. */
   readonly reason: DeadLetterReason;
   /** The last error. */
   readonly error: Error;
+  /** Attempts made. */
   readonly attempts: number;
   /** When the first attempt started (or the first crash-loop attempt was recorded). */
   readonly firstSeenAt: Date;
@@ -51,10 +61,15 @@ export interface DeadLetterOutcome {
  * after a backoff.
  */
 export interface RetryLaterOutcome {
+  /** Tells the outcomes apart. */
   readonly status: 'retry_later';
+  /** The message's id; `undefined` when it had none that could be read. */
   readonly messageId: string | undefined;
+  /** What was in the way. */
   readonly reason: RetryLaterReason;
+  /** The error that stopped it. */
   readonly error: Error;
+  /** Attempts made. */
   readonly attempts: number;
 }
 

@@ -3,9 +3,11 @@ import { bool } from './option-checks.js';
 
 /** What a `shouldRetry` predicate is shown. */
 export interface RetryDecisionContext {
+  /** What the failed attempt threw. */
   readonly error: Error;
   /** 1 for the first attempt. */
   readonly attemptNumber: number;
+  /** Retries the policy still allows after this attempt. */
   readonly retriesLeft: number;
 }
 
@@ -56,6 +58,7 @@ export interface RetryPolicy {
   readonly maxTimeout: number;
   readonly randomize: boolean;
   readonly maxRetryTime: number;
+  /** The options' `shouldRetry`, if any. */
   readonly shouldRetry: ((context: RetryDecisionContext) => boolean | Promise<boolean>) | undefined;
   readonly nonRetryable: ReadonlyArray<abstract new (...args: never[]) => Error>;
 }

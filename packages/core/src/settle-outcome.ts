@@ -31,6 +31,7 @@ export type HandBackReason =
 
 /** The part of an `Inbox` settling needs. */
 export interface DeadLetterRecorder {
+  /** `Inbox.recordDeadLetter`: stores the key so that a redelivery is acked as a duplicate. */
   recordDeadLetter(message: InboxMessage, outcome: DeadLetterOutcome | ConflictOutcome): Promise<void>;
   /**
    * `true`: called for every dead letter, also a conflict or a message without a usable id

@@ -28,7 +28,11 @@ export abstract class IdempotencyProblemError extends InboxError {
   abstract readonly slug: string;
 }
 
-/** An idempotent route was called without the `Idempotency-Key` header. */
+/**
+ * An idempotent route was called without the `Idempotency-Key` header.
+ *
+ * `code`: `'INBOX_HTTP_KEY_MISSING'`.
+ */
 export class IdempotencyKeyMissingError extends IdempotencyProblemError {
   readonly status = 400;
   readonly title = 'Idempotency-Key is missing';
@@ -46,6 +50,8 @@ export class IdempotencyKeyMissingError extends IdempotencyProblemError {
  * A request without the key on a route with `keyWhenMissing: 'derive'` whose body bytes the
  * server did not keep (Express: the body parser lacks `verify: keepRawBody`). A server
  * mistake, so a 500; the client can still succeed by sending a key.
+ *
+ * `code`: `'INBOX_HTTP_KEY_UNDERIVABLE'`.
  */
 export class KeyDerivationError extends IdempotencyProblemError {
   readonly status = 500;
@@ -60,7 +66,11 @@ export class KeyDerivationError extends IdempotencyProblemError {
   }
 }
 
-/** The key is empty, longer than `maxKeyLength`, or holds characters other than visible ASCII. */
+/**
+ * The key is empty, longer than `maxKeyLength`, or holds characters other than visible ASCII.
+ *
+ * `code`: `'INBOX_HTTP_KEY_INVALID'`.
+ */
 export class InvalidIdempotencyKeyError extends IdempotencyProblemError {
   readonly status = 400;
   readonly title = 'Idempotency-Key is invalid';
@@ -71,7 +81,11 @@ export class InvalidIdempotencyKeyError extends IdempotencyProblemError {
   }
 }
 
-/** The key was used before with a request whose fingerprint differs. */
+/**
+ * The key was used before with a request whose fingerprint differs.
+ *
+ * `code`: `'INBOX_HTTP_KEY_REUSED'`.
+ */
 export class IdempotencyKeyReusedError extends IdempotencyProblemError {
   readonly status: number;
   readonly title = 'Idempotency-Key is already used';
@@ -86,7 +100,11 @@ export class IdempotencyKeyReusedError extends IdempotencyProblemError {
   }
 }
 
-/** The first request with this key is still being processed. */
+/**
+ * The first request with this key is still being processed.
+ *
+ * `code`: `'INBOX_HTTP_KEY_IN_FLIGHT'`.
+ */
 export class IdempotencyKeyInFlightError extends IdempotencyProblemError {
   readonly status = 409;
   readonly title = 'A request is outstanding for this Idempotency-Key';
@@ -100,7 +118,11 @@ export class IdempotencyKeyInFlightError extends IdempotencyProblemError {
   }
 }
 
-/** Postgres could not be reached: nothing was run and nothing was stored. */
+/**
+ * Postgres could not be reached: nothing was run and nothing was stored.
+ *
+ * `code`: `'INBOX_HTTP_STORE_UNAVAILABLE'`.
+ */
 export class IdempotencyStoreUnavailableError extends IdempotencyProblemError {
   readonly status = 503;
   readonly title = 'Idempotency store unavailable';
@@ -118,6 +140,8 @@ export class IdempotencyStoreUnavailableError extends IdempotencyProblemError {
 /**
  * The handler ran longer than `handlerTimeoutMs`: its signal was aborted, its statement
  * cancelled, and its transaction rolled back. Nothing was stored, so a retry runs again.
+ *
+ * `code`: `'INBOX_HTTP_HANDLER_TIMEOUT'`.
  */
 export class RequestTimeoutError extends IdempotencyProblemError {
   readonly status = 503;
@@ -133,7 +157,11 @@ export class RequestTimeoutError extends IdempotencyProblemError {
   }
 }
 
-/** The key's row holds no response this package wrote (another consumer's key, or a corrupted row). */
+/**
+ * The key's row holds no response this package wrote (another consumer's key, or a corrupted row).
+ *
+ * `code`: `'INBOX_HTTP_STORED_RESPONSE_UNREADABLE'`.
+ */
 export class StoredResponseError extends IdempotencyProblemError {
   readonly status = 500;
   readonly title = 'Stored response unreadable';
@@ -152,6 +180,8 @@ export class StoredResponseError extends IdempotencyProblemError {
  * answered (instead of Express's HTML error page), or failed outside Express's error
  * handling (a streaming response, a failed commit of a captured answer): rolled back,
  * nothing stored. Fastify and the Fetch handler rethrow such errors instead.
+ *
+ * `code`: `'INBOX_HTTP_HANDLER_FAILED'`.
  */
 export class HandlerFailedError extends IdempotencyProblemError {
   readonly status = 500;
@@ -167,6 +197,8 @@ export class HandlerFailedError extends IdempotencyProblemError {
  * A handler answered with a streaming body (a stream, `res.write()`, a Fetch body that is
  * not complete when the handler returns, `text/event-stream`). Such a response cannot be
  * stored and replayed, so the transaction is rolled back and nothing is kept.
+ *
+ * `code`: `'INBOX_HTTP_STREAMING_RESPONSE'`.
  */
 export class StreamingResponseError extends InboxError {
   constructor(detail: string) {
@@ -177,7 +209,11 @@ export class StreamingResponseError extends InboxError {
   }
 }
 
-/** `transactionOf(request)` was called for a request that is not inside an idempotent handler. */
+/**
+ * `transactionOf(request)` was called for a request that is not inside an idempotent handler.
+ *
+ * `code`: `'INBOX_HTTP_NO_CONTEXT'`.
+ */
 export class NoIdempotencyContextError extends InboxError {
   constructor(where: string) {
     super(
@@ -191,6 +227,8 @@ export class NoIdempotencyContextError extends InboxError {
  * The reason of the handler's signal when the client went away before its answer was
  * sent. A handler that stops on it is rolled back (nothing stored, the client's retry runs
  * again); one that completes anyway is committed, and the retry gets its response.
+ *
+ * `code`: `'INBOX_HTTP_CLIENT_GONE'`.
  */
 export class ClientDisconnectedError extends InboxError {
   constructor() {

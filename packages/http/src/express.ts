@@ -1,4 +1,8 @@
-// @inboxkit/http/express: the Idempotency-Key header for Express routes, as a middleware.
+/**
+ * `@inboxkit/http/express`: the Idempotency-Key header for Express routes, as a middleware.
+ *
+ * @module @inboxkit/http/express
+ */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ConfigurationError } from '@inboxkit/core';
 import { watchResponse } from './client-gone.js';
@@ -57,7 +61,8 @@ type End = (chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerRe
  * const idempotency = createIdempotency<DB, ExpressRequestLike>({ db, consumer: 'payments-api', principal: (req) => req.user?.id })
  * app.post('/charges', express.json(), idempotent(idempotency), async (req, res) => {
  *   const trx = transactionOf<DB>(req)
- *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()
+ *   const { amountCents } = req.body as { amountCents: number }
+ *   const charge = await trx.insertInto('charges').values({ amount_cents: amountCents }).returningAll().executeTakeFirstOrThrow()
  *   res.status(201).json(charge)
  * })
  * ```

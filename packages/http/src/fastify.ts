@@ -1,5 +1,9 @@
-// @inboxkit/http/fastify: the Idempotency-Key header for Fastify routes, as a plugin with a
-// per-route option.
+/**
+ * `@inboxkit/http/fastify`: the Idempotency-Key header for Fastify routes, as a plugin with a
+ * per-route option.
+ *
+ * @module @inboxkit/http/fastify
+ */
 
 import { Transform } from 'node:stream';
 import { ConfigurationError } from '@inboxkit/core';
@@ -35,18 +39,16 @@ declare module 'fastify' {
   }
 }
 
-/** Options of the plugin: a store's options (it builds one), or a store made by `createIdempotency`. */
-export type FastifyIdempotencyOptions =
-  | IdempotencyOptions<AnyDatabase, FastifyRequest>
-  | { readonly idempotency: Idempotency<AnyDatabase, FastifyRequest> };
-
 /**
- * A plugin's options cannot carry the caller's table types, and a `Kysely<DB>` is not a
- * `Kysely<unknown>`: so any database type is accepted here; `transactionOf<DB>(request)`
- * gives the route its own.
+ * Options of the plugin: a store's options (it builds one), or a store made by
+ * `createIdempotency`. Either holds a Kysely instance of any schema: the plugin itself only
+ * uses the inbox table, and `transactionOf<DB>(request)` gives routes their typed view.
  */
-// biome-ignore lint/suspicious/noExplicitAny: Kysely's own idiom for "a Kysely of any schema".
-type AnyDatabase = any;
+export type FastifyIdempotencyOptions =
+  // biome-ignore lint/suspicious/noExplicitAny: a Kysely instance typed with the application's schema.
+  | IdempotencyOptions<any, FastifyRequest>
+  // biome-ignore lint/suspicious/noExplicitAny: a store made with the application's schema.
+  | { readonly idempotency: Idempotency<any, FastifyRequest> };
 
 /** Methods that are idempotent by definition: marking them is a mistake, refused at registration. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
@@ -64,7 +66,8 @@ type Handler = RouteOptions['handler'];
  * await app.register(fastifyIdempotency, { db, consumer: 'payments-api', principal: (request) => request.user?.id })
  * app.post('/charges', { config: { idempotency: true } }, async (request, reply) => {
  *   const trx = transactionOf<DB>(request)
- *   const charge = await trx.insertInto('charges').values(...).returningAll().executeTakeFirstOrThrow()
+ *   const { amountCents } = request.body as { amountCents: number }
+ *   const charge = await trx.insertInto('charges').values({ amount_cents: amountCents }).returningAll().executeTakeFirstOrThrow()
  *   return reply.code(201).send(charge)
  * })
  * ```

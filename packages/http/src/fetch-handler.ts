@@ -49,6 +49,9 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
  * Blob, form data): a body that has to wait for I/O or timers is a streaming body, and is
  * refused with {@link StreamingResponseError}, rolled back.
  *
+ * @throws `ConfigurationError` (from `@inboxkit/core`) (`code: 'INBOX_CONFIGURATION'`) for a
+ * handler that is not a function or a missing or invalid option.
+ *
  * @example
  * ```ts
  * const handler = idempotent<DB>(async (trx, request) => {

@@ -173,6 +173,7 @@ export interface IdempotencyConfig<DB, Req> {
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
 
+/** The response headers stored with a key and replayed, when `storedHeaders` is not given. */
 export const DEFAULT_STORED_HEADERS: readonly string[] = Object.freeze([
   'content-type',
   'content-language',

@@ -1,6 +1,13 @@
-// @inboxkit/http: the Idempotency-Key HTTP header on the inboxkit Postgres inbox. The public
-// API, listed; the Fastify plugin and the Express middleware have their own entry points
-// (@inboxkit/http/fastify, @inboxkit/http/express).
+/**
+ * `@inboxkit/http`: the Idempotency-Key HTTP header on the inboxkit Postgres inbox, for
+ * Fetch API handlers ({@link idempotent}) and any framework ({@link createIdempotency}).
+ * The Fastify plugin and the Express middleware have their own entry points
+ * (`@inboxkit/http/fastify`, `@inboxkit/http/express`).
+ *
+ * The public API, listed.
+ *
+ * @module @inboxkit/http
+ */
 
 export {
   ClientDisconnectedError,

@@ -31,7 +31,7 @@ export function leaveHandler(request: object): void {
  * ```ts
  * app.post('/charges', { config: { idempotency: true } }, async (request, reply) => {
  *   const trx = transactionOf<DB>(request)
- *   await trx.insertInto('charges').values(...).execute()
+ *   await trx.insertInto('charges').values({ amount_cents: 1200 }).execute()
  *   return reply.code(201).send({ ok: true })
  * })
  * ```

@@ -1,4 +1,12 @@
-// @inboxkit/kafka: the public API, listed. Anything not exported here is internal.
+/**
+ * `@inboxkit/kafka`: effectively-once kafkajs consumers on the inbox
+ * ({@link runInboxConsumer}, or the wrappers {@link inboxEachMessage} and
+ * {@link inboxEachBatch}), and the outbox relay to Kafka ({@link createKafkaRelay}).
+ *
+ * The public API, listed. Anything not exported here is internal.
+ *
+ * @module @inboxkit/kafka
+ */
 
 export type { BackoffOptions } from '@inboxkit/core/adapter';
 export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';

@@ -24,6 +24,7 @@ export interface KafkaEachMessagePayload {
   readonly topic: string;
   readonly partition: number;
   readonly message: KafkaRecord;
+  /** Sends a heartbeat when the heartbeat interval has passed. */
   heartbeat(): Promise<void>;
 }
 
@@ -66,7 +67,9 @@ export interface KafkaRunConfig {
   autoCommit?: boolean;
   eachBatchAutoResolve?: boolean;
   partitionsConsumedConcurrently?: number;
+  /** The inbox wrapper of `inboxEachMessage`. */
   eachMessage?: (payload: KafkaEachMessagePayload) => Promise<void>;
+  /** The inbox wrapper of `inboxEachBatch`. */
   eachBatch?: (payload: KafkaEachBatchPayload) => Promise<void>;
 }
 
@@ -91,13 +94,21 @@ export interface KafkaConsumer {
   connect?(): Promise<void>;
   /** Only for `runInboxConsumer`'s `subscribe` option. */
   subscribe?(subscription: { topics: (string | RegExp)[]; fromBeginning?: boolean }): Promise<void>;
+  /** Starts consuming with the inbox wrapper (`runInboxConsumer` calls it). */
   run(config: KafkaRunConfig): Promise<void>;
+  /** Called by `close()` of `runInboxConsumer`. */
   disconnect(): Promise<void>;
+  /** Commits offsets to Kafka: the adapter does, after their records committed in Postgres. */
   commitOffsets(offsets: KafkaOffsetCommit[]): Promise<void>;
+  /** Moves a partition to an offset: back to a record handed back for later, or to the offset stored in Postgres. */
   seek(target: { topic: string; partition: number; offset: string }): void;
+  /** Pauses partitions: one whose record must wait (see `PauseReason`), or all while the consumer stops. */
   pause(topics: KafkaTopicPartitions[]): void;
+  /** Resumes paused partitions. */
   resume(topics: KafkaTopicPartitions[]): void;
+  /** The instrumentation event names (kafkajs' `consumer.events`). */
   readonly events?: { readonly GROUP_JOIN: string };
+  /** Adds an instrumentation listener; returns a function that removes it. */
   on?(eventName: string, listener: (event: KafkaGroupJoinEvent) => void): () => void;
 }
 
@@ -115,6 +126,7 @@ export interface KafkaProducer {
   connect?(): Promise<void>;
   /** Called by `close()` on the producer the adapter made itself. */
   disconnect?(): Promise<void>;
+  /** Publishes records to a topic; resolves once the broker acknowledged them. */
   send(record: { topic: string; messages: KafkaProducedRecord[] }): Promise<unknown>;
 }
 
@@ -150,13 +162,18 @@ export interface KafkaCommittedOffset {
  * publish to it, and creates it with `assertTopology`.
  */
 export interface KafkaAdmin {
+  /** Connects the admin client. */
   connect(): Promise<void>;
+  /** Disconnects it (on `close()`). */
   disconnect(): Promise<void>;
+  /** A group's committed offsets, with their metadata. */
   fetchOffsets(options: {
     groupId: string;
     topics: string[];
   }): Promise<{ topic: string; partitions: KafkaCommittedOffset[] }[]>;
+  /** The names of the cluster's topics. */
   listTopics(): Promise<string[]>;
+  /** Creates topics (`assertTopology`). */
   createTopics(options: { topics: KafkaTopicConfig[]; waitForLeaders?: boolean }): Promise<boolean>;
 }
 
@@ -172,6 +189,8 @@ export interface KafkaAdmin {
  * ```
  */
 export interface KafkaClient {
+  /** Makes a producer (for dead letters, or a relay's publishes). */
   producer(config?: KafkaProducerConfig): KafkaProducer;
+  /** Makes an admin client. */
   admin(): KafkaAdmin;
 }

@@ -44,7 +44,9 @@ export interface KafkaInboxEvents {
   assigned: { groupId: string; memberId: string; assignment: { topic: string; partitions: number[] }[] };
 }
 
+/** The name of a consumer event (see {@link KafkaInboxEvents}). */
 export type KafkaInboxEventName = keyof KafkaInboxEvents;
+/** A listener of the event `E`, called with its payload. */
 export type KafkaInboxListener<E extends KafkaInboxEventName> = (payload: KafkaInboxEvents[E]) => void;
 
 /** The consumer's emitter: core's, with the Kafka consumer's events. */

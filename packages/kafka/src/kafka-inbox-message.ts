@@ -11,10 +11,13 @@ export interface KafkaInboxMessage<V = unknown> extends InboxMessage {
   readonly id: string;
   /** The record's raw value; its fingerprint tells a duplicate from an id reused for other content. */
   readonly payload: Buffer | null;
+  /** The topic the record was consumed from. */
   readonly topic: string;
+  /** Its partition. */
   readonly partition: number;
   /** The record's offset, as a decimal string. */
   readonly offset: string;
+  /** The record's key, raw. */
   readonly key: Buffer | null;
   /** The value as the `decode` option decoded it. */
   readonly value: V;

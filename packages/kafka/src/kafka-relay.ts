@@ -50,9 +50,13 @@ const UNREACHABLE_MESSAGES = ['producer is disconnected', 'Closed connection', '
  * at once; stop it with `close()`, which also disconnects the producer the relay made from
  * `kafka` (a `producer` you gave stays yours to disconnect).
  *
+ * @throws `ConfigurationError` (from `@inboxkit/core`) (`code: 'INBOX_CONFIGURATION'`) for a
+ * missing or invalid option. A broker that is away throws nothing: the relay pauses and
+ * tries again (event `paused`).
+ *
  * @example
  * ```ts
- * const relay = createKafkaRelay({ outbox, kafka, listen: { connectionString: process.env.DATABASE_URL } })
+ * const relay = createKafkaRelay({ outbox, kafka, listen: { connectionString } }) // the database's URL
  * process.once('SIGTERM', () => void relay.close())
  * ```
  */

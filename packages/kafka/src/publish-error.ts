@@ -27,6 +27,7 @@ export type PublishFailure =
  * ```
  */
 export class PublishError extends InboxError {
+  /** Why the publish did not succeed. */
   readonly failure: PublishFailure;
   /** The dead-letter topic the publish was for. */
   readonly topic: string;

@@ -6,7 +6,11 @@ import type { KafkaConsumer } from './kafka-client.js';
 import type { KafkaInboxControl } from './kafka-inbox-control.js';
 import { checkSubscribeOptions, connectAndSubscribe, type KafkaSubscribeOptions } from './kafka-startup.js';
 
-/** What `runInboxConsumer` adds to the wrappers' options. */
+/**
+ * What `runInboxConsumer` adds to the wrappers' options.
+ *
+ * @inline
+ */
 interface RunOptions {
   /**
    * Partitions processed at the same time, each by its own handler call (kafkajs'
@@ -47,15 +51,23 @@ export type RunInboxConsumerOptions<DB, V = unknown, R = unknown> =
  * false`, `eachBatchAutoResolve: false`), and resolves once the consumer runs. With the
  * `subscribe` option it connects and subscribes first, waiting for a broker that is not up
  * yet; without it, pass a consumer that is connected and subscribed.
- * Returns the controls: `close()` for SIGTERM, `on(...)` for events.
+ * Returns the controls: `close()` for SIGTERM, `on(event, listener)` for events.
+ *
+ * @throws `ConfigurationError` (from `@inboxkit/core`) (`code: 'INBOX_CONFIGURATION'`), as a
+ * rejection, for a missing or invalid option, before anything connects.
+ * @throws {@link "@inboxkit/kafka"!KafkaUnavailableError} (`code: 'INBOX_KAFKA_UNAVAILABLE'`) when, with
+ * `subscribe`, the broker did not let the consumer start within `subscribe.timeoutMs`.
  *
  * @example
  * ```ts
  * const kafka = new Kafka({ brokers: ['127.0.0.1:9092'] })
- * const running = await runInboxConsumer(kafka.consumer({ groupId: 'payments' }), {
+ * const running = await runInboxConsumer<DB, { amountCents: number }>(kafka.consumer({ groupId: 'payments' }), {
  *   mode: 'eachBatch', kafka, inbox, groupId: 'payments',
  *   subscribe: { topics: ['charges'] },
- *   bulkHandler: async (trx, messages) => { ... },
+ *   decode: 'json',
+ *   bulkHandler: async (trx, messages) => {
+ *     await trx.insertInto('charges').values(messages.map((m) => ({ id: m.id, amount_cents: m.value.amountCents }))).execute()
+ *   },
  * })
  * process.once('SIGTERM', async () => {
  *   await running.close() // the consumer and the clients the adapter made

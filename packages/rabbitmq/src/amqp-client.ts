@@ -62,25 +62,37 @@ export interface AmqpAssertQueueOptions {
 
 /** A channel deliveries are consumed and acknowledged on. */
 export interface AmqpChannel {
+  /** Sets how many unacknowledged deliveries the broker sends (the `prefetch` option). */
   prefetch(count: number, global?: boolean): Promise<unknown>;
+  /** Starts a consumer on `queue`; `null` is delivered when the broker cancels it. */
   consume(
     queue: string,
     onMessage: (message: AmqpDelivery | null) => void,
     options?: { noAck?: boolean },
   ): Promise<{ consumerTag: string }>;
+  /** Stops the consumer (on `close()`, which then settles the deliveries in flight). */
   cancel(consumerTag: string): Promise<unknown>;
+  /** Acknowledges a delivery. */
   ack(message: AmqpDelivery, allUpTo?: boolean): void;
+  /** Hands a delivery back to the queue (`requeue`), or rejects it. */
   nack(message: AmqpDelivery, allUpTo?: boolean, requeue?: boolean): void;
+  /** Declares a queue (`assertTopology`). */
   assertQueue(queue: string, options?: AmqpAssertQueueOptions): Promise<unknown>;
+  /** Declares an exchange (`assertTopology`). */
   assertExchange(exchange: string, type: string, options?: { durable?: boolean }): Promise<unknown>;
+  /** Binds a queue to an exchange (`assertTopology`). */
   bindQueue(queue: string, source: string, pattern: string): Promise<unknown>;
+  /** Closes the channel. */
   close(): Promise<void>;
+  /** The channel closed. */
   on(event: 'close', listener: () => void): unknown;
+  /** The channel failed (it closes after). */
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 
 /** A channel in confirm mode: each publish is acknowledged (or refused) by the broker. */
 export interface AmqpConfirmChannel {
+  /** Publishes a message; `callback` is called without an error once the broker confirmed it, with one if it refused. */
   publish(
     exchange: string,
     routingKey: string,
@@ -88,8 +100,11 @@ export interface AmqpConfirmChannel {
     options: AmqpPublishOptions,
     callback: (error: unknown) => void,
   ): boolean;
+  /** Closes the channel. */
   close(): Promise<void>;
+  /** The channel closed. */
   on(event: 'close', listener: () => void): unknown;
+  /** The channel failed (it closes after). */
   on(event: 'error', listener: (error: Error) => void): unknown;
   /** A `mandatory` publish that no queue took comes back here, before its confirm. */
   on(event: 'return', listener: (message: AmqpDelivery) => void): unknown;
@@ -97,11 +112,18 @@ export interface AmqpConfirmChannel {
 
 /** A connection (amqplib's `ChannelModel`, what `amqplib.connect()` resolves to). */
 export interface AmqpConnection {
+  /** Opens a channel to consume on. */
   createChannel(): Promise<AmqpChannel>;
+  /** Opens a channel in confirm mode, to publish dead letters, retries, replies and relayed messages on. */
   createConfirmChannel(): Promise<AmqpConfirmChannel>;
+  /** Closes the connection. */
   close(): Promise<void>;
+  /** The connection closed (with the error that closed it, if any). */
   on(event: 'close', listener: (error?: Error) => void): unknown;
+  /** The connection failed. */
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The broker stopped reading from the connection (a resource alarm). */
   on(event: 'blocked', listener: (reason: string) => void): unknown;
+  /** The broker reads from the connection again. */
   on(event: 'unblocked', listener: () => void): unknown;
 }

@@ -10,6 +10,7 @@ import { InboxError } from '@inboxkit/core';
  * | `INBOX_RABBITMQ_UNAVAILABLE` | not consuming within `timeoutMs`; `cause` is the last connection error |
  */
 export class BrokerUnavailableError extends InboxError {
+  /** The subscription's queue. */
   readonly queue: string;
 
   constructor(queue: string, message: string, options?: { cause?: unknown }) {

@@ -1,4 +1,11 @@
-// @inboxkit/rabbitmq: the public API, listed. Anything not exported here is internal.
+/**
+ * `@inboxkit/rabbitmq`: effectively-once amqplib consumers on the inbox ({@link subscribe}),
+ * and the outbox relay to RabbitMQ ({@link createRabbitRelay}).
+ *
+ * The public API, listed. Anything not exported here is internal.
+ *
+ * @module @inboxkit/rabbitmq
+ */
 
 export type { BackoffOptions } from '@inboxkit/core/adapter';
 export { DEAD_LETTER_HEADER_PREFIX } from '@inboxkit/core/adapter';

@@ -12,8 +12,11 @@ export type PublishFailure = 'timeout' | 'nacked' | 'unroutable' | 'channel_clos
  * | `INBOX_RABBITMQ_PUBLISH_FAILED` | the broker nacked the publish, returned it as unroutable, did not confirm it within `publishTimeoutMs`, or the channel closed first |
  */
 export class PublishError extends InboxError {
+  /** Why the publish did not succeed. */
   readonly failure: PublishFailure;
+  /** The exchange the publish was for (`''`: the default exchange). */
   readonly exchange: string;
+  /** Its routing key. */
   readonly routingKey: string;
 
   constructor(

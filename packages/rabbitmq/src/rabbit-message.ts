@@ -19,7 +19,9 @@ export interface RabbitMessage<T = unknown> extends InboxMessage {
   readonly content: Buffer;
   /** The content as the `decode` option turned it. */
   readonly body: T;
+  /** The message's properties, as amqplib decoded them. */
   readonly properties: AmqpMessageProperties;
+  /** Where the delivery came from: delivery tag, exchange, routing key, redelivered flag. */
   readonly fields: AmqpDeliveryFields;
   /** `properties.headers`, or an empty object. */
   readonly headers: Readonly<Record<string, unknown>>;

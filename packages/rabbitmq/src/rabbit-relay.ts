@@ -30,9 +30,13 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * or whose exchange does not exist, is refused: retried with backoff, then set aside. A lost
  * connection pauses the relay and is opened again. Starts at once; stop it with `close()`.
  *
+ * @throws `ConfigurationError` (from `@inboxkit/core`) (`code: 'INBOX_CONFIGURATION'`) for a
+ * missing or invalid option. A broker that is away throws nothing: the relay pauses and
+ * tries again (event `paused`).
+ *
  * @example
  * ```ts
- * const relay = createRabbitRelay({ outbox, url: process.env.AMQP_URL, listen: { connectionString: process.env.DATABASE_URL } })
+ * const relay = createRabbitRelay({ outbox, url: 'amqp://guest:guest@127.0.0.1:5672', listen: { connectionString } })
  * process.once('SIGTERM', () => void relay.close())
  * ```
  */

@@ -13,6 +13,11 @@ import { Subscription } from './subscription.js';
  * Options are checked at once (a wrong one throws `ConfigurationError` naming it); the
  * subscription then connects, consumes and reconnects on its own until `close()`.
  *
+ * @throws `ConfigurationError` (from `@inboxkit/core`) (`code: 'INBOX_CONFIGURATION'`) for a
+ * missing or invalid option. A broker that is away throws nothing: see
+ * {@link "@inboxkit/rabbitmq"!Subscription.ready}, which rejects with {@link "@inboxkit/rabbitmq"!BrokerUnavailableError}
+ * (`code: 'INBOX_RABBITMQ_UNAVAILABLE'`) past its `timeoutMs`.
+ *
  * @example
  * ```ts
  * const subscription = subscribe({

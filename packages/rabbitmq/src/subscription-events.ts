@@ -24,7 +24,9 @@ export interface SubscriptionEvents {
   closed: { queue: string };
 }
 
+/** The name of a subscription event (see {@link SubscriptionEvents}). */
 export type SubscriptionEventName = keyof SubscriptionEvents;
+/** A listener of the event `E`, called with its payload. */
 export type SubscriptionListener<E extends SubscriptionEventName> = (payload: SubscriptionEvents[E]) => void;
 
 /** The subscription's emitter: core's, with the subscription's events. */

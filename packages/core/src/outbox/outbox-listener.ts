@@ -3,15 +3,25 @@ import type { InboxLogger } from '../logger.js';
 
 /** The part of a node-postgres client a relay listens with. */
 export interface ListenClient {
+  /** Runs `LISTEN` on the outbox's channel. */
   query(text: string): Promise<unknown>;
+  /** A notification on a channel the client listens on: the relay looks for messages. */
   on(event: 'notification', listener: (message: { channel: string }) => void): unknown;
+  /** The connection failed: the relay reconnects. */
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The connection ended: the relay reconnects. */
   on(event: 'end', listener: () => void): unknown;
 }
 
 /** A node-postgres `Pool` (one client is checked out and kept for `LISTEN`). */
 export interface ListenPool {
-  connect(): Promise<ListenClient & { release(error?: Error | boolean): void }>;
+  /** Checks out a client; the relay keeps it for its lifetime (or until the connection fails). */
+  connect(): Promise<
+    ListenClient & {
+      /** Called with `true` when the relay lets go of it: a client that ran `LISTEN` is destroyed, not reused. */
+      release(error?: Error | boolean): void;
+    }
+  >;
 }
 
 /**

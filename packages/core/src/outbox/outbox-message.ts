@@ -26,12 +26,15 @@ interface OutboxMessageBase {
 
 /** A message for a Kafka topic. */
 export interface OutboxTopicMessage extends OutboxMessageBase {
+  /** The Kafka topic to publish to. */
   readonly topic: string;
 }
 
 /** A message for a RabbitMQ exchange (`''` is the default exchange, routing by queue name). */
 export interface OutboxExchangeMessage extends OutboxMessageBase {
+  /** The RabbitMQ exchange to publish to. */
   readonly exchange: string;
+  /** The routing key (with the default exchange: the queue's name). */
   readonly routingKey: string;
 }
 

@@ -20,7 +20,9 @@ export interface OutboxRelayEvents {
   resumed: { relay: string; pausedMs: number };
 }
 
+/** The name of a relay event (see {@link OutboxRelayEvents}). */
 export type OutboxRelayEventName = keyof OutboxRelayEvents;
+/** A listener of the relay event `E`, called with its payload. */
 export type OutboxRelayListener<E extends OutboxRelayEventName> = (payload: OutboxRelayEvents[E]) => void;
 
 /** A relay's emitter. */

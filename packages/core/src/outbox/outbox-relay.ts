@@ -33,7 +33,7 @@ export interface OutboxRecord {
 /**
  * Publishes a batch and resolves once the broker answered for each message: `undefined`
  * where it confirmed, the error where it refused (counted against that message). Throws
- * (best a {@link BrokerUnavailableForRelayError}) when the broker could not be asked at all:
+ * (best a {@link "@inboxkit/core"!BrokerUnavailableForRelayError}) when the broker could not be asked at all:
  * nothing is counted and the relay pauses.
  */
 export type OutboxPublish = (records: readonly OutboxRecord[]) => Promise<ReadonlyArray<Error | undefined>>;
@@ -181,6 +181,7 @@ export class OutboxRelay {
     return this.#events.on(event, listener);
   }
 
+  /** Removes a listener added with `on`. */
   off<E extends OutboxRelayEventName>(event: E, listener: OutboxRelayListener<E>): void {
     this.#events.off(event, listener);
   }

@@ -38,14 +38,21 @@ export interface OutboxOptions {
 export interface FailedOutboxMessage {
   /** The row's place in the outbox (a bigint, as text); pass it as `after` to page. */
   readonly sequence: string;
+  /** The id consumers deduplicate on. */
   readonly messageId: string;
   /** The topic, or the exchange. */
   readonly destination: string;
+  /** The routing key of a message for an exchange; `null` for a topic. */
   readonly routingKey: string | null;
+  /** The ordering key, if the message had one. */
   readonly key: string | null;
+  /** The broker headers it is published with. */
   readonly headers: Readonly<Record<string, string>>;
+  /** Publishes the broker refused. */
   readonly attempts: number;
+  /** The broker's last refusal, as text. */
   readonly lastError: string | null;
+  /** When it was enqueued. */
   readonly createdAt: Date;
 }
 
@@ -56,9 +63,11 @@ export interface FailedOutboxMessage {
 export interface OutboxBacklog {
   /** Messages waiting to be published (including those waiting for a retry). */
   readonly pending: number;
+  /** `pending` is an estimate past `exactUpTo`. */
   readonly pendingEstimated: boolean;
   /** Messages set aside as failed: `failed()` lists them, `retryFailed()` puts them back. */
   readonly failed: number;
+  /** `failed` is an estimate past `exactUpTo`. */
   readonly failedEstimated: boolean;
   /** When the oldest pending message was enqueued (among the first 100 in line); `null` when none is pending. */
   readonly oldestPendingAt: Date | null;
@@ -121,7 +130,8 @@ export class Outbox {
   /**
    * Writes messages in `trx`, to be published once it commits (never if it rolls back). One
    * statement however many messages; messages of one call keep their order. Invalid input
-   * throws {@link InvalidOutboxMessageError} naming the field, before any statement.
+   * throws {@link InvalidOutboxMessageError} (`code: 'INBOX_INVALID_OUTBOX_MESSAGE'`) naming
+   * the field, before any statement.
    *
    * A keyed message holds a lock on its key until `trx` ends, so that messages of one key
    * are published in commit order: a second transaction enqueuing the same key waits for
@@ -236,11 +246,25 @@ export class Outbox {
 }
 
 /**
- * Makes an outbox on the table `migrateOutbox` created.
+ * Makes an outbox on the table {@link migrateOutbox} created: {@link Outbox.enqueue} writes
+ * messages in your transaction, and a relay (`createKafkaRelay` of `@inboxkit/kafka`,
+ * `createRabbitRelay` of `@inboxkit/rabbitmq`) publishes them once it committed
+ * (docs/outbox.md). It holds no connections of its own.
+ *
+ * @throws {@link ConfigurationError} (`code: 'INBOX_CONFIGURATION'`) for an unknown option,
+ * a `db` that is not a Kysely instance, or an invalid schema or table name.
  *
  * @example
  * ```ts
+ * import { createOutbox, migrateOutbox } from '@inboxkit/core'
+ *
+ * const { error } = await migrateOutbox(db)
+ * if (error) throw error
  * const outbox = createOutbox({ db })
+ * await db.transaction().execute(async (trx) => {
+ *   await trx.insertInto('orders').values(order).execute()
+ *   await outbox.enqueue(trx, { topic: 'order.accepted', key: order.id, payload: { id: order.id } })
+ * })
  * ```
  */
 export function createOutbox(options: OutboxOptions): Outbox {

@@ -63,7 +63,11 @@ function instrumentsOf(meter: Otel.Meter): Instruments {
   return instruments;
 }
 
-/** A message or batch handler, as the facade hands it over. */
+/**
+ * A message or batch handler, as the facade hands it over.
+ *
+ * @inline
+ */
 // biome-ignore lint/suspicious/noExplicitAny: any handler shape; only its call is timed.
 type Handler = (...args: any[]) => unknown;
 
@@ -218,7 +222,12 @@ export class InboxTelemetry {
     return this.#active ?? this.#activate(await otelLoaded);
   }
 
-  /** `inbox.process` with its outcome counted and its handler calls timed. */
+  /**
+   * `inbox.process` with its outcome counted and its handler calls timed.
+   *
+   * @typeParam H - The handler's type.
+   * @typeParam R - What the handler returns.
+   */
   async process<H extends Handler, R>(
     handler: H,
     run: (handler: H) => Promise<ProcessOutcome<R>>,
@@ -230,7 +239,12 @@ export class InboxTelemetry {
     return outcome;
   }
 
-  /** `inbox.processBatch` / `processBulk` with their outcomes counted and handler calls timed. */
+  /**
+   * `inbox.processBatch` / `processBulk` with their outcomes counted and handler calls timed.
+   *
+   * @typeParam H - The handler's type.
+   * @typeParam R - What the handler returns.
+   */
   async batch<H extends Handler, R>(handler: H, run: (handler: H) => Promise<BatchResult<R>>): Promise<BatchResult<R>> {
     const active = this.#active ?? (await this.#ready());
     if (active === null || !active.metered || typeof handler !== 'function') return run(handler);

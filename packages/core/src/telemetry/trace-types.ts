@@ -47,6 +47,7 @@ export interface MessageTrace {
 
 /** A batch's span: linked to each message's context; one span per message beside it while sampled. */
 export interface BatchTrace {
+  /** Runs `work` with the batch span as the active context. */
   run<T>(work: () => Promise<T>): Promise<T>;
   /** The message object of member `index`, once it exists. */
   bind(index: number, message: object): void;
