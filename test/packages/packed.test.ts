@@ -33,14 +33,14 @@ import { installScratch, type ScratchProject, typeCheck } from './support/scratc
 const run = promisify(execFile);
 
 /**
- * The quick start of each package's README, type-checked in that package's project. A
+ * The usage example of each package's README, type-checked in that package's project. A
  * fragment gets, before it, only what the README's page gives it around the block.
  */
 const QUICK_STARTS = {
-  '@inboxkit/core': { readme: 'packages/core/README.md', heading: '## Quick start', preamble: '' },
-  '@inboxkit/kafka': { readme: 'packages/kafka/README.md', heading: '## Quick start', preamble: '' },
-  '@inboxkit/rabbitmq': { readme: 'packages/rabbitmq/README.md', heading: '## Quick start', preamble: '' },
-  '@inboxkit/http': { readme: 'packages/http/README.md', heading: '## Quick start', preamble: '' },
+  '@inboxkit/core': { readme: 'packages/core/README.md', heading: '## Usage', preamble: '' },
+  '@inboxkit/kafka': { readme: 'packages/kafka/README.md', heading: '## Usage', preamble: '' },
+  '@inboxkit/rabbitmq': { readme: 'packages/rabbitmq/README.md', heading: '## Usage', preamble: '' },
+  '@inboxkit/http': { readme: 'packages/http/README.md', heading: '## Usage', preamble: '' },
 } as const;
 
 /**
@@ -113,7 +113,7 @@ describe('packed with pnpm pack, installed from the tarball outside the workspac
     ]);
   });
 
-  it.each(Object.entries(QUICK_STARTS))('%s: the README quick start type-checks', async (name, quickStart) => {
+  it.each(Object.entries(QUICK_STARTS))('%s: the README usage example type-checks', async (name, quickStart) => {
     const code = quickStart.preamble + readmeBlock(quickStart.readme, quickStart.heading);
     const output = await typeCheck(project(name), { 'quick-start.ts': code });
     expect(output, `tsc in ${project(name).dir}`).toBe('');
