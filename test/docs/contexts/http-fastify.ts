@@ -9,5 +9,3 @@ interface DB {
 declare const db: Kysely<DB>;
 declare const app: FastifyInstance;
 declare function clientIdOf(request: object): string | undefined;
-
-export {};

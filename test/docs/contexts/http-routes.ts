@@ -16,5 +16,3 @@ declare const createTransfer: RouteHandlerMethod;
 declare const createTransferExpress: RequestHandler;
 declare const createTransferFetch: import('@inboxkit/http').FetchIdempotentHandler<DB>;
 declare function clientIdOf(request: object): string | undefined;
-
-export {};

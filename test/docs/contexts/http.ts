@@ -9,5 +9,3 @@ interface DB {
 declare const db: Kysely<DB>;
 /** Your authentication: the API key's owner, a verified token's subject. */
 declare function clientIdOf(request: object): string | undefined;
-
-export {};
