@@ -29,8 +29,8 @@ export interface InboxEachBatchOptions<DB, V = unknown, R = unknown> extends Kaf
   /**
    * Most records processed in one transaction, in records. A fetched batch larger than this
    * is processed in several transactions. It is also the crash-loop window after an
-   * assignment without a clean handover (that many records run one at a time, see the
-   * `admin` option). Default `1000`.
+   * assignment without a clean handover (that many records run one at a time; docs/kafka.md,
+   * "Crash loops"). Default `1000`.
    */
   readonly maxBatchSize?: number;
 }

@@ -97,9 +97,9 @@ export interface KafkaInboxOptions<DB, V> {
   readonly deadLetterTopic?: string | ((topic: string) => string);
   /** How long a dead-letter publish may wait for the broker's acknowledgement, in milliseconds. Default `30000`. */
   readonly deadLetterTimeoutMs?: number;
-  /** Longest error stack put in a dead-letter header, in characters. Default `4000`. */
+  /** Longest error stack put in a dead-letter header, in bytes of UTF-8 (cut at a character boundary). Default `4000`. */
   readonly maxStackLength?: number;
-  /** Longest error message put in a dead-letter header, in characters. Default `2000`. */
+  /** Longest error message put in a dead-letter header, in bytes of UTF-8 (cut at a character boundary). Default `2000`. */
   readonly maxErrorMessageLength?: number;
   /**
    * Settled offsets are committed at most this often, in milliseconds, in the background;
