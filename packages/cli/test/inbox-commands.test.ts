@@ -1,7 +1,7 @@
 // `inboxkit migrate | status | find | forget | purge` run as a process against a real
 // Postgres: what each prints, its exit code, and that bad input changes nothing.
 import { createHash } from 'node:crypto';
-import { createInbox, NonRetryableError } from '@inboxkit/core';
+import { createInbox, migrateInbox, NonRetryableError } from '@inboxkit/core';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../../test/support/postgres.ts';
@@ -243,6 +243,37 @@ describe('purge', () => {
     expect(quiet.code).toBe(0);
     expect(quiet.stdout).not.toContain('purge purge-bar [');
     expect(JSON.parse(quiet.stdout.trim()).consumers).toEqual([{ consumer: 'purge-bar', deleted: 1, skipped: false }]);
+  });
+
+  it('on a table partitioned by time, reports the partitions it dropped and created', async () => {
+    const schema = 'cli_partitioned';
+    const { error } = await migrateInbox(t.db, {
+      schema,
+      partitioned: { intervalMs: 1000, premake: 3, retentionMs: 2000 },
+    });
+    if (error) throw error;
+    const inbox = createInbox({ db: t.db, consumer: 'partitioned', schema });
+    expect((await inbox.process({ id: 'old-1', payload: 'p' }, async () => 1)).status).toBe('processed');
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+
+    // A partition goes once its keys are older than both --retention and the table's floor (2 s).
+    const json = await runCli(['--schema', schema, 'purge', '--retention', '2s', '--json'], env);
+    expect(json.code, json.stderr).toBe(0);
+    const [entry] = JSON.parse(json.stdout).consumers;
+    expect(entry).toMatchObject({ consumer: 'partitioned', deleted: 0, skipped: false });
+    expect(entry.partitions.dropped).toBeGreaterThanOrEqual(1);
+    expect(entry.partitions.created).toBeGreaterThanOrEqual(1);
+    const { rows } = await sql<{
+      n: number;
+    }>`SELECT count(*)::int AS n FROM cli_partitioned.processed_messages`.execute(t.db);
+    expect(rows[0]?.n).toBe(0);
+
+    // The table says so too, instead of a bare "deleted 0".
+    expect((await inbox.process({ id: 'old-2', payload: 'p' }, async () => 1)).status).toBe('processed');
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    const table = await runCli(['--schema', schema, 'purge', '--retention', '2s'], env);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/dropped [1-9]\d* partitions?/);
   });
 
   it('a malformed --retention is exit 2 and deletes nothing', async () => {
