@@ -39,7 +39,7 @@ export function registerPurge(program: Command): void {
           consumers = await admin.consumers();
         }
         const before = new Date(Date.now() - olderThanMs);
-        const done: Array<{ consumer: string; deleted: number; skipped: boolean }> = [];
+        const done: PurgeReport[] = [];
         for (const consumer of consumers) {
           // The total is a bounded count: the bar grows if there turn out to be more.
           const total = await admin.countExpired(consumer, before);
@@ -47,7 +47,14 @@ export function registerPurge(program: Command): void {
           try {
             const inbox = createInbox({ db, consumer, schema: settings.schema, table: settings.table });
             const result = await inbox.purge({ olderThanMs, batchSize, onBatch: (n) => bar.increment(n) });
-            done.push({ consumer, deleted: result.deleted, skipped: result.skipped });
+            // On a table partitioned by time, purge() drops whole partitions (their keys are
+            // not counted in `deleted`): say so, or an operator reads "deleted 0".
+            done.push({
+              consumer,
+              deleted: result.deleted,
+              skipped: result.skipped,
+              ...(result.partitions && { partitions: result.partitions }),
+            });
           } finally {
             bar.stop();
           }
@@ -64,7 +71,29 @@ export function registerPurge(program: Command): void {
       }
       printTable(
         ['consumer', 'deleted', 'note'],
-        results.map((r) => [r.consumer, r.deleted, r.skipped ? 'skipped: another process is purging it' : '']),
+        results.map((r) => [r.consumer, r.deleted, note(r)]),
       );
     });
+}
+
+/** One consumer's line of the report. */
+interface PurgeReport {
+  readonly consumer: string;
+  readonly deleted: number;
+  readonly skipped: boolean;
+  /** On a partitioned table: the partition maintenance this purge did (docs/retention.md). */
+  readonly partitions?: { readonly created: number; readonly dropped: number; readonly blocked: number };
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function note(report: PurgeReport): string {
+  if (report.skipped) return 'skipped: another process is purging it';
+  const p = report.partitions;
+  if (p === undefined) return '';
+  const parts = [`dropped ${plural(p.dropped, 'partition')}`, `created ${p.created}`];
+  if (p.blocked > 0) parts.push(`${p.blocked} left to the next purge (a lock was busy)`);
+  return `partitioned table: ${parts.join(', ')}`;
 }
