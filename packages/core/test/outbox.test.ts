@@ -10,6 +10,7 @@ import {
   NonRetryableError,
   type Outbox,
   type OutboxRecord,
+  type OutboxRelayEvents,
   outboxSchemaSql,
 } from '@inboxkit/core';
 import { createOutboxRelay, type OutboxPublish } from '@inboxkit/core/adapter';
@@ -293,6 +294,30 @@ describe('relay engine', () => {
       expect(new Set(published.map((p) => p.messageId)).size).toBe(published.length);
     } finally {
       await Promise.all(relays.map((r) => r.close()));
+    }
+  });
+
+  it("the relay's backlog event reads the bounded backlog: past 10,000 rows it estimates instead of counting the table", async () => {
+    const outbox = await freshOutbox('ob_deep_backlog');
+    const { publish } = recordingPublish((r) =>
+      r.destination === 'missing' ? new Error('no such destination') : undefined,
+    );
+    const relay = createOutboxRelay({ outbox, publish, pollIntervalMs: 20, retry: { maxAttempts: 1 } });
+    const backlogs: OutboxRelayEvents['backlog'][] = [];
+    relay.on('backlog', (e) => backlogs.push(e));
+    try {
+      // A poison message first, then 10,050 of its key held behind it: the relay idles.
+      await outbox.enqueue(t.db, [
+        { topic: 'missing', key: 'deep', payload: 0, messageId: 'deep-poison' },
+        ...Array.from({ length: 10_050 }, (_, i) => ({ topic: 'ok', key: 'deep', payload: i, messageId: `deep-${i}` })),
+      ]);
+      await until(() => backlogs.some((b) => b.failed >= 1));
+      const seen = backlogs.find((b) => b.failed >= 1);
+      expect(seen).toMatchObject({ relay: 'relay', pendingEstimated: true, failedEstimated: true });
+      expect(seen?.pending).toBeGreaterThanOrEqual(10_000);
+      expect(seen?.oldestPendingMs).toBeGreaterThanOrEqual(0);
+    } finally {
+      await relay.close();
     }
   });
 
