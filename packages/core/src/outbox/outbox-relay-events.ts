@@ -12,8 +12,20 @@ export interface OutboxRelayEvents {
   refused: { relay: string; messageId: string; attempts: number; delayMs: number; error: Error };
   /** A message was refused past the retry policy and set aside (`outbox.failed()` lists it). */
   failed: { relay: string; messageId: string; attempts: number; error: Error };
-  /** The outbox's size, at each poll while the relay is idle (only computed when listened to). */
-  backlog: { relay: string; pending: number; failed: number; oldestPendingMs: number | null };
+  /**
+   * The outbox's backlog, at each poll while the relay is idle (only computed when listened
+   * to), read as `outbox.backlog()` reads it: exact up to 10,000 rows, estimated beyond
+   * (`pendingEstimated`, `failedEstimated`); `oldestPendingMs` is the age of the earliest
+   * enqueued among the first 100 pending in line.
+   */
+  backlog: {
+    relay: string;
+    pending: number;
+    pendingEstimated: boolean;
+    failed: number;
+    failedEstimated: boolean;
+    oldestPendingMs: number | null;
+  };
   /** Postgres or the broker did not answer (or a cycle failed otherwise): nothing was counted; the relay waits `delayMs`. */
   paused: { relay: string; reason: RelayPauseReason; delayMs: number; error: Error };
   /** The first cycle that worked after a pause. */

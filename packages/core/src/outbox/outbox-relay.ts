@@ -242,7 +242,7 @@ export class OutboxRelay {
       const woken = await this.#sleep(this.#pollIntervalMs, true);
       if (!woken && !signal.aborted && this.#events.has('backlog')) {
         try {
-          const backlog = await this.#config.backlog(this.#config.db);
+          const backlog = await this.#config.backlog();
           this.#events.emit('backlog', { relay: this.name, ...backlog });
         } catch {
           // the next cycle reports an outage

@@ -7,13 +7,7 @@ import { type OutboxMessage, outboxRows } from './outbox-message.js';
 import { type OutboxTables, outboxTables } from './outbox-tables.js';
 import { compileClaim } from './sql/claim.js';
 import { compileEnqueue } from './sql/enqueue.js';
-import {
-  compileBacklog,
-  compileBoundedBacklog,
-  compileListFailed,
-  compileRetryFailed,
-  type FailedRow,
-} from './sql/failed.js';
+import { compileBoundedBacklog, compileListFailed, compileRetryFailed, type FailedRow } from './sql/failed.js';
 import { compileSettle } from './sql/settle.js';
 
 /** Options of {@link createOutbox}. */
@@ -80,7 +74,17 @@ export interface OutboxConfig {
   readonly tables: OutboxTables;
   readonly claim: ReturnType<typeof compileClaim>;
   readonly settle: ReturnType<typeof compileSettle>;
-  readonly backlog: ReturnType<typeof compileBacklog>;
+  /** The relay's `backlog` event: the bounded backlog of {@link Outbox.backlog}. */
+  readonly backlog: () => Promise<RelayBacklog>;
+}
+
+/** The figures of a relay's `backlog` event. */
+export interface RelayBacklog {
+  readonly pending: number;
+  readonly pendingEstimated: boolean;
+  readonly failed: number;
+  readonly failedEstimated: boolean;
+  readonly oldestPendingMs: number | null;
 }
 
 const configs = new WeakMap<Outbox, OutboxConfig>();
@@ -122,7 +126,13 @@ export class Outbox {
         tables,
         claim: compileClaim(tables),
         settle: compileSettle(tables),
-        backlog: compileBacklog(tables),
+        backlog: async () => {
+          const { oldestPendingAt, ...counts } = await this.backlog();
+          return {
+            ...counts,
+            oldestPendingMs: oldestPendingAt === null ? null : Math.max(0, Date.now() - oldestPendingAt.getTime()),
+          };
+        },
       }),
     );
   }

@@ -49,21 +49,6 @@ SELECT (SELECT count(*) FROM retried)::int AS retried, pg_notify('${tables.chann
   };
 }
 
-/** Pending and failed counts and the age of the oldest pending row, for the `backlog` event. */
-export function compileBacklog(tables: OutboxTables) {
-  const text = `SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending,
-  count(*) FILTER (WHERE status = 'failed')::int AS failed,
-  (extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) * 1000)::float8 AS oldest_ms
-FROM ${tables.qualified}`;
-  return async function backlog(db: QueryRunner) {
-    const { rows } = await db.executeQuery<{ pending: number; failed: number; oldest_ms: number | null }>(
-      raw(text, []),
-    );
-    const row = rows[0];
-    return { pending: row?.pending ?? 0, failed: row?.failed ?? 0, oldestPendingMs: row?.oldest_ms ?? null };
-  };
-}
-
 /** What `outbox.backlog()` reads: bounded counts, statistics, the oldest pending rows. */
 export interface BoundedBacklogRow {
   /** Rows among the first `bound` of the table (any order): all of them when fewer. */
