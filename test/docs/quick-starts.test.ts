@@ -264,6 +264,17 @@ describe("the README's quick starts, started while Postgres and the broker come 
   });
 });
 
+describe("docs/inbox.md's whole program, started while Postgres comes up", () => {
+  it('handles one message twice: true true, one row, and exits by itself', async () => {
+    const child = await startWhileServicesComeUp(runnableBlock('docs/inbox.md', 'inbox').code, {});
+    const exit = await exitsWithin(child.exited, 60_000);
+    expect(exit, child.output()).toEqual({ code: 0, signal: null });
+    expect(child.output().trim()).toBe('true true');
+    expect(await rows("SELECT count(*) AS n FROM charges WHERE id = 'c-1'")).toBe(1);
+    expect(await rows("SELECT count(*) AS n FROM processed_messages WHERE message_id = 'c-1'")).toBe(1);
+  });
+});
+
 /** Whether `queue` exists (asked on a connection of its own: a missing queue closes the channel that asks). */
 async function queueExists(queue: string): Promise<boolean> {
   const probe = await openTestBroker('quick-start-probe');

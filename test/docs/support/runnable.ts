@@ -18,4 +18,5 @@ export const RUNNABLE: readonly Runnable[] = [
   { run: 'rabbitmq', files: ['README.md'], test: 'test/docs/quick-starts.test.ts' },
   { run: 'http', files: ['README.md'], test: 'test/docs/quick-starts.test.ts' },
   { run: 'outbox', files: ['README.md'], test: 'test/docs/quick-starts.test.ts' },
+  { run: 'inbox', files: ['docs/inbox.md'], test: 'test/docs/quick-starts.test.ts' },
 ];
