@@ -28,7 +28,7 @@ import { createPgPool } from '@inboxkit/core/pg';
 import { type KafkaDedup, type KafkaInboxControl, migrateKafkaOffsets, runInboxConsumer } from '@inboxkit/kafka';
 import { type Consumer, Kafka, logLevel } from 'kafkajs';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
-import { benchDatabase, type Figure, median, printTable, saveResults, type Target } from './support.ts';
+import { benchDatabase, type Figure, median, printTable, RecordClock, saveResults, type Target } from './support.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -93,34 +93,7 @@ async function reset(): Promise<void> {
   await db.executeQuery(CompiledQuery.raw('VACUUM ANALYZE bench_rows'));
 }
 
-/** Counts records done and times the run from the first record to the last. */
-class Clock {
-  done = 0;
-  #first = 0;
-  #last = 0;
-  #finished: () => void = () => {};
-  readonly finished = new Promise<void>((resolve) => {
-    this.#finished = resolve;
-  });
-
-  start(): void {
-    if (this.#first === 0) this.#first = performance.now();
-  }
-
-  add(count: number): void {
-    this.done += count;
-    if (this.done >= N) {
-      this.#last = performance.now();
-      this.#finished();
-    }
-  }
-
-  get rate(): number {
-    return (N / (this.#last - this.#first)) * 1000;
-  }
-}
-
-type Mode = (consumer: Consumer, clock: Clock, groupId: string) => Promise<KafkaInboxControl | undefined>;
+type Mode = (consumer: Consumer, clock: RecordClock, groupId: string) => Promise<KafkaInboxControl | undefined>;
 
 interface Charge {
   id: string;
@@ -218,7 +191,7 @@ async function measure(name: string, mode: Mode): Promise<number> {
   const consumer = kafka.consumer({ groupId });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  const clock = new Clock();
+  const clock = new RecordClock(N);
   const control = await mode(consumer, clock, groupId);
   const incidents = { paused: 0, commitFailed: 0 };
   control?.on('paused', () => incidents.paused++);

@@ -30,7 +30,7 @@ import { createPgPool } from '@inboxkit/core/pg';
 import { type KafkaInboxControl, runInboxConsumer } from '@inboxkit/kafka';
 import { type Consumer, Kafka, logLevel } from 'kafkajs';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
-import { benchDatabase, type Figure, median, printTable, saveResults, type Target } from './support.ts';
+import { benchDatabase, type Figure, median, printTable, RecordClock, saveResults, type Target } from './support.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -106,34 +106,7 @@ async function reset(): Promise<void> {
 
 // ---- one run --------------------------------------------------------------------------------
 
-/** Counts records done and times the run from the first record to the last. */
-class Clock {
-  done = 0;
-  #first = 0;
-  #last = 0;
-  #finished: () => void = () => {};
-  readonly finished = new Promise<void>((resolve) => {
-    this.#finished = resolve;
-  });
-
-  start(): void {
-    if (this.#first === 0) this.#first = performance.now();
-  }
-
-  add(count: number): void {
-    this.done += count;
-    if (this.done >= N) {
-      this.#last = performance.now();
-      this.#finished();
-    }
-  }
-
-  get rate(): number {
-    return (N / (this.#last - this.#first)) * 1000;
-  }
-}
-
-type Mode = (kafkaConsumer: Consumer, clock: Clock, groupId: string) => Promise<KafkaInboxControl | undefined>;
+type Mode = (kafkaConsumer: Consumer, clock: RecordClock, groupId: string) => Promise<KafkaInboxControl | undefined>;
 
 interface Charge {
   id: string;
@@ -272,7 +245,7 @@ const modes: Record<string, Mode> = {
 
 async function inboxEachBatchMode(
   kafkaConsumer: Consumer,
-  clock: Clock,
+  clock: RecordClock,
   groupId: string,
   maxBatchSize: number | undefined,
 ): Promise<KafkaInboxControl> {
@@ -302,7 +275,7 @@ async function measure(name: string, mode: Mode): Promise<number> {
   const kafkaConsumer = kafka.consumer({ groupId });
   await kafkaConsumer.connect();
   await kafkaConsumer.subscribe({ topics: [topic], fromBeginning: true });
-  const clock = new Clock();
+  const clock = new RecordClock(N);
   const cpuBefore = process.cpuUsage();
   const control = await mode(kafkaConsumer, clock, groupId);
   const incidents = { paused: 0, commitFailed: 0, joins: control?.assignment().length ? 1 : 0 };

@@ -89,3 +89,40 @@ export function saveResults(name: string, body: object): void {
     console.error(`charts not redrawn: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
+
+/**
+ * Counts the records a run has done and times it from the first record to the `total`th:
+ * `start()` at the first, `add(n)` as they settle; `finished` resolves at the last.
+ */
+export class RecordClock {
+  done = 0;
+  #first = 0;
+  #last = 0;
+  #finished: () => void = () => {};
+  readonly finished = new Promise<void>((resolve) => {
+    this.#finished = resolve;
+  });
+
+  readonly total: number;
+
+  constructor(total: number) {
+    this.total = total;
+  }
+
+  start(): void {
+    if (this.#first === 0) this.#first = performance.now();
+  }
+
+  add(count: number): void {
+    this.done += count;
+    if (this.done >= this.total) {
+      this.#last = performance.now();
+      this.#finished();
+    }
+  }
+
+  /** Records a second over the run. */
+  get rate(): number {
+    return (this.total / (this.#last - this.#first)) * 1000;
+  }
+}
