@@ -55,6 +55,55 @@ describe('migrate', () => {
     expect(second.stdout).toContain('up to date');
   });
 
+  it('--partitioned makes the inbox table partitioned by time, with the given interval, premake and retention', async () => {
+    const args = [
+      ...['--schema', 'cli_migrate_partitioned', 'migrate', '--inbox-only', '--partitioned'],
+      ...['--partition-interval', '1h', '--premake', '2', '--partition-retention', '3d', '--json'],
+    ];
+    const first = await runCli(args, env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout).migrations.map((m: { migration: string }) => m.migration)).toContain(
+      'inboxkit_partitioned',
+    );
+    const { rows } = await sql<{ bound: string }>`
+      SELECT pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'cli_migrate_partitioned.processed_messages'::regclass`.execute(t.db);
+    // The current hour and two ahead at least, each an hour long.
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    const hours = rows
+      .map((r) => /FROM \('([^']*)'\) TO \('([^']*)'\)/.exec(r.bound))
+      .filter((m) => m !== null)
+      .map((m) => (Date.parse(String(m[2])) - Date.parse(String(m[1]))) / 3_600_000);
+    expect(new Set(hours)).toEqual(new Set([1]));
+    // Its partitions then serve the inbox. A second run applies no numbered migration again;
+    // the partitioning step is re-run (idempotent) with the settings given.
+    const inbox = createInbox({ db: t.db, consumer: 'cli-partitioned', schema: 'cli_migrate_partitioned' });
+    expect((await inbox.process({ id: 'p-1', payload: 'x' }, async () => 1)).status).toBe('processed');
+    const second = await runCli(args, env);
+    expect(second.code, second.stderr).toBe(0);
+    expect(JSON.parse(second.stdout).migrations).toEqual([
+      { tables: 'inbox', migration: 'inboxkit_partitioned', status: 'Success' },
+    ]);
+    expect((await inbox.process({ id: 'p-1', payload: 'x' }, async () => 1)).status).toBe('duplicate');
+  });
+
+  it('partition flags without --partitioned, or malformed, are exit 2 and create nothing', async () => {
+    const without = await runCli(['--schema', 'cli_migrate_nopart', 'migrate', '--premake', '2'], env);
+    expect(without.code).toBe(2);
+    expect(oneLine(without)).toContain('--partitioned');
+    const malformed = await runCli(
+      ['--schema', 'cli_migrate_nopart', 'migrate', '--partitioned', '--partition-interval', 'soon'],
+      env,
+    );
+    expect(malformed.code).toBe(2);
+    expect(oneLine(malformed)).toContain('--partition-interval');
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM information_schema.schemata WHERE schema_name = 'cli_migrate_nopart'`.execute(
+      t.db,
+    );
+    expect(rows[0]?.n).toBe(0);
+  });
+
   it('refuses a schema name that is no plain identifier (exit 2), creating nothing', async () => {
     const result = await runCli(['migrate', '--schema', 'x"; DROP TABLE charges; --'], env);
     expect(result.code).toBe(2);
