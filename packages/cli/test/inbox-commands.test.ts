@@ -85,6 +85,13 @@ describe('migrate', () => {
       { tables: 'inbox', migration: 'inboxkit_partitioned', status: 'Success' },
     ]);
     expect((await inbox.process({ id: 'p-1', payload: 'x' }, async () => 1)).status).toBe('duplicate');
+    // A run without --partitioned leaves the table and its settings as they are.
+    const plain = await runCli(['--schema', 'cli_migrate_partitioned', 'migrate', '--inbox-only'], env);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain('up to date');
+    const fresh = createInbox({ db: t.db, consumer: 'cli-partitioned', schema: 'cli_migrate_partitioned' });
+    expect((await fresh.process({ id: 'p-1', payload: 'x' }, async () => 1)).status).toBe('duplicate');
+    expect((await fresh.process({ id: 'p-2', payload: 'x' }, async () => 1)).status).toBe('processed');
   });
 
   it('partition flags without --partitioned, or malformed, are exit 2 and create nothing', async () => {
