@@ -30,7 +30,17 @@ import { createPgPool } from '@inboxkit/core/pg';
 import { type KafkaInboxControl, runInboxConsumer } from '@inboxkit/kafka';
 import { type Consumer, Kafka, logLevel } from 'kafkajs';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
-import { benchDatabase, type Figure, median, printTable, RecordClock, saveResults, type Target } from './support.ts';
+import {
+  benchDatabase,
+  type Figure,
+  median,
+  pairedRatio,
+  printTable,
+  RecordClock,
+  sampleRounds,
+  saveResults,
+  type Target,
+} from './support.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -297,15 +307,7 @@ async function measure(name: string, mode: Mode): Promise<number> {
 
 // ---- all runs -------------------------------------------------------------------------------
 
-const samples = new Map<string, number[]>();
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [name, mode] of Object.entries(modes)) {
-    if (ONLY !== '' && !new RegExp(ONLY).test(name)) continue;
-    const rate = await measure(name, mode);
-    samples.set(name, [...(samples.get(name) ?? []), rate]);
-    process.stderr.write(`  round ${round + 1}/${ROUNDS} ${name}: ${Math.round(rate)} msg/s\n`);
-  }
-}
+const samples = await sampleRounds(modes, { rounds: ROUNDS, only: ONLY }, measure);
 await producer.disconnect();
 await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
 await admin.disconnect();
@@ -316,15 +318,7 @@ const figures: Figure[] = [...samples].map(([name, rates]) => ({
   concurrency: 1,
   messagesPerSec: Math.round(median(rates)),
 }));
-const samplesOf = (name: string) => [...samples].find(([key]) => key.startsWith(name))?.[1] ?? [];
-/**
- * `a` over `b`: the median of the per-round ratios. The modes of one round run back to back,
- * so pairing them keeps out most of the noise of a shared machine.
- */
-const ratio = (a: string, b: string) => {
-  const [as, bs] = [samplesOf(a), samplesOf(b)];
-  return median(as.map((value, i) => value / (bs[i] ?? Number.NaN)));
-};
+const ratio = (a: string, b: string) => pairedRatio(samples, a, b);
 const targets: Target[] = [
   {
     target: 'inboxkit eachMessage at least 0.9x of its hand-written twin (claim + insert per record)',

@@ -126,3 +126,34 @@ export class RecordClock {
     return (this.total / (this.#last - this.#first)) * 1000;
   }
 }
+
+/**
+ * Runs every mode (whose name matches `only`, when given) once a round for `rounds` rounds,
+ * the modes of a round back to back, and returns each mode's rates in round order.
+ */
+export async function sampleRounds<M>(
+  modes: Record<string, M>,
+  options: { rounds: number; only: string },
+  measure: (name: string, mode: M) => Promise<number>,
+): Promise<Map<string, number[]>> {
+  const samples = new Map<string, number[]>();
+  for (let round = 0; round < options.rounds; round++) {
+    for (const [name, mode] of Object.entries(modes)) {
+      if (options.only !== '' && !new RegExp(options.only).test(name)) continue;
+      const rate = await measure(name, mode);
+      samples.set(name, [...(samples.get(name) ?? []), rate]);
+      process.stderr.write(`  round ${round + 1}/${options.rounds} ${name}: ${Math.round(rate)} msg/s\n`);
+    }
+  }
+  return samples;
+}
+
+/**
+ * `a` over `b` (modes named by a prefix): the median of the per-round ratios. The modes of
+ * one round run back to back, so pairing them keeps out most of the noise of a shared machine.
+ */
+export function pairedRatio(samples: Map<string, number[]>, a: string, b: string): number {
+  const of = (name: string) => [...samples].find(([key]) => key.startsWith(name))?.[1] ?? [];
+  const [as, bs] = [of(a), of(b)];
+  return median(as.map((value, i) => value / (bs[i] ?? Number.NaN)));
+}
